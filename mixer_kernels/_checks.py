@@ -1,0 +1,78 @@
+"""Input validation shared by every backend: reads shapes, dtypes and devices only (no host sync), and
+raises ValueError/TypeError naming the argument and what was expected (DESIGN.md §4)."""
+from __future__ import annotations
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+APPROXIMATE = ("none", "tanh")
+
+
+def autocast_enabled(x: torch.Tensor) -> bool:
+    """Whether torch.autocast is on for x's device type."""
+    try:
+        return torch.is_autocast_enabled(x.device.type)
+    except (RuntimeError, TypeError):   # a device type autocast does not know
+        return False
+
+
+def _tensor(name: str, t, ndim: int, shape_desc: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor of shape {shape_desc}, got {type(t).__name__}")
+    if not t.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor (float32, float16 or bfloat16), got {t.dtype}")
+    if t.dim() != ndim:
+        raise ValueError(f"{name}: expected shape {shape_desc}, got {tuple(t.shape)} ({t.dim()} dimensions)")
+
+
+def _shape(name: str, t: torch.Tensor, expected: tuple, shape_desc: str) -> None:
+    if tuple(t.shape) != tuple(expected):
+        raise ValueError(f"{name}: expected shape {shape_desc} = {tuple(expected)}, got {tuple(t.shape)}")
+
+
+def check_mlp_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                   approximate, sample_scale=None) -> None:
+    """kind "token": fc1_weight [DS, S], fc2_weight [S, DS] (mixes along S);
+    kind "channel": fc1_weight [DC, C], fc2_weight [C, DC] (mixes along C)."""
+    _tensor("x", x, 3, "[B, S, C]")
+    B, S, C = x.shape
+    N, H = ("S", "DS") if kind == "token" else ("C", "DC")       # mixed dimension, hidden width
+    n = S if kind == "token" else C
+    _tensor("norm_weight", norm_weight, 1, "[C]")
+    _shape("norm_weight", norm_weight, (C,), "[C]")
+    _tensor("norm_bias", norm_bias, 1, "[C]")
+    _shape("norm_bias", norm_bias, (C,), "[C]")
+    _tensor("fc1_weight", fc1_weight, 2, f"[{H}, {N}]")
+    if fc1_weight.shape[1] != n:
+        raise ValueError(f"fc1_weight: expected shape [{H}, {N}] with {N}={n} (from x {tuple(x.shape)}), "
+                         f"got {tuple(fc1_weight.shape)}")
+    hidden = fc1_weight.shape[0]
+    if hidden < 1:
+        raise ValueError(f"fc1_weight: expected {H} >= 1, got shape {tuple(fc1_weight.shape)}")
+    _tensor("fc1_bias", fc1_bias, 1, f"[{H}]")
+    _shape("fc1_bias", fc1_bias, (hidden,), f"[{H}]")
+    _tensor("fc2_weight", fc2_weight, 2, f"[{N}, {H}]")
+    _shape("fc2_weight", fc2_weight, (n, hidden), f"[{N}, {H}]")
+    _tensor("fc2_bias", fc2_bias, 1, f"[{N}]")
+    _shape("fc2_bias", fc2_bias, (n,), f"[{N}]")
+    if sample_scale is not None:
+        _tensor("sample_scale", sample_scale, 1, "[B]")
+        _shape("sample_scale", sample_scale, (B,), "[B]")
+    named = [("norm_weight", norm_weight), ("norm_bias", norm_bias), ("fc1_weight", fc1_weight),
+             ("fc1_bias", fc1_bias), ("fc2_weight", fc2_weight), ("fc2_bias", fc2_bias)]
+    if sample_scale is not None:
+        named.append(("sample_scale", sample_scale))
+    for name, t in named:
+        if t.device != x.device:
+            raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got {t.device}")
+    if x.device.type in ("cuda", "cpu") and x.dtype not in SUPPORTED_DTYPES and x.dtype != torch.float64:
+        raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
+    if not autocast_enabled(x):
+        for name, t in named[:6]:
+            if t.dtype != x.dtype:
+                raise TypeError(f"{name}: expected dtype {x.dtype} (x's dtype), got {t.dtype}; "
+                                f"mixed dtypes are accepted only under torch.autocast")
+    if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not eps > 0:
+        raise ValueError(f"eps: expected a positive float, got {eps!r}")
+    if approximate not in APPROXIMATE:
+        raise ValueError(f"approximate: expected 'none' (exact erf GELU) or 'tanh', got {approximate!r}")

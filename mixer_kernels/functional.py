@@ -1,0 +1,78 @@
+"""Public functions: check the inputs, pick the backend by device, call the op.
+
+Dispatch (DESIGN.md §4):
+- CUDA tensors: the Triton kernels (a torch.library custom op with registered autograd and a fake
+  implementation, so torch.compile(fullgraph=True) traces it).
+- CPU tensors: the same Triton kernels under the interpreter when TRITON_INTERPRET=1 (how the tests run
+  them), else the plain PyTorch path of torch_math.py.
+- XLA tensors (torch_xla): the XLA formulation of xla.py.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import torch_math
+from ._checks import autocast_enabled, check_mlp_args
+from ._config import use_triton
+
+_XLA_DEVICE_TYPES = ("xla",)
+
+
+def _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+    """Under torch.autocast, matmul operands run in the autocast dtype, as eager nn.Linear does; the
+    LayerNorm (parameters and statistics) stays in fp32 inside the kernels, as eager's autocast does."""
+    if not autocast_enabled(x):
+        return fc1_weight, fc1_bias, fc2_weight, fc2_bias
+    dt = torch.get_autocast_dtype(x.device.type)
+    return fc1_weight.to(dt), fc1_bias.to(dt), fc2_weight.to(dt), fc2_bias.to(dt)
+
+
+def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                 approximate="none", sample_scale=None, recompute=False):
+    """The token-mixing half of a Mixer block: x + fc2(GELU(fc1(LN(x)^T)))^T.
+
+    x [B, S, C]; norm_weight, norm_bias [C]; fc1_weight [DS, S]; fc1_bias [DS]; fc2_weight [S, DS];
+    fc2_bias [S]. `approximate`: "none" (exact erf GELU, timm) or "tanh" (the JAX original).
+    `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
+    `recompute` matters only on the XLA path (the Triton path always recomputes the hidden activation).
+    Returns a tensor shaped and typed like x.
+    """
+    check_mlp_args("token", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                   approximate, sample_scale)
+    if x.device.type in _XLA_DEVICE_TYPES:
+        from . import xla
+        return xla.token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
+    if use_triton(x):
+        from .ops.token_mixing import token_mixing as op
+        w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        return op(x, norm_weight, norm_bias, *w, eps=float(eps), approximate=approximate, sample_scale=sample_scale)
+    return torch_math.token_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                         eps, approximate, sample_scale)
+
+
+def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                   approximate="none", recompute=False, sample_scale=None):
+    """The channel-mixing half of a Mixer block: x + fc2(GELU(fc1(LN(x)))).
+
+    x [B, S, C]; norm_weight, norm_bias [C]; fc1_weight [DC, C]; fc1_bias [DC]; fc2_weight [C, DC];
+    fc2_bias [C]. `recompute=True` saves only x and the row statistics for backward (the hidden
+    pre-activation [B*S, DC] is recomputed); by default that pre-activation is saved in the compute dtype.
+    `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
+    Returns a tensor shaped and typed like x.
+    """
+    check_mlp_args("channel", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                   approximate, sample_scale)
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")
+    if x.device.type in _XLA_DEVICE_TYPES:
+        from . import xla
+        return xla.channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                  eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
+    if use_triton(x):
+        from .ops.channel_mixing import channel_mixing as op
+        w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        return op(x, norm_weight, norm_bias, *w, eps=float(eps), approximate=approximate, recompute=recompute,
+                  sample_scale=sample_scale)
+    return torch_math.channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                                           fc2_bias, eps, approximate, sample_scale)

@@ -1,0 +1,84 @@
+"""Every Triton kernel of the package registers itself here with the launch configurations it meets at
+real Mixer sizes. Two consumers: the compile test (tests/test_compile.py builds each case for sm_90 and
+sm_80 on a CPU machine and reports registers and spills) and the launch counter of the tests (which
+wraps each kernel's `run` to prove the Triton path answered, not a PyTorch fallback).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+@dataclass
+class CompileCase:
+    """One launch to compile ahead of time. `args` maps every kernel parameter to an example value:
+    a torch.dtype stands for a pointer (assumed 16-byte aligned, as the caching allocator gives),
+    ints/floats/bools for scalars and constexprs, as a real launch would pass them."""
+
+    name: str
+    args: dict[str, Any]
+    num_warps: int = 4
+    num_stages: int = 3
+    expect_no_spills: bool = True
+
+
+@dataclass
+class KernelEntry:
+    name: str
+    kernel: Any                                   # the triton JITFunction (or InterpretedFunction)
+    cases: Callable[[], list[CompileCase]] = field(default=lambda: [])
+
+
+KERNELS: dict[str, KernelEntry] = {}
+
+
+def register_kernel(kernel, cases: Callable[[], list[CompileCase]]):
+    """Record `kernel` (a @triton.jit function) and a callable giving its compile cases."""
+    fn = getattr(kernel, "fn", kernel)
+    name = fn.__name__
+    KERNELS[name] = KernelEntry(name, kernel, cases)
+    return kernel
+
+
+_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
+                torch.int32: "i32", torch.int64: "i64", torch.int8: "i8", torch.uint8: "u8"}
+
+
+def signature_of(kernel, args: dict[str, Any]):
+    """Signature, constexprs and attrs as the JIT would specialise a launch with these arguments:
+    integer arguments equal to 1 become constants; pointers and integers divisible by 16 carry
+    tt.divisibility=16 (DESIGN.md §6)."""
+    fn = getattr(kernel, "fn", kernel)
+    import inspect
+    params = list(inspect.signature(fn).parameters)
+    constexpr_names = {p.name for p in kernel.params if p.is_constexpr}
+    missing = [p for p in params if p not in args]
+    extra = [a for a in args if a not in params]
+    if missing or extra:
+        raise ValueError(f"compile case for {fn.__name__}: missing {missing}, unknown {extra}")
+    signature, constexprs, attrs = {}, {}, {}
+    for i, p in enumerate(params):
+        v = args[p]
+        if p in constexpr_names:
+            signature[p] = "constexpr"
+            constexprs[p] = v
+        elif isinstance(v, torch.dtype):
+            signature[p] = "*" + _DTYPE_NAMES[v]
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(v, bool):
+            signature[p] = "i1"
+        elif isinstance(v, int):
+            if v == 1:
+                signature[p] = "constexpr"
+                constexprs[p] = 1
+            else:
+                signature[p] = "i64" if abs(v) >= 2**31 else "i32"
+                if v % 16 == 0:
+                    attrs[(i,)] = [["tt.divisibility", 16]]
+        elif isinstance(v, float):
+            signature[p] = "fp32"
+        else:
+            raise TypeError(f"compile case for {fn.__name__}: unsupported value for {p}: {v!r}")
+    return signature, constexprs, attrs

@@ -1,0 +1,32 @@
+"""The two halves of a Mixer block as plain PyTorch ops: the CPU path (no GPU, no TRITON_INTERPRET)
+and the formulation the XLA path builds on. One source of truth for this math inside the package;
+the independent oracle of the tests is reference/mlp_mixer.py.
+
+Under autocast these behave as eager timm does: layer_norm runs in fp32, linear in the autocast dtype.
+`sample_scale` [B] (drop_path's per-sample keep/scale) multiplies the branch before the residual add.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+
+def _residual(x, branch, sample_scale):
+    if sample_scale is not None:
+        branch = branch * sample_scale.to(branch.dtype)[:, None, None]
+    return x + branch
+
+
+def token_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                       eps=1e-6, approximate="none", sample_scale=None):
+    """x [B, S, C] -> x + fc2(GELU(fc1(LN(x)^T)))^T, the token MLP mixing along S."""
+    t = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps).transpose(1, 2)   # [B, C, S]
+    t = F.linear(F.gelu(F.linear(t, fc1_weight, fc1_bias), approximate=approximate), fc2_weight, fc2_bias)
+    return _residual(x, t.transpose(1, 2), sample_scale)
+
+
+def channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                         eps=1e-6, approximate="none", sample_scale=None):
+    """x [B, S, C] -> x + fc2(GELU(fc1(LN(x)))), the channel MLP mixing along C."""
+    h = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
+    h = F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias), approximate=approximate), fc2_weight, fc2_bias)
+    return _residual(x, h, sample_scale)

@@ -1,0 +1,49 @@
+"""Test harness. Without a CUDA device the Triton kernels run on CPU tensors under the interpreter:
+TRITON_INTERPRET must be set before any kernel module is imported, which is why it happens here, at
+the top of the first file pytest loads."""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("MIXER_KERNELS_POISON", "1")  # launchers NaN-fill their outputs (see _config.empty)
+
+import pytest  # noqa: E402
+
+
+def _has_torch_xla() -> bool:
+    try:
+        import torch_xla  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gpu: compiled Triton kernels on a CUDA device (skipped elsewhere)")
+    config.addinivalue_line("markers", "xla: the XLA path on a torch_xla device (needs torch_xla)")
+    config.addinivalue_line("markers", "slow: long interpreter runs")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device: compiled kernels are checked by `pytest -m gpu` on a GPU")
+    skip_xla = pytest.mark.skip(reason="needs torch_xla (see .ci/run's XLA environment)")
+    cuda, xla = torch.cuda.is_available(), _has_torch_xla()
+    for item in items:
+        if "gpu" in item.keywords and not cuda:
+            item.add_marker(skip_gpu)
+        if "xla" in item.keywords and not xla:
+            item.add_marker(skip_xla)
+
+
+@pytest.fixture
+def device() -> str:
+    """Where the kernels run: "cuda" with a GPU, else "cpu" (kernels under the interpreter)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield

@@ -1,0 +1,112 @@
+"""Shared test helpers: the launch counter, the accuracy rules of DESIGN.md §5 (in one place), and
+parameter perturbation."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pkgutil
+from collections import Counter
+
+import torch
+
+# --------------------------------------------------------------------------------------------------
+# Launch counting: proves the Triton kernel answered, not a PyTorch fallback.
+
+
+def _import_all_ops():
+    import mixer_kernels.ops as ops
+    for m in pkgutil.iter_modules(ops.__path__):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"mixer_kernels.ops.{m.name}")
+
+
+@contextlib.contextmanager
+def count_launches():
+    """`with count_launches() as n: ...` then `n["_token_mixing_fwd_kernel"]` is how many times that
+    registered Triton kernel was launched inside the block (wraps each kernel object's `run`)."""
+    from mixer_kernels.ops._registry import KERNELS
+    _import_all_ops()
+    counts: Counter = Counter()
+    patched = []
+    for name, entry in KERNELS.items():
+        k = entry.kernel
+        orig = k.run
+
+        def run(*args, _orig=orig, _name=name, **kwargs):
+            counts[_name] += 1
+            return _orig(*args, **kwargs)
+
+        k.run = run
+        patched.append(k)
+    try:
+        yield counts
+    finally:
+        for k in patched:
+            del k.run
+
+
+# --------------------------------------------------------------------------------------------------
+# Accuracy (DESIGN.md §5). Reference in float64; error = ||out - ref|| / ||ref|| (Frobenius).
+
+# fp32 kernels: interpreter dots are exact fp32, and on the GPU the tests ask for ieee precision
+# ("highest"), so the only error is fp32 rounding of sums over at most a few thousand terms.
+FP32_RTOL = 1e-5
+# fp16/bf16: within 2x the error eager PyTorch makes in the same dtype, plus this absolute floor on
+# the relative error, for tensors where eager happens to be nearly exact (e.g. a bias gradient that
+# is a plain sum, which eager also accumulates in fp32).
+LOWP_FACTOR = 2.0
+LOWP_ATOL = {torch.float16: 2e-4, torch.bfloat16: 1e-3}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out64, ref64 = out.detach().double().cpu(), ref.detach().double().cpu()
+    return ((out64 - ref64).norm() / ref64.norm().clamp_min(1e-300)).item()
+
+
+def assert_close(name: str, out: torch.Tensor, ref64: torch.Tensor, eager: torch.Tensor | None = None):
+    """Judge `out` against the float64 reference `ref64` by DESIGN.md §5. For fp16/bf16 `eager` is the
+    same quantity computed by eager PyTorch in out's dtype."""
+    assert out.shape == ref64.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref64.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite values (unwritten output or overflow)"
+    err = rel_err(out, ref64)
+    if out.dtype in (torch.float32, torch.float64):
+        assert err <= FP32_RTOL, f"{name}: relative error {err:.3g} > {FP32_RTOL:g} ({out.dtype})"
+        return err
+    if eager is None:
+        raise ValueError(f"{name}: fp16/bf16 output needs the eager result to compare with")
+    eager_err = rel_err(eager, ref64)
+    bound = LOWP_FACTOR * eager_err + LOWP_ATOL[out.dtype]
+    assert err <= bound, (f"{name}: relative error {err:.3g} > {LOWP_FACTOR:g} x eager's {eager_err:.3g} "
+                          f"+ {LOWP_ATOL[out.dtype]:g} ({out.dtype})")
+    return err
+
+
+# --------------------------------------------------------------------------------------------------
+# Parameters away from their init: biases != 0, LayerNorm weights != 1.
+
+
+@torch.no_grad()
+def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
+    for name, p in module.named_parameters():
+        if p.dim() == 1 and ("norm" in name and name.endswith("weight")):
+            p.copy_(1.0 + scale * torch.randn_like(p))
+        elif p.dim() == 1:
+            p.copy_(scale * torch.randn_like(p))
+        else:
+            p.add_(scale * p.std().clamp_min(1e-3) * torch.randn_like(p))
+    return module
+
+
+def layernorm_params(C: int, dtype=torch.float32, device="cpu"):
+    """LayerNorm weight, bias away from (1, 0)."""
+    w = (1.0 + 0.1 * torch.randn(C, dtype=torch.float64)).to(device=device, dtype=dtype)
+    b = (0.1 * torch.randn(C, dtype=torch.float64)).to(device=device, dtype=dtype)
+    return w, b
+
+
+def linear_params(out_features: int, in_features: int, dtype=torch.float32, device="cpu"):
+    """nn.Linear-like weight [out, in] and a non-zero bias [out]."""
+    bound = in_features ** -0.5
+    w = ((torch.rand(out_features, in_features, dtype=torch.float64) * 2 - 1) * bound).to(device=device, dtype=dtype)
+    b = (0.1 * torch.randn(out_features, dtype=torch.float64)).to(device=device, dtype=dtype)
+    return w, b

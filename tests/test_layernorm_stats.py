@@ -1,0 +1,50 @@
+"""LayerNorm row statistics kernel against float64."""
+import pytest
+import torch
+from helpers import count_launches
+
+from mixer_kernels.ops.layernorm_stats import layernorm_stats
+
+
+def _ref(x, eps):
+    x64 = x.double()
+    mean = x64.mean(-1)
+    var = x64.var(-1, unbiased=False)
+    return mean.reshape(-1), (var + eps).rsqrt().reshape(-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("B,S,C", [(2, 49, 40), (1, 197, 130), (3, 5, 8), (2, 3, 1100), (1, 1, 1)])
+def test_stats_match_float64(device, dtype, B, S, C):
+    x = (3.0 + 2.0 * torch.randn(B, S, C, dtype=torch.float64)).to(device=device, dtype=dtype)
+    with count_launches() as n:
+        mean, rstd = layernorm_stats(x, 1e-6)
+    assert n["_layernorm_stats_kernel"] == 1
+    assert mean.dtype == rstd.dtype == torch.float32 and mean.shape == (B * S,)
+    ref_mean, ref_rstd = _ref(x, 1e-6)   # statistics of the rounded input: only fp32 summation error remains
+    torch.testing.assert_close(mean.double().cpu(), ref_mean.cpu(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rstd.double().cpu(), ref_rstd.cpu(), rtol=1e-5, atol=0)
+
+
+def test_stats_large_mean_is_two_pass_exact(device):
+    # A row with a large mean and small spread: one-pass E[x^2]-E[x]^2 would lose everything.
+    x = (1000.0 + 0.01 * torch.randn(4, 7, 256, dtype=torch.float64)).to(device=device, dtype=torch.float32)
+    mean, rstd = layernorm_stats(x, 1e-12)
+    _, ref_rstd = _ref(x, 1e-12)
+    torch.testing.assert_close(rstd.double().cpu(), ref_rstd.cpu(), rtol=1e-3, atol=0)
+
+
+@pytest.mark.parametrize("layout", ["transposed", "sliced", "2d_strided"])
+def test_stats_any_strides(device, layout):
+    base = torch.randn(3, 40, 33, device=device)
+    if layout == "transposed":
+        x = base.transpose(1, 2)                      # [3, 33, 40], channel stride 33
+    elif layout == "sliced":
+        x = base[:, ::2, 1:30]                        # row stride 66, non-unit S stride
+    else:
+        x = base.reshape(120, 33)[:, 3:20]            # [M, C] with row stride 33
+    assert not x.is_contiguous()
+    mean, rstd = layernorm_stats(x, 1e-6)
+    ref_mean, ref_rstd = _ref(x.contiguous(), 1e-6)
+    torch.testing.assert_close(mean.double().cpu(), ref_mean.cpu(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rstd.double().cpu(), ref_rstd.cpu(), rtol=1e-5, atol=0)
