@@ -55,7 +55,7 @@ def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from mixer_kernels.ops._registry import KERNELS, signature_of
+    from mixer_kernels.ops._registry import KERNELS, jit_function, signature_of
     _import_all_ops()
     results = []
     for entry in KERNELS.values():
@@ -67,7 +67,7 @@ def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
                 row = dict(kernel=entry.name, case=case.name, arch=arch, num_warps=case.num_warps,
                            num_stages=case.num_stages, expect_no_spills=case.expect_no_spills)
                 try:
-                    src = ASTSource(entry.kernel, sig, constexprs, attrs)
+                    src = ASTSource(jit_function(entry.kernel), sig, constexprs, attrs)
                     ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                                         options=dict(num_warps=case.num_warps, num_stages=case.num_stages))
                     row.update(_ptxas_report(ck.asm["ptx"], arch))

@@ -34,10 +34,22 @@ class KernelEntry:
 KERNELS: dict[str, KernelEntry] = {}
 
 
+def jit_function(kernel):
+    """The @triton.jit function inside `kernel` (unwraps triton.autotune / triton.heuristics)."""
+    from triton.runtime.jit import JITFunction
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:  # pragma: no cover
+        InterpretedFunction = JITFunction
+    while not isinstance(kernel, (JITFunction, InterpretedFunction)) and hasattr(kernel, "fn"):
+        kernel = kernel.fn
+    return kernel
+
+
 def register_kernel(kernel, cases: Callable[[], list[CompileCase]]):
-    """Record `kernel` (a @triton.jit function) and a callable giving its compile cases."""
-    fn = getattr(kernel, "fn", kernel)
-    name = fn.__name__
+    """Record `kernel` (a @triton.jit function, possibly autotuned: register the outermost object, whose
+    `run` the launchers call) and a callable giving its compile cases."""
+    name = jit_function(kernel).fn.__name__
     KERNELS[name] = KernelEntry(name, kernel, cases)
     return kernel
 
@@ -50,8 +62,9 @@ def signature_of(kernel, args: dict[str, Any]):
     """Signature, constexprs and attrs as the JIT would specialise a launch with these arguments:
     integer arguments equal to 1 become constants; pointers and integers divisible by 16 carry
     tt.divisibility=16 (DESIGN.md §6)."""
-    fn = getattr(kernel, "fn", kernel)
     import inspect
+    kernel = jit_function(kernel)
+    fn = kernel.fn
     params = list(inspect.signature(fn).parameters)
     constexpr_names = {p.name for p in kernel.params if p.is_constexpr}
     missing = [p for p in params if p not in args]
