@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from . import torch_math
+from . import _nvtx, torch_math
 from ._checks import autocast_enabled, check_mlp_args
 from ._config import use_triton
 
@@ -37,6 +37,34 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
     `recompute` matters only on the XLA path (the Triton path always recomputes the hidden activation).
     Returns a tensor shaped and typed like x.
     """
+    args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.token_mixing"):
+            return _token_mixing(*args, eps=eps, approximate=approximate, sample_scale=sample_scale,
+                                 recompute=recompute)
+    return _token_mixing(*args, eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
+
+
+def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                   approximate="none", recompute=False, sample_scale=None):
+    """The channel-mixing half of a Mixer block: x + fc2(GELU(fc1(LN(x)))).
+
+    x [B, S, C]; norm_weight, norm_bias [C]; fc1_weight [DC, C]; fc1_bias [DC]; fc2_weight [C, DC];
+    fc2_bias [C]. `recompute=True` saves only x and the row statistics for backward (the hidden
+    pre-activation [B*S, DC] is recomputed); by default that pre-activation is saved in the compute dtype.
+    `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
+    Returns a tensor shaped and typed like x.
+    """
+    args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.channel_mixing"):
+            return _channel_mixing(*args, eps=eps, approximate=approximate, recompute=recompute,
+                                   sample_scale=sample_scale)
+    return _channel_mixing(*args, eps=eps, approximate=approximate, recompute=recompute, sample_scale=sample_scale)
+
+
+def _token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps, approximate,
+                  sample_scale, recompute):
     check_mlp_args("token", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
                    approximate, sample_scale)
     if x.device.type in _XLA_DEVICE_TYPES:
@@ -51,16 +79,8 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
                                          eps, approximate, sample_scale)
 
 
-def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
-                   approximate="none", recompute=False, sample_scale=None):
-    """The channel-mixing half of a Mixer block: x + fc2(GELU(fc1(LN(x)))).
-
-    x [B, S, C]; norm_weight, norm_bias [C]; fc1_weight [DC, C]; fc1_bias [DC]; fc2_weight [C, DC];
-    fc2_bias [C]. `recompute=True` saves only x and the row statistics for backward (the hidden
-    pre-activation [B*S, DC] is recomputed); by default that pre-activation is saved in the compute dtype.
-    `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
-    Returns a tensor shaped and typed like x.
-    """
+def _channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps,
+                    approximate, recompute, sample_scale):
     check_mlp_args("channel", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
                    approximate, sample_scale)
     if not isinstance(recompute, bool):
