@@ -15,7 +15,7 @@ from . import _nvtx, torch_math
 from ._checks import autocast_enabled, check_mlp_args
 from ._config import use_triton
 
-_XLA_DEVICE_TYPES = ("xla",)
+_XLA_DEVICE_TYPES = ("xla", "tpu", "jax")  # torch_xla, TorchTPU, torchax: all compiled by XLA (xla.py)
 
 
 def _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):

@@ -1,0 +1,63 @@
+"""The XLA path: `token_mixing` and `channel_mixing` on torch_xla tensors (TPU; XLA's CPU device in the
+tests). functional.py sends tensors here by device type; torch_xla is imported only when needed.
+
+Formulation. The math is torch_math.py's, unchanged: layer_norm, linear, gelu and the residual add are
+all lowered by torch_xla to HLO (no `aten::` fallback to the CPU), shapes are static, nothing reads a
+value back to the host, and the whole step (forward, backward, optimizer) becomes one XLA graph that
+the compiler fuses. A Triton-style fused kernel would only hide the graph from XLA. The token half's
+transposes cost nothing there: on XLA's CPU backend a token-mixing forward+backward (B=4, S=49, C=64,
+DS=32) compiles to 6 dots and 6 transposes as written in torch_math.py, against 15 transposes for the
+transpose-free `einsum("ds,bsc->bdc")` form of DESIGN.md §1 and 12 for a broadcast `matmul`.
+
+Recompute. forward and backward are one graph, so `torch.utils.checkpoint` is undone by XLA's common
+subexpression elimination: the recomputed forward is identical to the original, gets merged with it,
+and the activations stay alive (pytorch/xla#3455, #7024). `recompute=True` therefore uses
+`torch_xla.utils.checkpoint.checkpoint`, which puts an optimization barrier on the inputs of the
+recomputation. It is reentrant: gradients come from `.backward()` (not `torch.autograd.grad`), and it
+applies only when grad is enabled and some input requires grad (otherwise there is nothing to save).
+
+Other device types that run PyTorch through XLA (TorchTPU's "tpu", torchax's "jax") take the same
+formulation; for them `recompute=True` uses `torch.utils.checkpoint` (non-reentrant). Not tested.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import torch_math
+
+# Device types whose tensors are compiled by XLA: torch_xla's "xla", TorchTPU's "tpu", torchax's "jax".
+DEVICE_TYPES = ("xla", "tpu", "jax")
+
+
+def _run(math, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, approximate,
+         sample_scale, recompute):
+    def fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale):
+        return math(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, float(eps), approximate,
+                    sample_scale)
+
+    args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    if not (recompute and needs_grad):
+        return fn(*args)
+    if x.device.type == "xla":
+        from torch_xla.utils.checkpoint import checkpoint
+        # Nothing inside is random (drop_path's scale comes in as sample_scale): no RNG state to replay.
+        return checkpoint(fn, *args, preserve_rng_state=False)
+    from torch.utils.checkpoint import checkpoint
+    return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+
+
+def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                 approximate="none", sample_scale=None, recompute=False):
+    """x + fc2(GELU(fc1(LN(x)^T)))^T on an XLA device; arguments as `mixer_kernels.token_mixing`
+    (already checked there). `recompute=True`: backward recomputes LN and the hidden activation."""
+    return _run(torch_math.token_mixing_torch, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                fc2_bias, eps, approximate, sample_scale, recompute)
+
+
+def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                   approximate="none", sample_scale=None, recompute=False):
+    """x + fc2(GELU(fc1(LN(x)))) on an XLA device; arguments as `mixer_kernels.channel_mixing`
+    (already checked there). `recompute=True`: backward recomputes LN and the hidden activation."""
+    return _run(torch_math.channel_mixing_torch, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                fc2_bias, eps, approximate, sample_scale, recompute)
