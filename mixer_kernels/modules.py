@@ -1,0 +1,203 @@
+"""Drop-in fused modules for timm's MLP-Mixer.
+
+`MixerBlock` has timm's constructor, attribute names and state_dict keys (norm1, mlp_tokens.fc1, ...,
+norm2, mlp_channels.fc2), so `timm.create_model("mixer_b16_224", block_layer=MixerBlock)` builds a fused
+model and timm checkpoints load unchanged. Its forward is `token_mixing` then `channel_mixing`.
+`fuse_mixer_blocks(model)` swaps the fused block into an existing model in place, sharing the very
+Parameter objects (an optimizer built before the swap stays valid).
+
+The fused kernels compute exactly: LayerNorm (eps read from the layer), Linear with bias, GELU (exact
+or tanh), dropout only when inactive (p == 0 or eval), drop_path per sample. Anything else raises a
+clear error at construction (or, for dropout, at a training forward) instead of computing something else.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from torch import nn
+
+from .functional import channel_mixing, token_mixing
+
+__all__ = ["Mlp", "MixerBlock", "fuse_mixer_blocks"]
+
+
+class Mlp(nn.Module):
+    """fc1 -> act -> drop1 -> norm -> fc2 -> drop2, timm's names (timm.layers.Mlp without use_conv)."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, norm_layer=None,
+                 bias=True, drop=0.0, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias, **dd)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.norm = norm_layer(hidden_features, **dd) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias, **dd)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+def _gelu_approximate(act: nn.Module, where: str) -> str:
+    """'none' or 'tanh' for the GELU modules the kernels compute; an error for anything else."""
+    if isinstance(act, nn.GELU):
+        return act.approximate
+    cls = type(act)
+    if cls.__module__.startswith("timm.layers") and cls.__name__ in ("GELU", "GELUTanh"):
+        return "tanh" if cls.__name__ == "GELUTanh" else "none"
+    raise ValueError(f"{where}: the fused MixerBlock computes GELU (exact or tanh) only, got {cls.__name__}; "
+                     f"use the unfused block for other activations")
+
+
+def _check_norm(norm: nn.Module, dim: int, where: str) -> None:
+    if not isinstance(norm, nn.LayerNorm):
+        raise ValueError(f"{where}: the fused MixerBlock computes LayerNorm only, got {type(norm).__name__}")
+    if tuple(norm.normalized_shape) != (dim,) or norm.weight is None or norm.bias is None:
+        raise ValueError(f"{where}: expected LayerNorm({dim}) with elementwise affine weight and bias, got {norm}")
+
+
+def _check_mlp(mlp: nn.Module, in_features: int, where: str) -> str:
+    for name in ("fc1", "act", "fc2"):
+        if not hasattr(mlp, name):
+            raise ValueError(f"{where}: expected an Mlp with fc1, act, fc2 (timm's layout), missing {name}")
+    for name in ("fc1", "fc2"):
+        fc = getattr(mlp, name)
+        if type(fc) is not nn.Linear or fc.bias is None:
+            raise ValueError(f"{where}.{name}: the fused MixerBlock needs nn.Linear with bias, got {fc}")
+    if mlp.fc1.in_features != in_features or mlp.fc2.in_features != mlp.fc1.out_features \
+            or mlp.fc2.out_features != in_features:
+        raise ValueError(f"{where}: expected fc1 [{in_features} -> H] and fc2 [H -> {in_features}], got "
+                         f"{mlp.fc1} and {mlp.fc2}")
+    norm = getattr(mlp, "norm", None)
+    if norm is not None and not isinstance(norm, nn.Identity):
+        raise ValueError(f"{where}.norm: the fused MixerBlock has no norm inside the MLP, got {type(norm).__name__}")
+    for name in ("drop1", "drop2", "drop"):
+        d = getattr(mlp, name, None)
+        if d is not None and not isinstance(d, (nn.Dropout, nn.Identity)):
+            raise ValueError(f"{where}.{name}: expected nn.Dropout, got {type(d).__name__}")
+    return _gelu_approximate(mlp.act, f"{where}.act")
+
+
+def _dropout_p(mlp: nn.Module) -> float:
+    return max((getattr(mlp, n).p for n in ("drop1", "drop2", "drop") if isinstance(getattr(mlp, n, None),
+                                                                                 nn.Dropout)), default=0.0)
+
+
+class MixerBlock(nn.Module):
+    """Fused Mixer block: token mixing then channel mixing, each one fused Triton op (DESIGN.md §1).
+
+    Same constructor as timm's `MixerBlock`, plus `recompute` (channel mixing saves only its input and
+    row statistics for backward). x [B, S, C] -> [B, S, C].
+    """
+
+    def __init__(self, dim, seq_len, mlp_ratio=(0.5, 4.0), mlp_layer=Mlp, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                 act_layer=nn.GELU, drop=0.0, drop_path=0.0, recompute=False, device=None, dtype=None):
+        super().__init__()
+        dd = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        if not isinstance(mlp_ratio, (tuple, list)):
+            mlp_ratio = (mlp_ratio, mlp_ratio)
+        tokens_dim, channels_dim = [int(r * dim) for r in mlp_ratio]          # DS, DC
+        self.norm1 = norm_layer(dim, **dd)
+        self.mlp_tokens = mlp_layer(seq_len, tokens_dim, act_layer=act_layer, drop=drop, **dd)
+        self.drop_path = _DropPathRate(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp_channels = mlp_layer(dim, channels_dim, act_layer=act_layer, drop=drop, **dd)
+        self.recompute = recompute
+        self._validate()
+
+    @classmethod
+    def from_block(cls, block: nn.Module, recompute: bool = False) -> MixerBlock:
+        """A fused block that shares `block`'s submodules (and so its Parameter objects)."""
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        for name in ("norm1", "mlp_tokens", "norm2", "mlp_channels"):
+            setattr(fused, name, getattr(block, name))
+        dp = block.drop_path
+        if not isinstance(dp, nn.Identity) and not isinstance(getattr(dp, "drop_prob", None), (int, float)):
+            raise ValueError(f"drop_path: expected timm's DropPath or nn.Identity, got {type(dp).__name__}")
+        if getattr(block.drop_path, "scale_by_keep", True) is False:
+            raise ValueError("drop_path: scale_by_keep=False is not supported by the fused block")
+        fused.drop_path = block.drop_path
+        fused.recompute = recompute
+        fused.train(block.training)
+        fused._validate()
+        return fused
+
+    def _validate(self):
+        dim = self.norm1.normalized_shape[0] if isinstance(self.norm1, nn.LayerNorm) else None
+        _check_norm(self.norm1, dim, "norm_layer (norm1)")
+        _check_norm(self.norm2, dim, "norm_layer (norm2)")
+        if self.norm1.eps != self.norm2.eps:
+            raise ValueError(f"norm_layer: norm1 and norm2 eps differ ({self.norm1.eps} vs {self.norm2.eps})")
+        seq_len = self.mlp_tokens.fc1.in_features if hasattr(self.mlp_tokens, "fc1") else None
+        a1 = _check_mlp(self.mlp_tokens, seq_len, "mlp_tokens")
+        a2 = _check_mlp(self.mlp_channels, dim, "mlp_channels")
+        if a1 != a2:
+            raise ValueError(f"act_layer: token and channel MLPs use different GELUs ({a1} vs {a2})")
+
+    @property
+    def drop_path_prob(self) -> float:
+        return float(getattr(self.drop_path, "drop_prob", 0.0) or 0.0)
+
+    def _sample_scale(self, x):
+        """drop_path as timm: per-sample keep mask scaled by 1/keep, drawn in the same order."""
+        p = self.drop_path_prob
+        if not self.training or p == 0.0:
+            return None
+        keep = 1.0 - p
+        mask = x.new_empty((x.shape[0],)).bernoulli_(keep)
+        return mask.div_(keep) if keep > 0.0 else mask
+
+    def forward(self, x):
+        t, c = self.mlp_tokens, self.mlp_channels
+        if self.training and max(_dropout_p(t), _dropout_p(c)) > 0.0:
+            raise RuntimeError("the fused MixerBlock does not compute dropout: set drop=0 (proj_drop_rate=0), "
+                               "or call .eval(), or use the unfused block")
+        approximate = _gelu_approximate(t.act, "mlp_tokens.act")
+        x = token_mixing(x, self.norm1.weight, self.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias,
+                         eps=self.norm1.eps, approximate=approximate, sample_scale=self._sample_scale(x))
+        x = channel_mixing(x, self.norm2.weight, self.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight,
+                           c.fc2.bias, eps=self.norm2.eps, approximate=approximate, recompute=self.recompute,
+                           sample_scale=self._sample_scale(x))
+        return x
+
+    def extra_repr(self) -> str:
+        return f"fused=True, recompute={self.recompute}, drop_path={self.drop_path_prob}"
+
+
+class _DropPathRate(nn.Module):
+    """Holds drop_path's rate for the fused block (which applies it inside the kernels); same repr and
+    attribute (`drop_prob`) as timm's DropPath, and no state."""
+
+    def __init__(self, drop_prob: float):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={round(self.drop_prob, 3):0.3f}"
+
+
+def _is_unfused_mixer_block(m: nn.Module) -> bool:
+    cls = type(m)
+    return cls.__name__ == "MixerBlock" and cls.__module__ in ("timm.models.mlp_mixer", "reference.mlp_mixer")
+
+
+def fuse_mixer_blocks(model: nn.Module, recompute: bool = False) -> nn.Module:
+    """Replace, in place, every timm `MixerBlock` and reference `MixerBlock` inside `model` by the fused
+    block, sharing the same Parameter objects (pretrained weights and optimizers built before the swap
+    stay valid). Other modules are left alone; calling it twice changes nothing. Returns `model`.
+    A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` for that."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    if _is_unfused_mixer_block(model):
+        raise ValueError("model: a bare MixerBlock cannot be replaced in place; use MixerBlock.from_block(block) "
+                         "or pass the model that contains it")
+    targets = [(name, m) for name, m in model.named_modules() if _is_unfused_mixer_block(m)]
+    for name, block in targets:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, MixerBlock.from_block(block, recompute=recompute))
+    return model
