@@ -1,0 +1,1 @@
+"""Microbenchmarks of mixer-kernels against eager PyTorch and torch.compile: `python -m benchmarks.run`."""

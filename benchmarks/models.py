@@ -1,0 +1,125 @@
+"""Whole MLP-Mixer models (Mixer-B/16, L/16), built by the reference model (reference/mlp_mixer.py) or
+by timm: eager, torch.compile'd, and fused by `mixer_kernels.fuse_mixer_blocks(model)`.
+
+Weights are cast to the run's dtype (`model.to(dtype)`), images too. fwd+bwd runs the forward and a
+backward from a random logits gradient (no optimizer step); gradients are freed after each step.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from .block import block_flops
+from .cases import MK, SHAPES, Built, Case, RunConfig, compiled, generator, mode_factor, op_available, rotation_sets
+
+TIMM_NAMES = {"S/16": "mixer_s16_224", "B/16": "mixer_b16_224", "L/16": "mixer_l16_224"}
+NUM_CLASSES = 1000
+IMG = 224
+
+
+def _make_model(source: str, shape: str) -> torch.nn.Module:
+    if shape == "tiny":   # the CPU smoke run: 32 px images, patch 8 -> S = 16 tokens, C = 16, 2 blocks
+        kw = dict(img_size=32, patch_size=8, num_blocks=2, embed_dim=16, num_classes=10)
+        if source == "timm":
+            from timm.models.mlp_mixer import MlpMixer
+            return MlpMixer(**kw)
+        from reference.mlp_mixer import MlpMixer
+        return MlpMixer(**kw)
+    if source == "timm":
+        import timm
+        return timm.create_model(TIMM_NAMES[shape], pretrained=False, num_classes=NUM_CLASSES)
+    from reference.mlp_mixer import MlpMixer
+    return MlpMixer.from_name(shape, num_classes=NUM_CLASSES)
+
+
+def _fuse(model: torch.nn.Module):
+    """The fused copy, or the reason there is none yet."""
+    missing = op_available("token_mixing") or op_available("channel_mixing")
+    if missing:
+        return None, missing
+    try:
+        from mixer_kernels import fuse_mixer_blocks
+    except ImportError as e:
+        return None, f"mixer_kernels.fuse_mixer_blocks is not available yet ({e})"
+    return fuse_mixer_blocks(copy.deepcopy(model)), None
+
+
+def _model_step(model, names, images, grad_outs, mode):
+    params = dict(model.named_parameters())
+    plist = [params[n] for n in names]        # the eager model's order, so gradients line up
+    n = len(images)
+    if mode == "infer":
+        def step(i):
+            with torch.no_grad():
+                return (model(images[i % n]),)
+    elif mode == "fwd":
+        def step(i):
+            return (model(images[i % n]),)
+    else:
+        def step(i):
+            out = model(images[i % n])
+            out.backward(grad_outs[i % n])
+            grads = [p.grad for p in plist]
+            for p in plist:
+                p.grad = None
+            return (out.detach(), *grads)
+    return step
+
+
+def _build(source: str, shape: str, B: int, mode: str):
+    def build(cfg: RunConfig) -> Built:
+        torch.manual_seed(0)
+        model = _make_model(source, shape).to(device=cfg.device, dtype=cfg.dtype)
+        model.train(mode != "infer")
+        img = 32 if shape == "tiny" else IMG
+        set_bytes = B * 3 * img * img * cfg.dtype.itemsize
+        n_sets = rotation_sets(set_bytes, cfg)
+        images = [torch.randn(B, 3, img, img, generator=generator(cfg, i), device=cfg.device).to(cfg.dtype)
+                  for i in range(n_sets)]
+        n_out = model.num_classes
+        grad_outs = [torch.randn(B, n_out, generator=generator(cfg, 1000 + i), device=cfg.device).to(cfg.dtype)
+                     for i in range(n_sets)] if mode == "fwd+bwd" else None
+        names = [n for n, _ in model.named_parameters()]
+        models, built = {}, Built(steps={}, n_sets=n_sets)
+        for p in cfg.providers:
+            if p == "eager":
+                models[p] = model
+            elif p in ("compile", "compile-max"):
+                models[p] = compiled(model, p)        # shares the eager model's parameters
+            elif p == MK:
+                fused, why = _fuse(model)
+                if fused is None:
+                    built.skipped[p] = why
+                else:
+                    models[p] = fused
+        for p, m in models.items():
+            built.steps[p] = _model_step(m, names, images, grad_outs, mode)
+        return built
+
+    return build
+
+
+def _dims(shape: str) -> dict:
+    if shape == "tiny":
+        return dict(S=16, C=16, DS=8, DC=64, depth=2, patch=8, classes=10)
+    return dict(SHAPES[shape], classes=NUM_CLASSES)
+
+
+def model_flops(shape: str, B: int) -> float:
+    """Blocks, plus the patch-embedding convolution and the head (the final LayerNorm and pooling are
+    not counted)."""
+    d = _dims(shape)
+    return (d["depth"] * block_flops(B, d) + 2.0 * B * d["S"] * d["C"] * 3 * d["patch"] ** 2
+            + 2.0 * B * d["C"] * d["classes"])
+
+
+def cases(sources, shapes, batches, modes) -> list[Case]:
+    out = []
+    for shape in shapes:
+        for source in sources:
+            for B in batches:
+                for mode in modes:
+                    out.append(Case("model", f"{source} {shape}", B, mode, model_flops(shape, B) * mode_factor(mode),
+                                    _build(source, shape, B, mode)))
+    return out

@@ -1,0 +1,235 @@
+"""Turning measured cases into results: metadata (card, versions, date), rates, speedups, and the
+markdown table (stdout), JSON, CSV and PNG files."""
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+import torch
+
+from .cases import BASELINES, MK
+from .timing import quantiles
+
+SMOKE_BANNER = "CPU smoke run: correctness only, no speed claims"
+FILES = ("results.json", "results.csv", "results.md", "summary.md", "results.png")
+
+
+def environment(cfg, argv) -> dict:
+    import triton
+    if cfg.device == "cuda":
+        card = torch.cuda.get_device_name()
+        cap = ".".join(map(str, torch.cuda.get_device_capability()))
+    else:
+        card, cap = f"CPU ({platform.processor() or platform.machine()}), Triton interpreter", None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    except Exception:
+        commit = None
+    return dict(card=card, compute_capability=cap, smoke=cfg.smoke, dtype=str(cfg.dtype).replace("torch.", ""),
+                torch=torch.__version__, triton=triton.__version__, cuda=torch.version.cuda,
+                python=platform.python_version(), date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"), commit=commit, command=" ".join([sys.executable, "-m", "benchmarks.run"]
+                                                                          + list(argv)))
+
+
+def card_slug(card: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-") or "unknown"
+
+
+def check_tolerance(dtype: torch.dtype, family: str) -> float:
+    """Largest relative difference from the eager reference accepted by the benchmark's sanity check
+    (the GPU tests judge accuracy properly, against float64)."""
+    tol = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
+    return tol * (2 if family == "model" else 1)
+
+
+def case_record(case, cfg, presults: dict, seconds: float) -> dict:
+    """The JSON record of one case: per provider the status, time quantiles, rate and memory; the
+    mixer-kernels speedup over every baseline measured."""
+    provs = {}
+    for p, r in presults.items():
+        q = None if cfg.smoke else quantiles(r.times_ms)
+        rec = dict(status=r.status, reason=r.reason, rel_err=r.rel_err, triton_launches=r.triton_launches,
+                   median_ms=None, p20_ms=None, p80_ms=None, rate=None, peak_mib=r.peak_mib, n_timed=len(r.times_ms))
+        if q is not None:
+            rec.update(median_ms=q[0], p20_ms=q[1], p80_ms=q[2],
+                       rate=case.work / (q[0] * 1e-3) / (1e12 if case.unit == "flop" else 1e9))
+        if cfg.smoke:
+            rec.update(n_timed=0, peak_mib=None)
+        provs[p] = rec
+    speedup = {}
+    mk = provs.get(MK, {}).get("median_ms")
+    for b in BASELINES:
+        bm = provs.get(b, {}).get("median_ms")
+        if mk and bm:
+            speedup[b] = bm / mk
+    return dict(family=case.family, name=case.name, batch=case.batch, mode=case.mode, work=case.work,
+                unit=case.unit, rate_unit="TFLOP/s" if case.unit == "flop" else "GB/s", providers=provs,
+                speedup=speedup, seconds=round(seconds, 2))
+
+
+def add_matmul_percent(records: list[dict]) -> float | None:
+    """% of the matmul anchor's rate measured in this run, for every FLOP rate; returns that rate."""
+    mm = next((r["providers"]["torch"]["rate"] for r in records
+               if r["family"] == "anchor" and r["name"].startswith("matmul")), None)
+    for r in records:
+        for rec in r["providers"].values():
+            rec["pct_matmul"] = (100.0 * rec["rate"] / mm) if (mm and rec["rate"] and r["unit"] == "flop") else None
+    return mm
+
+
+# -------------------------------------------------------------------------------------------------
+# Text.
+
+def _f(v, fmt="{:.3g}", none="—"):
+    return none if v is None else fmt.format(v)
+
+
+def _status(rec) -> str:
+    if rec["status"] == "ok":
+        return "ok"
+    return f"{rec['status']}: {rec['reason']}"
+
+
+def markdown_full(meta: dict, records: list[dict]) -> str:
+    mm_rate = meta.get("matmul_tflops")
+    lines = [_header(meta), "",
+             f"Median ms [20th, 80th percentile]; rates use the FLOPs of DESIGN.md §2 (backward = 2x forward); "
+             f"% mm = share of the {meta['dtype']} matmul rate measured in this run ({_f(mm_rate, '{:.0f}')} TFLOP/s); "
+             "peak = memory of one step above what was allocated before it; err = relative difference from eager; "
+             f"speedup = this provider's time / {MK}'s.", "",
+             "| case | mode | B | provider | ms [p20, p80] | rate | % mm | peak MiB | err | speedup | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        for p, rec in r["providers"].items():
+            ms = "—" if rec["median_ms"] is None else \
+                f"{rec['median_ms']:.4g} [{rec['p20_ms']:.4g}, {rec['p80_ms']:.4g}]"
+            rate = "—" if rec["rate"] is None else f"{rec['rate']:.4g} {r['rate_unit']}"
+            lines.append(f"| {r['family']} {r['name']} | {r['mode']} | {r['batch']} | {p} | {ms} | {rate} | "
+                         f"{_f(rec.get('pct_matmul'), '{:.0f}%')} | {_f(rec['peak_mib'], '{:.0f}')} | "
+                         f"{_f(rec['rel_err'], '{:.1e}')} | {_f(r['speedup'].get(p), '{:.2f}x')} | {_status(rec)} |")
+    return "\n".join(lines)
+
+
+def markdown_summary(meta: dict, records: list[dict]) -> str:
+    """One line per case: mixer-kernels' time, rate and speedup over each baseline."""
+    lines = [_header(meta), "",
+             f"| case | mode | B | {MK} ms | TFLOP/s | % mm | x eager | x compile | x max-autotune | "
+             f"peak MiB mk / eager | check |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        if r["family"] == "anchor":
+            rec = r["providers"]["torch"]
+            lines.append(f"| {r['name']} | | | {_f(rec['median_ms'], '{:.4g}')} | "
+                         f"{_f(rec['rate'], '{:.4g}')} {r['rate_unit']} | | | | | | {_status(rec)} |")
+            continue
+        mk = r["providers"].get(MK, {})
+        eager = r["providers"].get("eager", {})
+        problems = [f"{p} {_status(v)}" for p, v in r["providers"].items() if v["status"] != "ok"]
+        sp = r["speedup"]
+        lines.append(f"| {r['family']} {r['name']} | {r['mode']} | {r['batch']} | "
+                     f"{_f(mk.get('median_ms'), '{:.4g}')} | "
+                     f"{_f(mk.get('rate'), '{:.4g}')} | {_f(mk.get('pct_matmul'), '{:.0f}%')} | "
+                     f"{_f(sp.get('eager'), '{:.2f}')} | {_f(sp.get('compile'), '{:.2f}')} | "
+                     f"{_f(sp.get('compile-max'), '{:.2f}')} | {_f(mk.get('peak_mib'), '{:.0f}')} / "
+                     f"{_f(eager.get('peak_mib'), '{:.0f}')} | {'; '.join(problems) or 'ok'} |")
+    return "\n".join(lines)
+
+
+def markdown_smoke(meta: dict, records: list[dict]) -> str:
+    lines = [f"**{SMOKE_BANNER}.** {meta['card']}; torch {meta['torch']}, triton {meta['triton']}; "
+             f"{meta['dtype']}; {meta['date']}.", "",
+             "| case | mode | B | provider | status | err vs eager | Triton launches |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        for p, rec in r["providers"].items():
+            lines.append(f"| {r['family']} {r['name']} | {r['mode']} | {r['batch']} | {p} | {_status(rec)} | "
+                         f"{_f(rec['rel_err'], '{:.1e}')} | {_f(rec['triton_launches'], '{}')} |")
+    return "\n".join(lines)
+
+
+def _header(meta: dict) -> str:
+    return (f"**{meta['card']}** (sm {meta['compute_capability']}), torch {meta['torch']}, triton {meta['triton']}, "
+            f"CUDA {meta['cuda']}, {meta['dtype']}, {meta['date']}, commit {meta['commit']}")
+
+
+# -------------------------------------------------------------------------------------------------
+# Files.
+
+def write_files(out_dir: str, meta: dict, records: list[dict], plot: bool) -> list[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(dict(meta=meta, results=records), f, indent=1)
+    written.append(path)
+    path = os.path.join(out_dir, "results.csv")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        cols = ["family", "name", "batch", "mode", "provider", "status", "reason", "median_ms", "p20_ms", "p80_ms",
+                "rate", "rate_unit", "pct_matmul", "speedup_of_mixer_kernels", "peak_mib", "rel_err",
+                "triton_launches", "card", "dtype", "torch", "triton", "date", "smoke"]
+        w.writerow(cols)
+        for r in records:
+            for p, rec in r["providers"].items():
+                w.writerow([r["family"], r["name"], r["batch"], r["mode"], p, rec["status"], rec["reason"],
+                            rec["median_ms"], rec["p20_ms"], rec["p80_ms"], rec["rate"], r["rate_unit"],
+                            rec.get("pct_matmul"), r["speedup"].get(p), rec["peak_mib"], rec["rel_err"],
+                            rec["triton_launches"], meta["card"], meta["dtype"], meta["torch"], meta["triton"],
+                            meta["date"], meta["smoke"]])
+    written.append(path)
+    if meta["smoke"]:
+        md_full = md_summary = markdown_smoke(meta, records)
+    else:
+        md_full, md_summary = markdown_full(meta, records), markdown_summary(meta, records)
+    for name, text in (("results.md", md_full), ("summary.md", md_summary)):
+        path = os.path.join(out_dir, name)
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        written.append(path)
+    if plot:
+        path = plot_speedups(os.path.join(out_dir, "results.png"), meta, records)
+        if path:
+            written.append(path)
+    return written
+
+
+def plot_speedups(path: str, meta: dict, records: list[dict]) -> str | None:
+    """Horizontal bars: mixer-kernels' speedup over each baseline, per case. None (and a message on
+    stderr) when matplotlib is missing or there is nothing measured to plot."""
+    rows = [r for r in records if r["speedup"]]
+    if meta["smoke"] or not rows:
+        print("plot: skipped (no measured speedups to plot)", file=sys.stderr)
+        return None
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plot: skipped (matplotlib is not installed)", file=sys.stderr)
+        return None
+    baselines = [b for b in BASELINES if any(b in r["speedup"] for r in rows)]
+    labels = [f"{r['family']} {r['name']} B={r['batch']} {r['mode']}" for r in rows]
+    h = 0.8 / max(len(baselines), 1)
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.35 * len(rows) * max(len(baselines), 1)))
+    for j, b in enumerate(baselines):
+        ys = [i + (j - (len(baselines) - 1) / 2) * h for i in range(len(rows))]
+        ax.barh(ys, [r["speedup"].get(b, 0.0) for r in rows], height=h, label=f"vs {b}")
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"speedup of {MK} (baseline time / {MK} time)")
+    ax.set_title(f"{meta['card']}, {meta['dtype']}\ntorch {meta['torch']}, triton {meta['triton']}, {meta['date']}",
+                 fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
