@@ -1,0 +1,619 @@
+"""Fused token mixing: LayerNorm + token MLP + residual, forward and backward, in Triton.
+
+    y[b] = x[b] + scale[b] * (W2 @ GELU(W1 @ T[b] + b1[:, None]) + b2[:, None]),   T[b] = LN(x[b])  [S, C]
+
+x [B, S, C]; W1 = fc1_weight [DS, S], W2 = fc2_weight [S, DS]; scale = the optional per-sample drop_path
+multiplier. Every channel column of T[b] is an independent S-vector, so a (sample, channel tile) is a
+self-contained unit of work: no transpose is ever materialised.
+
+Design (the trade-offs, in the spirit of flash-attention's layer_norm.py)
+-------------------------------------------------------------------------
+Tiles are held channel-major, [BLOCK_C, tokens], so every tl.dot has M = BLOCK_C (64 by default: one
+wgmma warpgroup's M) and N, K in {tokens, hidden chunk}.
+
+Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
+`_token_mixing_fwd_kernel`, one program per (sample, BLOCK_C channels):
+  * resident path, S <= 256 (every model of DESIGN.md §1 at 224 px: S = 49, 196, 256): the program
+    loads its x tile once, normalises it while loading (fp32 stats, LN weight/bias upcast to fp32) and
+    keeps T^T [BLOCK_C, next_pow2(S)] in registers in the compute dtype. For each hidden chunk of
+    BLOCK_H rows it computes H^T = T^T @ W1[h]^T + b1 in fp32, A = GELU(H) in fp32, casts A to the
+    compute dtype and accumulates out^T += A^T @ W2[:, h]^T in an fp32 [BLOCK_C, S_pad] accumulator.
+    The epilogue adds b2, scales by sample_scale, adds the residual x and writes y once. The hidden
+    activation [B, DS, C] never reaches device memory. Registers: the accumulator is 64x256 fp32
+    (64 regs/thread at 8 warps), T^T 32 more at bf16; BLOCK_H = 32 keeps the H/A chunk at 8 regs.
+    DESIGN.md §6 measured 12 B of spills at hidden chunk 64 and 744+ B at 4 warps or 128 channels.
+  * tiled path, S > 256 (384 px fine-tuning, S = 576): the accumulator no longer fits, so a third
+    grid axis splits the output tokens in BLOCK_SO = 128 tiles, and the first matmul loops over the
+    tokens in BLOCK_SK = 64 chunks, re-loading (from L2) and re-normalising x chunks. Each output tile
+    recomputes H for its hidden chunks: ceil(S/128) times the first matmul (5x at S = 576, so about
+    3x the forward FLOPs of the resident path). Correct for any S; the fast path is S <= 256.
+
+Backward: the saved tensors are x and the fp32 (mean, rstd) only; T, H, A are recomputed.
+With G = scale[b] * dy (the branch gradient), per sample and channel column:
+    H = W1 T + b1, A = GELU(H), dA = W2^T G, dH = dA * GELU'(H), dT = W1^T dH
+    dW2 = sum_{b,c} G A^T,  dW1 = sum_{b,c} dH T^T,  db2 = sum_{b,c} G,  db1 = sum_{b,c} dH
+`dT` needs a sum over all hidden units, the weight gradients a sum over all (sample, channel); one grid
+cannot own both reductions without atomics or [programs, DS, S] partials per (sample, tile) (1.8 GB at
+B/16, batch 256). So the backward is two fused kernels plus the shared LayerNorm backward:
+  1. `_token_mixing_bwd_dt_kernel`, one program per (sample, channel tile) (the forward's grid): keeps
+     T^T and G^T resident, loops over hidden chunks: H^T = T^T W1^T, dA^T = G^T W2, dH, dT^T += dH^T W1.
+     3 matmuls of the forward's size. Writes dT [B, S, C] (x's dtype, as eager's LayerNorm receives it).
+  2. `layernorm_backward(dT, x, mean, rstd, norm_weight, dresidual=dy)`: dx (with the residual's dy),
+     dnorm_weight, dnorm_bias, deterministic (ops/layernorm_backward.py).
+  3. `_token_mixing_bwd_dw_kernel`, one program per (hidden chunk, partition of the B*C/BLOCK_C
+     (sample, channel tile) work items): W1[h] and W2[:, h] stay resident; the program walks its
+     work items in a fixed order, recomputes H and dA for its hidden chunk (2 matmuls) and accumulates
+     dW1[h] += dH T^T, dW2[:, h]^T += A G^T (2 matmuls, K = BLOCK_C) in fp32 registers, with db1, db2.
+     Each program writes its partial [BLOCK_H, S] blocks once to [P, ...] fp32 buffers, summed in a fixed
+     order by torch: deterministic, no atomics, bitwise equal run to run. P depends only on the shape.
+     Programs of one partition are adjacent in the grid, so they read the same x/dy tiles at about the
+     same time and the re-reads (DS/BLOCK_H per tile) are mostly L2 hits.
+  Cost: 7 forward-sized matmuls instead of eager's 4 (+2 forward), traded for not writing or reading
+  the [B, DS, C] hidden activations (eager saves two of them, 2 x 77 MB at B/16 batch 256 bf16) and
+  for the transposes and LN output round trips. A recompute of H costs ~0.05 ms at B/16 batch 256;
+  a round trip of one hidden tensor through HBM costs ~0.05 ms too, so the recompute wins on memory
+  and is about even on time. When no weight needs a gradient, kernel 3 is skipped.
+  Large S: both kernels take the same tiled path as the forward (output-token tiles, K loops).
+
+Numerics: dot operands in the compute dtype (the fc weights' dtype: bf16/fp16 use tensor cores, fp32
+honours torch.get_float32_matmul_precision()), every accumulation, the LayerNorm, GELU and its
+derivative in fp32. Offsets: the sample offset is 64-bit always; token/channel offsets become 64-bit
+(OFF64) when a strided view could address past 2^31 elements.
+
+Tiles on GPU: the forward and dT kernels autotune BLOCK_C/BLOCK_H/num_warps over configs that compile
+without spills for sm_90 (tests/test_compile.py), keyed on (S, C, DS) and dtypes. The dW kernel uses
+one shape-determined config so that its reduction order, hence its result, is the same in every
+process. Under the interpreter every kernel runs one config (multi-config autotune crashes there).
+"""
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .._config import empty, input_precision, triton_interpret
+from ._dot import dot
+from ._gelu import gelu, gelu_grad
+from ._registry import CompileCase, register_kernel
+from .layernorm_backward import layernorm_backward
+from .layernorm_stats import layernorm_stats
+
+MAX_RESIDENT_S = 256      # S above this takes the tiled path
+TILED_BLOCK_SO = 128      # tiled path: output tokens per program
+TILED_BLOCK_SK = 64       # tiled path: tokens per step of the first matmul's K loop
+DW_TARGET_PROGRAMS = 256  # dW kernel: aim for about this many programs (fixed: results depend on it)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels
+
+
+@triton.jit
+def _norm_tile_t(X, Mean, Rstd, nw, nb, b, s, c, S, C, s_xb, s_xs, s_xc):
+    """LN(x[b, s, c])^T as an fp32 [len(c), len(s)] tile, zero outside S and C. nw, nb: fp32 [len(c)]."""
+    smask = s < S
+    cmask = c < C
+    mask = cmask[:, None] & smask[None, :]
+    x = tl.load(X + b * s_xb + s[None, :] * s_xs + c[:, None] * s_xc, mask=mask, other=0.0).to(tl.float32)
+    mean = tl.load(Mean + b * S + s, mask=smask, other=0.0)
+    rstd = tl.load(Rstd + b * S + s, mask=smask, other=0.0)
+    t = (x - mean[None, :]) * rstd[None, :] * nw[:, None] + nb[:, None]
+    return tl.where(mask, t, 0.0)
+
+
+@triton.jit
+def _tile_t(P, b, s, c, S, C, s_b, s_s, s_c):
+    """P[b, s, c]^T as an fp32 [len(c), len(s)] tile, zero outside S and C."""
+    mask = (c < C)[:, None] & (s < S)[None, :]
+    return tl.load(P + b * s_b + s[None, :] * s_s + c[:, None] * s_c, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _w_tile(W, r, k, R, K):
+    """W[r, k] of a row-major [R, K] matrix as an [len(r), len(k)] tile (any index layout), zero outside."""
+    return tl.load(W + r * K + k, mask=(r < R) & (k < K), other=0.0)
+
+
+@triton.jit
+def _token_mixing_fwd_kernel(
+    # pointers
+    X,              # [B, S, C] input, any strides
+    Mean, Rstd,     # [B*S] fp32 row statistics of x
+    NW, NB,         # [C] LayerNorm weight, bias (any float dtype)
+    W1, B1,         # fc1 [DS, S], [DS], contiguous, compute dtype
+    W2, B2,         # fc2 [S, DS], [S], contiguous, compute dtype
+    Scale,          # [B] per-sample branch multiplier (drop_path); unused unless HAS_SCALE
+    Out,            # [B, S, C] output, contiguous, x's dtype
+    # sizes
+    S, C, DS,
+    # x strides (elements)
+    s_xb, s_xs, s_xc,
+    # meta-parameters
+    HAS_SCALE: tl.constexpr,
+    APPROX_TANH: tl.constexpr,     # GELU tanh approximation instead of erf
+    RESIDENT: tl.constexpr,        # all S tokens in one tile (BLOCK_SO == BLOCK_SK >= S)
+    BLOCK_SO: tl.constexpr,        # output tokens per program
+    BLOCK_SK: tl.constexpr,        # tokens per K step of the first matmul
+    OFF64: tl.constexpr,           # 64-bit token/channel offsets
+    INTERPRET: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_C: tl.constexpr,         # channels per program (dot M)
+    BLOCK_H: tl.constexpr,         # hidden units per chunk
+):
+    b = tl.program_id(0).to(tl.int64)
+    pid_c = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    cdt = W1.dtype.element_ty
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
+    if OFF64:
+        c = c.to(tl.int64)
+        so = so.to(tl.int64)
+    cmask = c < C
+    somask = so < S
+    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
+    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+    hh = tl.arange(0, BLOCK_H)
+    if RESIDENT:
+        t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
+    acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
+    for h0 in range(0, DS, BLOCK_H):
+        h = h0 + hh
+        hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+        if RESIDENT:
+            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
+            hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
+        else:
+            for k0 in range(0, S, BLOCK_SK):
+                sk = k0 + tl.arange(0, BLOCK_SK)
+                if OFF64:
+                    sk = sk.to(tl.int64)
+                tk = _norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S)
+                hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
+        b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
+        a = gelu(hacc + b1[None, :], APPROX_TANH).to(cdt)                                    # [BC, BH]
+        w2t = _w_tile(W2, so[None, :], h[:, None], S, DS)                                    # [BH, BSO]
+        acc = dot(a, w2t, acc, INTERPRET, INPUT_PRECISION)
+    b2 = tl.load(B2 + so, mask=somask, other=0.0).to(tl.float32)
+    branch = acc + b2[None, :]
+    if HAS_SCALE:
+        branch = branch * tl.load(Scale + b).to(tl.float32)
+    xo = _tile_t(X, b, so, c, S, C, s_xb, s_xs, s_xc)
+    mask = cmask[:, None] & somask[None, :]
+    tl.store(Out + b * S * C + so[None, :] * C + c[:, None], (xo + branch).to(Out.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _token_mixing_bwd_dt_kernel(
+    # pointers
+    X, Mean, Rstd, NW, NB,    # as in the forward
+    W1, B1, W2,               # fc1 [DS, S], [DS]; fc2 [S, DS]
+    DY,                       # [B, S, C] gradient of the output, any strides
+    Scale,                    # [B]; unused unless HAS_SCALE
+    DT,                       # [B, S, C] output: gradient w.r.t. T = LN(x), contiguous
+    # sizes
+    S, C, DS,
+    # strides (elements)
+    s_xb, s_xs, s_xc,
+    s_gb, s_gs, s_gc,
+    # meta-parameters
+    HAS_SCALE: tl.constexpr,
+    APPROX_TANH: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_SO: tl.constexpr,
+    BLOCK_SK: tl.constexpr,
+    OFF64: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    pid_c = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    cdt = W1.dtype.element_ty
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
+    if OFF64:
+        c = c.to(tl.int64)
+        so = so.to(tl.int64)
+    cmask = c < C
+    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
+    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+    scale = 1.0
+    if HAS_SCALE:
+        scale = tl.load(Scale + b).to(tl.float32)
+    hh = tl.arange(0, BLOCK_H)
+    if RESIDENT:
+        t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
+        g = (_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale).to(cdt)                  # [BC, BS]
+    acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
+    for h0 in range(0, DS, BLOCK_H):
+        h = h0 + hh
+        hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+        dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+        if RESIDENT:
+            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
+            hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
+            w2 = _w_tile(W2, so[:, None], h[None, :], S, DS)                                 # [BS, BH]
+            dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
+        else:
+            for k0 in range(0, S, BLOCK_SK):
+                sk = k0 + tl.arange(0, BLOCK_SK)
+                if OFF64:
+                    sk = sk.to(tl.int64)
+                tk = _norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S)
+                hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
+                gk = (_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale).to(cdt)
+                w2 = _w_tile(W2, sk[:, None], h[None, :], S, DS)
+                dacc = dot(gk, w2, dacc, INTERPRET, INPUT_PRECISION)
+        b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
+        dh = (dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH)).to(cdt)                     # [BC, BH]
+        w1 = _w_tile(W1, h[:, None], so[None, :], DS, S)                                     # [BH, BSO]
+        acc = dot(dh, w1, acc, INTERPRET, INPUT_PRECISION)
+    mask = cmask[:, None] & (so < S)[None, :]
+    tl.store(DT + b * S * C + so[None, :] * C + c[:, None], acc.to(DT.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _token_mixing_bwd_dw_kernel(
+    # pointers
+    X, Mean, Rstd, NW, NB,    # as in the forward
+    W1, B1, W2,               # fc1 [DS, S], [DS]; fc2 [S, DS]
+    DY,                       # [B, S, C] gradient of the output, any strides
+    Scale,                    # [B]; unused unless HAS_SCALE
+    DW1p,                     # [P, DS, S] fp32: per-partition partial dW1
+    DW2p,                     # [P, S, DS] fp32: per-partition partial dW2
+    DB1p,                     # [P, DS] fp32 (written by the programs of output-token tile 0)
+    DB2p,                     # [P, S] fp32 (written by the programs of hidden chunk 0)
+    # sizes
+    S, C, DS,
+    N_CT,                     # channel tiles per sample: work item i = (sample i // N_CT, tile i % N_CT)
+    N_ITEMS,                  # B * N_CT
+    ITEMS_PER_PART,           # work items per partition (the last may have fewer)
+    # strides (elements)
+    s_xb, s_xs, s_xc,
+    s_gb, s_gs, s_gc,
+    # meta-parameters
+    HAS_SCALE: tl.constexpr,
+    APPROX_TANH: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    BLOCK_SO: tl.constexpr,
+    BLOCK_SK: tl.constexpr,
+    OFF64: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_C: tl.constexpr,    # channels per work item (the K of the weight-gradient dots)
+    BLOCK_H: tl.constexpr,
+):
+    # hidden chunk fastest: the programs of one partition run side by side and share x/dy tiles in L2
+    pid_h = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    part = tl.program_id(2)
+    cdt = W1.dtype.element_ty
+    h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
+    so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
+    cc = tl.arange(0, BLOCK_C)
+    if OFF64:
+        so = so.to(tl.int64)
+        cc = cc.to(tl.int64)
+    hmask = h < DS
+    somask = so < S
+    b1 = tl.load(B1 + h, mask=hmask, other=0.0).to(tl.float32)
+    if RESIDENT:   # this program's slices of both weights stay in registers for all its work items
+        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                    # [BS, BH]
+        w2 = _w_tile(W2, so[:, None], h[None, :], S, DS)                                     # [BS, BH]
+    dw1 = tl.zeros([BLOCK_H, BLOCK_SO], dtype=tl.float32)    # dW1[h, so]
+    dw2 = tl.zeros([BLOCK_H, BLOCK_SO], dtype=tl.float32)    # dW2[so, h]^T
+    db1 = tl.zeros([BLOCK_H], dtype=tl.float32)
+    db2 = tl.zeros([BLOCK_SO], dtype=tl.float32)
+    start = part * ITEMS_PER_PART
+    end = tl.minimum(start + ITEMS_PER_PART, N_ITEMS)
+    for it in range(start, end):
+        b = (it // N_CT).to(tl.int64)
+        c = (it % N_CT) * BLOCK_C + cc
+        cmask = c < C
+        nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
+        nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+        scale = 1.0
+        if HAS_SCALE:
+            scale = tl.load(Scale + b).to(tl.float32)
+        hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+        dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+        if RESIDENT:
+            t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
+            gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
+            g = gf.to(cdt)
+            hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
+            dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
+        else:
+            for k0 in range(0, S, BLOCK_SK):
+                sk = k0 + tl.arange(0, BLOCK_SK)
+                if OFF64:
+                    sk = sk.to(tl.int64)
+                tk = _norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+                w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S)
+                hacc = dot(tk, w1k, hacc, INTERPRET, INPUT_PRECISION)
+                gk = (_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale).to(cdt)
+                w2k = _w_tile(W2, sk[:, None], h[None, :], S, DS)
+                dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
+            t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+            gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
+            g = gf.to(cdt)
+        pre = hacc + b1[None, :]
+        dh = dacc * gelu_grad(pre, APPROX_TANH)                 # [BC, BH] fp32, zero on padded c/h
+        a = gelu(pre, APPROX_TANH).to(cdt)                      # padded c columns meet g == 0 below
+        dw1 = dot(tl.trans(dh.to(cdt)), t, dw1, INTERPRET, INPUT_PRECISION)   # [BH, BC] @ [BC, BSO]
+        dw2 = dot(tl.trans(a), g, dw2, INTERPRET, INPUT_PRECISION)
+        db1 += tl.sum(dh, axis=0)
+        db2 += tl.sum(gf, axis=0)
+    part64 = part.to(tl.int64)
+    mask = hmask[:, None] & somask[None, :]
+    tl.store(DW1p + part64 * DS * S + h[:, None] * S + so[None, :], dw1, mask=mask)
+    tl.store(DW2p + part64 * S * DS + so[None, :] * DS + h[:, None], dw2, mask=mask)
+    if pid_s == 0:
+        tl.store(DB1p + part64 * DS + h, db1, mask=hmask)
+    if pid_h == 0:
+        tl.store(DB2p + part64 * S + so, db2, mask=somask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tile choices
+#
+# BLOCK_C = 64, BLOCK_H = 32, 8 warps: the forward configuration DESIGN.md §6 measured spill-free on
+# sm_90 with wgmma at B/16 (S padded to 256); larger hidden chunks or channel tiles spilled. The GPU
+# autotune list holds only configurations that the compile test builds without spills (bf16).
+
+def _blocks_for(S: int, C: int) -> dict:
+    """Path constexprs, decided by the launcher (never by the autotuner): resident for S <= 256."""
+    if S <= MAX_RESIDENT_S:
+        bs = max(16, triton.next_power_of_2(S))
+        return dict(RESIDENT=True, BLOCK_SO=bs, BLOCK_SK=bs)
+    return dict(RESIDENT=False, BLOCK_SO=TILED_BLOCK_SO, BLOCK_SK=TILED_BLOCK_SK)
+
+
+def _default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
+    """One configuration per (kernel, shape, dtype): the interpreter's and the compile test's."""
+    block_c = 64 if C > 32 else max(16, triton.next_power_of_2(C))
+    block_h = 32 if DS > 16 else 16
+    if kernel == "dt" or kernel == "dw":
+        block_c = min(block_c, 32) if S > 128 else block_c
+    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=8 if S > 64 else 4, num_stages=1)
+
+
+_GPU_CONFIGS = {
+    "fwd": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=1),
+            dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=1),
+            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=1)],
+    "dt": [dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1),
+           dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=1),
+           dict(BLOCK_C=32, BLOCK_H=16, num_warps=4, num_stages=1)],
+}
+
+_AUTOTUNED: dict = {}
+
+
+def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
+    """(callable kernel, extra launch kwargs): a single fixed config under the interpreter or when
+    MIXER_KERNELS_AUTOTUNE=0; else triton.autotune over the spill-free configs, keyed on shapes."""
+    import os
+    default = _default_config(name, S, C, DS, dtype)
+    if triton_interpret() or os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0" or name not in _GPU_CONFIGS:
+        return kernel, default
+    if name not in _AUTOTUNED:
+        configs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
+                                 num_stages=c["num_stages"]) for c in _GPU_CONFIGS[name]]
+        _AUTOTUNED[name] = triton.autotune(configs, key=["S", "C", "DS"])(kernel)
+    return _AUTOTUNED[name], {}
+
+
+def _off64(*tensors) -> bool:
+    """Whether some element offset of these [B, S, C] tensors may reach 2^31."""
+    for t in tensors:
+        reach = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride(), strict=True))
+        if reach >= 2**31 - 1 or t.numel() >= 2**31 - 1:
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------------
+# Launchers
+
+
+def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, approx_tanh,
+                     sample_scale):
+    """(out, mean, rstd): out [B, S, C] in x's dtype, contiguous; fp32 stats [B*S] for the backward."""
+    B, S, C = x.shape
+    DS = fc1_weight.shape[0]
+    mean, rstd = layernorm_stats(x, eps)
+    out = empty((B, S, C), device=x.device, dtype=x.dtype)
+    if B * S * C == 0:
+        return out, mean, rstd
+    w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
+    scale = sample_scale if sample_scale is not None else mean
+    path = _blocks_for(S, C)
+    kernel, meta = _kernel_and_grid_meta("fwd", _token_mixing_fwd_kernel, S, C, DS, w1.dtype)
+    grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
+    kernel[grid](
+        x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, b2, scale, out, S, C, DS, *x.stride(),
+        HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, out),
+        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), **meta)
+    return out, mean, rstd
+
+
+def _dw_partitions(B: int, S: int, C: int, DS: int, block_c: int, block_h: int, block_so: int):
+    n_ct = triton.cdiv(C, block_c)
+    n_items = B * n_ct
+    per_tile = triton.cdiv(DS, block_h) * triton.cdiv(S, block_so)
+    parts = max(1, min(n_items, DW_TARGET_PROGRAMS // per_tile))
+    items_per_part = triton.cdiv(n_items, parts)
+    parts = triton.cdiv(n_items, items_per_part)
+    return n_ct, n_items, parts, items_per_part
+
+
+def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps,
+                     approx_tanh, sample_scale, weight_grads=True):
+    """Gradients (dx, dnorm_weight, dnorm_bias, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias), each in
+    its input's dtype; the fc ones are None when weight_grads is False."""
+    B, S, C = x.shape
+    DS = fc1_weight.shape[0]
+    w1, b1, w2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight))
+    cdt = w1.dtype
+    scale = sample_scale if sample_scale is not None else mean
+    path = _blocks_for(S, C)
+    common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
+                  INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
+    dt = empty((B, S, C), device=x.device, dtype=x.dtype)
+    if B * S * C > 0:
+        kernel, meta = _kernel_and_grid_meta("dt", _token_mixing_bwd_dt_kernel, S, C, DS, cdt)
+        grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
+        kernel[grid](x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, S, C, DS,
+                     *x.stride(), *dy.stride(), **common, **meta)
+    dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
+    dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
+    if not weight_grads:
+        return dx, dnw, dnb, None, None, None, None
+    cfg = _default_config("dw", S, C, DS, cdt)
+    bc, bh = cfg["BLOCK_C"], cfg["BLOCK_H"]
+    n_ct, n_items, parts, items_per_part = _dw_partitions(B, S, C, DS, bc, bh, path["BLOCK_SO"])
+    dw1p = empty((parts, DS, S), device=x.device, dtype=torch.float32)
+    dw2p = empty((parts, S, DS), device=x.device, dtype=torch.float32)
+    db1p = empty((parts, DS), device=x.device, dtype=torch.float32)
+    db2p = empty((parts, S), device=x.device, dtype=torch.float32)
+    if n_items == 0:
+        for p in (dw1p, dw2p, db1p, db2p):
+            p.zero_()
+    else:
+        grid = (triton.cdiv(DS, bh), triton.cdiv(S, path["BLOCK_SO"]), parts)
+        _token_mixing_bwd_dw_kernel[grid](
+            x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dw1p, dw2p, db1p, db2p,
+            S, C, DS, n_ct, n_items, items_per_part, *x.stride(), *dy.stride(), **common, **cfg)
+    # fixed-order sums over the partitions: deterministic
+    return (dx, dnw, dnb, dw1p.sum(0).to(cdt), db1p.sum(0).to(fc1_bias.dtype), dw2p.sum(0).to(cdt),
+            db2p.sum(0).to(cdt))
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.library custom ops: opaque to torch.compile (fake implementations give shapes), with autograd
+
+
+@torch.library.custom_op("mixer_kernels::token_mixing_fwd", mutates_args=())
+def _token_mixing_fwd_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                         fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
+                         fc2_bias: torch.Tensor, eps: float, approx_tanh: bool,
+                         sample_scale: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                            approx_tanh, sample_scale)
+
+
+@_token_mixing_fwd_op.register_fake
+def _(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, approx_tanh, sample_scale):
+    B, S, C = x.shape
+    stats = x.new_empty((B * S,), dtype=torch.float32)
+    return x.new_empty((B, S, C)), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("mixer_kernels::token_mixing_bwd", mutates_args=())
+def _token_mixing_bwd_op(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                         norm_weight: torch.Tensor, norm_bias: torch.Tensor, fc1_weight: torch.Tensor,
+                         fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, eps: float, approx_tanh: bool,
+                         sample_scale: Optional[torch.Tensor], weight_grads: bool) -> list[torch.Tensor]:
+    grads = token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps,
+                             approx_tanh, sample_scale, weight_grads)
+    return [g for g in grads if g is not None]
+
+
+@_token_mixing_bwd_op.register_fake
+def _(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps, approx_tanh,
+      sample_scale, weight_grads):
+    out = [torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(norm_weight),
+           torch.empty_like(norm_bias)]
+    if weight_grads:
+        S = x.shape[1]
+        out += [torch.empty_like(fc1_weight, memory_format=torch.contiguous_format), torch.empty_like(fc1_bias),
+                torch.empty_like(fc2_weight, memory_format=torch.contiguous_format),
+                fc1_weight.new_empty((S,))]
+    return out
+
+
+def _setup_context(ctx, inputs, output):
+    x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, approx_tanh, sample_scale = inputs
+    _, mean, rstd = output
+    ctx.save_for_backward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale)
+    ctx.eps, ctx.approx_tanh = eps, approx_tanh
+    ctx.fc2_bias_dtype = fc2_bias.dtype
+    ctx.mark_non_differentiable(mean, rstd)
+
+
+def _backward(ctx, dy, _dmean, _drstd):
+    x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
+    weight_grads = any(ctx.needs_input_grad[3:7])
+    grads = _token_mixing_bwd_op(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                                 ctx.eps, ctx.approx_tanh, sample_scale, weight_grads)
+    if not weight_grads:
+        grads = list(grads) + [None] * 4
+    dx, dnw, dnb, dw1, db1, dw2, db2 = grads
+    if db2 is not None:
+        db2 = db2.to(ctx.fc2_bias_dtype)
+    return dx, dnw, dnb, dw1, db1, dw2, db2, None, None, None
+
+
+_token_mixing_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps: float = 1e-6,
+                 approximate: str = "none", sample_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The Triton path of `mixer_kernels.token_mixing` (inputs already checked): x + scale * token MLP.
+
+    Paths: S <= 256 runs the resident kernels (hidden activation on chip only); S > 256 the tiled
+    fallback (output-token tiles, the first matmul recomputed per tile). See the module docstring."""
+    out, _, _ = _token_mixing_fwd_op(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                     float(eps), approximate == "tanh", sample_scale)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Compile cases (tests/test_compile.py): the launches of B/16 and L/16 at batch 256, S = 196, plus the
+# tiled path at S = 576.
+
+
+def _compile_cases(name):
+    def cases():
+        out = []
+        shapes = [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/16@384", 576, 768, 384)]
+        for tag, S, C, DS in shapes:
+            for dtype in (torch.bfloat16, torch.float32):
+                path = _blocks_for(S, C)
+                cfgs = [_default_config(name, S, C, DS, dtype)]
+                if name in _GPU_CONFIGS and dtype == torch.bfloat16 and path["RESIDENT"]:
+                    cfgs += [c for c in _GPU_CONFIGS[name] if c != cfgs[0]]
+                for cfg in cfgs:
+                    args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
+                                W1=dtype, B1=dtype, W2=dtype, Scale=torch.float32, S=S, C=C, DS=DS,
+                                s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, **path,
+                                OFF64=False, INTERPRET=False,
+                                INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee",
+                                BLOCK_C=cfg["BLOCK_C"], BLOCK_H=cfg["BLOCK_H"])
+                    if name == "fwd":
+                        args.update(B2=dtype, Out=dtype)
+                    else:
+                        args.update(DY=dtype, s_gb=S * C, s_gs=C, s_gc=1)
+                    if name == "dt":
+                        args.update(DT=dtype)
+                    if name == "dw":
+                        n_ct, n_items, parts, per = _dw_partitions(256, S, C, DS, cfg["BLOCK_C"], cfg["BLOCK_H"],
+                                                                   path["BLOCK_SO"])
+                        args.update(DW1p=torch.float32, DW2p=torch.float32, DB1p=torch.float32, DB2p=torch.float32,
+                                    N_CT=n_ct, N_ITEMS=n_items, ITEMS_PER_PART=per)
+                    label = f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
+                    out.append(CompileCase(label, args, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
+                                           expect_no_spills=dtype == torch.bfloat16 or not path["RESIDENT"]))
+        return out
+    return cases
+
+
+register_kernel(_token_mixing_fwd_kernel, _compile_cases("fwd"))
+register_kernel(_token_mixing_bwd_dt_kernel, _compile_cases("dt"))
+register_kernel(_token_mixing_bwd_dw_kernel, _compile_cases("dw"))
