@@ -5,10 +5,11 @@ JAX/Flax code, torch.nn.GELU(approximate="tanh")).
 import triton
 import triton.language as tl
 
-_SQRT1_2 = 0.7071067811865476       # 1/sqrt(2)
-_INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2*pi)
-_SQRT_2_PI = 0.7978845608028654     # sqrt(2/pi)
-_KAPPA = 0.044715
+# Constants as literals inside the @triton.jit bodies: compiled Triton code cannot read plain module
+# globals (NameError at compile time), and tl.constexpr globals break the interpreter (constexpr * tensor
+# gives a constexpr wrapping a tensor, which tl.exp rejects).
+#   0.7071067811865476 = 1/sqrt(2)    0.3989422804014327 = 1/sqrt(2*pi)
+#   0.7978845608028654 = sqrt(2/pi)   0.044715 = the tanh approximation's cubic coefficient
 
 
 @triton.jit
@@ -21,16 +22,16 @@ def _tanh(u):
 def gelu(x, APPROX_TANH: tl.constexpr):
     """GELU(x) for fp32 x."""
     if APPROX_TANH:
-        return 0.5 * x * (1.0 + _tanh(_SQRT_2_PI * (x + _KAPPA * x * x * x)))
+        return 0.5 * x * (1.0 + _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
     else:
-        return 0.5 * x * (1.0 + tl.erf(x * _SQRT1_2))
+        return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
 
 
 @triton.jit
 def gelu_grad(x, APPROX_TANH: tl.constexpr):
     """d GELU(x) / dx for fp32 x."""
     if APPROX_TANH:
-        t = _tanh(_SQRT_2_PI * (x + _KAPPA * x * x * x))
-        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_PI * (1.0 + 3.0 * _KAPPA * x * x)
+        t = _tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)
     else:
-        return 0.5 * (1.0 + tl.erf(x * _SQRT1_2)) + x * _INV_SQRT_2PI * tl.exp(-0.5 * x * x)
+        return 0.5 * (1.0 + tl.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
