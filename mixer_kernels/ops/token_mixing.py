@@ -65,7 +65,6 @@ without spills for sm_90 (tests/test_compile.py), keyed on (S, C, DS) and dtypes
 one shape-determined config so that its reduction order, hence its result, is the same in every
 process. Under the interpreter every kernel runs one config (multi-config autotune crashes there).
 """
-from typing import Optional
 
 import torch
 import triton
@@ -302,11 +301,9 @@ def _token_mixing_bwd_dw_kernel(
     hmask = h < DS
     somask = so < S
     b1 = tl.load(B1 + h, mask=hmask, other=0.0).to(tl.float32)
-    if RESIDENT:   # this program's slices of both weights stay in registers for all its work items
-        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                    # [BS, BH]
-        w2 = _w_tile(W2, so[:, None], h[None, :], S, DS)                                     # [BS, BH]
-    dw1 = tl.zeros([BLOCK_H, BLOCK_SO], dtype=tl.float32)    # dW1[h, so]
-    dw2 = tl.zeros([BLOCK_H, BLOCK_SO], dtype=tl.float32)    # dW2[so, h]^T
+    # token-major accumulators: the weight-gradient dots get M = BLOCK_SO (wgmma-sized)
+    dw1 = tl.zeros([BLOCK_SO, BLOCK_H], dtype=tl.float32)    # dW1[h, so]^T
+    dw2 = tl.zeros([BLOCK_SO, BLOCK_H], dtype=tl.float32)    # dW2[so, h]
     db1 = tl.zeros([BLOCK_H], dtype=tl.float32)
     db2 = tl.zeros([BLOCK_SO], dtype=tl.float32)
     start = part * ITEMS_PER_PART
@@ -325,7 +322,12 @@ def _token_mixing_bwd_dw_kernel(
         if RESIDENT:
             t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
             gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
+            db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
             g = gf.to(cdt)
+            # this program's weight slices, re-read per work item (L1/L2 hits): holding them across
+            # the loop spilled on sm_90
+            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
+            w2 = _w_tile(W2, so[:, None], h[None, :], S, DS)                                 # [BS, BH]
             hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
             dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         else:
@@ -341,18 +343,18 @@ def _token_mixing_bwd_dw_kernel(
                 dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
             t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)
             gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
+            db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
             g = gf.to(cdt)
         pre = hacc + b1[None, :]
         dh = dacc * gelu_grad(pre, APPROX_TANH)                 # [BC, BH] fp32, zero on padded c/h
         a = gelu(pre, APPROX_TANH).to(cdt)                      # padded c columns meet g == 0 below
-        dw1 = dot(tl.trans(dh.to(cdt)), t, dw1, INTERPRET, INPUT_PRECISION)   # [BH, BC] @ [BC, BSO]
-        dw2 = dot(tl.trans(a), g, dw2, INTERPRET, INPUT_PRECISION)
+        dw1 = dot(tl.trans(t), dh.to(cdt), dw1, INTERPRET, INPUT_PRECISION)   # [BSO, BC] @ [BC, BH]
+        dw2 = dot(tl.trans(g), a, dw2, INTERPRET, INPUT_PRECISION)
         db1 += tl.sum(dh, axis=0)
-        db2 += tl.sum(gf, axis=0)
     part64 = part.to(tl.int64)
-    mask = hmask[:, None] & somask[None, :]
-    tl.store(DW1p + part64 * DS * S + h[:, None] * S + so[None, :], dw1, mask=mask)
-    tl.store(DW2p + part64 * S * DS + so[None, :] * DS + h[:, None], dw2, mask=mask)
+    mask = somask[:, None] & hmask[None, :]
+    tl.store(DW1p + part64 * DS * S + h[None, :] * S + so[:, None], dw1, mask=mask)
+    tl.store(DW2p + part64 * S * DS + so[:, None] * DS + h[None, :], dw2, mask=mask)
     if pid_s == 0:
         tl.store(DB1p + part64 * DS + h, db1, mask=hmask)
     if pid_h == 0:
@@ -374,22 +376,45 @@ def _blocks_for(S: int, C: int) -> dict:
     return dict(RESIDENT=False, BLOCK_SO=TILED_BLOCK_SO, BLOCK_SK=TILED_BLOCK_SK)
 
 
+# (kernel, resident path, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps. Compiled for sm_90 at B/16 and
+# L/16 (tests/test_compile.py; numbers from `python -m mixer_kernels.ops._compile_check --only token`):
+#   fwd, bf16: 64x32, 8 warps: wgmma, 0 spills (hidden chunk 64 or 4 warps spill: DESIGN.md §6).
+#   fwd, fp32: 32x32, 8 warps: 0 spills (64x32 spilled 304 B: the fp32 T^T tile is twice as big).
+#   dt, bf16: 64x16, 8 warps: wgmma, 0 spills; T^T, G^T and the accumulator are all resident, so the
+#     hidden chunk halves against the forward (64x32 spilled 12 B).
+#   dw, bf16: 32x16, 8 warps: wgmma, 0 spills; two [256 x BLOCK_H] fp32 accumulators plus T^T, G^T
+#     per item (32x32 spilled 44 B, 64x16 244 B, keeping the weight slices resident across items 140+ B).
+#   dw, fp32: 16x32, 8 warps: 0 spills (32x16 spilled 8 B).
+#   tiled path (S > 256): the tiles are [BLOCK_C, 128 or 64], so 64x32 fits everywhere.
+_CONFIGS = {
+    ("fwd", True, False): (64, 32, 8), ("fwd", True, True): (32, 32, 8),
+    ("dt", True, False): (64, 16, 8), ("dt", True, True): (32, 32, 8),
+    ("dw", True, False): (32, 16, 8), ("dw", True, True): (16, 32, 8),
+    ("fwd", False, False): (64, 32, 8), ("fwd", False, True): (64, 32, 8),
+    ("dt", False, False): (64, 32, 8), ("dt", False, True): (32, 32, 8),
+    ("dw", False, False): (64, 32, 8), ("dw", False, True): (64, 32, 8),
+}
+
+
 def _default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
-    """One configuration per (kernel, shape, dtype): the interpreter's and the compile test's."""
-    block_c = 64 if C > 32 else max(16, triton.next_power_of_2(C))
-    block_h = 32 if DS > 16 else 16
-    if kernel == "dt" or kernel == "dw":
-        block_c = min(block_c, 32) if S > 128 else block_c
-    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=8 if S > 64 else 4, num_stages=1)
+    """One configuration per (kernel, shape, dtype): the interpreter's, the compile test's, and the dW
+    kernel's everywhere. Small C or DS shrink the tiles (16 is the smallest dot dimension on GPUs)."""
+    block_c, block_h, warps = _CONFIGS[(kernel, S <= MAX_RESIDENT_S, dtype == torch.float32)]
+    block_c = min(block_c, max(16, triton.next_power_of_2(C)))
+    block_h = min(block_h, max(16, triton.next_power_of_2(DS)))
+    if S <= 64:   # tiles of at most [64, 64]: one warpgroup
+        warps = 4
+    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=1)
 
 
+# GPU autotune lists (bf16 cases compile without spills; fp32 runs them too, where some spill).
 _GPU_CONFIGS = {
     "fwd": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=1),
+            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=1),
             dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=1),
-            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=1)],
-    "dt": [dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1),
-           dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=1),
-           dict(BLOCK_C=32, BLOCK_H=16, num_warps=4, num_stages=1)],
+            dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1)],
+    "dt": [dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=1),
+           dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1)],
 }
 
 _AUTOTUNED: dict = {}
@@ -503,7 +528,7 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
 def _token_mixing_fwd_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
                          fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
                          fc2_bias: torch.Tensor, eps: float, approx_tanh: bool,
-                         sample_scale: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                         sample_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
                             approx_tanh, sample_scale)
 
@@ -519,7 +544,7 @@ def _(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps
 def _token_mixing_bwd_op(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
                          norm_weight: torch.Tensor, norm_bias: torch.Tensor, fc1_weight: torch.Tensor,
                          fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, eps: float, approx_tanh: bool,
-                         sample_scale: Optional[torch.Tensor], weight_grads: bool) -> list[torch.Tensor]:
+                         sample_scale: torch.Tensor | None, weight_grads: bool) -> list[torch.Tensor]:
     grads = token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps,
                              approx_tanh, sample_scale, weight_grads)
     return [g for g in grads if g is not None]
@@ -575,16 +600,17 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
 
 
 # ------------------------------------------------------------------------------------------------
-# Compile cases (tests/test_compile.py): the launches of B/16 and L/16 at batch 256, S = 196, plus the
-# tiled path at S = 576.
+# Compile cases (tests/test_compile.py): the launches of B/16 and L/16 at batch 256 (S = 196), B/32
+# (S = 49), and the tiled path at S = 576; the default config in bf16 and fp32, the GPU autotune list in bf16.
 
 
 def _compile_cases(name):
     def cases():
         out = []
-        shapes = [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/16@384", 576, 768, 384)]
-        for tag, S, C, DS in shapes:
-            for dtype in (torch.bfloat16, torch.float32):
+        shapes = [("B/16", 196, 768, 384, 2), ("L/16", 196, 1024, 512, 2), ("B/32", 49, 768, 384, 1),
+                  ("B/16@384", 576, 768, 384, 2)]
+        for tag, S, C, DS, n_dtypes in shapes:
+            for dtype in (torch.bfloat16, torch.float32)[:n_dtypes]:
                 path = _blocks_for(S, C)
                 cfgs = [_default_config(name, S, C, DS, dtype)]
                 if name in _GPU_CONFIGS and dtype == torch.bfloat16 and path["RESIDENT"]:
@@ -609,7 +635,7 @@ def _compile_cases(name):
                                     N_CT=n_ct, N_ITEMS=n_items, ITEMS_PER_PART=per)
                     label = f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
                     out.append(CompileCase(label, args, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-                                           expect_no_spills=dtype == torch.bfloat16 or not path["RESIDENT"]))
+                                           expect_no_spills=True))
         return out
     return cases
 
