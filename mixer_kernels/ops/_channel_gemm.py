@@ -1,0 +1,627 @@
+"""The GEMM kernels of channel mixing (ops/channel_mixing.py holds the op glue around them).
+
+Notation: M = B*S rows, C channels, DC hidden width; "compute dtype" = the dtype of fc1/fc2 weights,
+the dtype of every dot operand (normalised tiles and hidden activations are cast to it on chip).
+
+Three kernels, each used twice:
+
+* `_channel_hidden_kernel`: [M, C] x [C, DC] -> [M, DC], K = C. The A tile is read from a strided
+  [B, S, C] tensor and transformed in registers before the dot, the epilogue writes [M, DC] tiles.
+  - forward (BACKWARD=False): A = LayerNorm(x) from the saved fp32 row statistics, B = fc1_weight^T;
+    epilogue z = acc + fc1_bias, writes z (the saved pre-activation) and/or GELU(z).
+  - backward (BACKWARD=True): A = sample_scale[b] * grad_out, B = fc2_weight; epilogue
+    dz = acc * GELU'(z) with z loaded from the saved (or recomputed) pre-activation; also writes
+    GELU(z), the activation the fc2 weight gradient needs (recomputed instead of saved).
+* `_channel_out_kernel`: [M, DC] x [DC, C] -> [M, C], K = DC, A a contiguous hidden tensor.
+  - forward: out = x + sample_scale[b] * (act @ fc2_weight^T + fc2_bias), in x's dtype.
+  - backward: dn = dz @ fc1_weight (the gradient reaching the LayerNorm output).
+* `_channel_wgrad_kernel`: weight gradients, [C, M] x [M, DC] -> [C, DC], K = M, split-K over fixed
+  row ranges into fp32 partial buffers summed afterwards in a fixed order (deterministic, no atomics).
+  - fc2: dW2 = dY^T @ act with dY = sample_scale * grad_out (A-tile prologue), and fc2_bias's gradient
+    as the row sums of the same dY tiles (programs of the first DC tile column only).
+  - fc1: dW1^T = LN(x)^T @ dz (LayerNorm recomputed on the A tiles, stored transposed into dW1), and
+    fc1_bias's gradient as column sums of the dz tiles (programs of the first C tile row only).
+
+Every dot goes through `_dot.dot` (interpreter upcast; input precision for fp32). Offsets into [M, *]
+tensors are 64-bit (B*S*DC may pass 2^31); weight offsets stay 32-bit (DC*C < 2^31).
+
+Tile choices (sm_90, bf16/fp16; see the compile cases at the end for registers/spills):
+* 128x128x64 with 8 warps (two warpgroups, wgmma m64 each), 3-4 stages: the largest tile whose LN /
+  GELU prologue and epilogue compile without spills (DESIGN.md §6: 128x256 spilled 44-84 bytes with
+  the LN prologue). 128x128 bf16 tiles reach ~85% of the H100's dense rate in Triton's own matmul.
+* The plain-prologue fc2 GEMM also gets 128x256x64 (8 warps, 3 stages: Triton's best H100 matmul
+  tile), which halves the A-tile re-reads when C is a multiple of 256 (L/16: C = 1024).
+* fp32 (tf32) operands: BLOCK_K = 32 keeps a 3-stage pipeline under the 228 KB of shared memory.
+* Program order: grouped (GROUP_M = 8 row tiles share their column sweep), so the A row panel and
+  the weight column panel of concurrently running programs stay in L2 (the whole fc weight, 4.7 MB
+  at B/16, fits in the 50 MB L2 anyway; x panels are what must not be re-read from HBM).
+* Weight gradients: the [C, DC] output has only 144 tiles at B/16 (1.1 waves on 132 SMs), so K = M is
+  split into `split` contiguous row ranges chosen to fill whole waves (_wgrad_split).
+
+Autotuning (GPU only): two configs per kernel and dtype, keyed on the sizes C, DC (N, K) and
+M_BUCKET = next power of two of M, never the exact batch. Under the interpreter: one config.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+import triton.language as tl
+
+from .._config import empty, input_precision, triton_interpret
+from ._dot import dot
+from ._gelu import gelu
+from ._registry import CompileCase, register_kernel
+from ._round import to_dtype
+
+# --------------------------------------------------------------------------------------------------
+# Configurations
+
+
+def _bench(kernel_call, quantiles):
+    # Short benchmarking: a few configs of multi-ms kernels separate clearly in 25 ms; keeps first-call
+    # tuning of a whole fwd+bwd well under 10 s (compiles dominate).
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+
+
+def _cfg(bm, bn, bk, warps, stages, group_m=8):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
+                         num_warps=warps, num_stages=stages)
+
+
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel; first entry of each list is the
+# one registered as "the" config for the compile check. 16-bit operands use BLOCK_K = 64, fp32 32.
+GPU_CONFIGS = {
+    "hidden": {16: [(128, 128, 64, 8, 3), (128, 128, 64, 8, 4)],
+               32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
+    "out": {16: [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)],
+            32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
+    "wgrad": {16: [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3)],
+              32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
+}
+INTERPRET_CONFIG = (32, 32, 32, 4, 1)
+
+
+def _configs(kind):
+    if triton_interpret():
+        bm, bn, bk, w, s = INTERPRET_CONFIG
+        return [_cfg(bm, bn, bk, w, s, group_m=2)]
+    return [_cfg(*c) for bits in (16, 32) for c in GPU_CONFIGS[kind][bits]]
+
+
+def _prune_by_dtype(weight_arg):
+    """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32)."""
+    def prune(configs, named_args, **kwargs):
+        if len(configs) <= 1:
+            return configs
+        bits = 32 if named_args[weight_arg].element_size() >= 4 else 16
+        keep = [c for c in configs if (c.kwargs["BLOCK_K"] == 32) == (bits == 32)]
+        return keep or configs
+    return prune
+
+
+def _autotune(kind, weight_arg):
+    return triton.autotune(configs=_configs(kind), key=["N_SIZE", "K_SIZE", "M_BUCKET"],
+                           prune_configs_by={"early_config_prune": _prune_by_dtype(weight_arg)},
+                           do_bench=_bench)
+
+
+def m_bucket(M: int) -> int:
+    """Autotuning key for the row count: the next power of two, so a new batch size does not retune."""
+    return triton.next_power_of_2(max(int(M), 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+@triton.jit
+def _tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Grouped program order: GROUP_M consecutive row tiles sweep the column tiles together."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    width = GROUP_M * num_pid_n
+    group_id = pid // width
+    first_m = group_id * GROUP_M
+    group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_size
+    pid_n = (pid % width) // group_size
+    return pid_m, pid_n
+
+
+@triton.jit
+def _gelu_and_grad(z, APPROX_TANH: tl.constexpr):
+    """(GELU(z), GELU'(z)) sharing the erf/tanh: the backward epilogue needs both, and computing
+    them separately (_gelu.gelu + _gelu.gelu_grad) spilled 236 bytes at 128x128 on sm_90."""
+    if APPROX_TANH:
+        inner = 0.7978845608028654 * (z + 0.044715 * z * z * z)
+        t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0        # tanh, as _gelu._tanh
+        half = 0.5 * (1.0 + t)
+        return z * half, half + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
+    else:
+        half = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
+        return z * half, half + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
+
+
+@triton.jit
+def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, APPROX_TANH: tl.constexpr,
+                         INTERPRET: tl.constexpr):
+    offs = rows64[:, None] * N_SIZE + cols[None, :]
+    omask = rmask[:, None] & (cols < N_SIZE)[None, :]
+    z = tl.load(Z + offs, mask=omask, other=0.0).to(tl.float32)
+    act, dact = _gelu_and_grad(z, APPROX_TANH)
+    tl.store(DZ + offs, to_dtype(acc * dact, DZ.dtype.element_ty, INTERPRET), mask=omask)
+    tl.store(Act + offs, to_dtype(act, Act.dtype.element_ty, INTERPRET), mask=omask)
+
+
+# --------------------------------------------------------------------------------------------------
+# GEMM 1 (K = C): forward fc1 + bias + GELU with LayerNorm on the A tiles; backward hidden gradient
+
+
+@_autotune("hidden", "W")
+@triton.jit
+def _channel_hidden_kernel(
+    X,               # [B, S, C] any strides: forward the block input x, backward grad_out
+    Mean, Rstd,      # [M] fp32 row statistics of x (forward)
+    NW, NB,          # [C] LayerNorm weight and bias (forward), any float dtype
+    Scale,           # [B] per-sample branch scale (backward, HAS_SCALE)
+    W,               # forward fc1_weight [DC, C] (stride_wk=1, stride_wn=C); backward fc2_weight [C, DC]
+    Bias,            # [DC] fc1_bias (forward)
+    Z,               # [M, DC] pre-activation: forward output (WRITE_Z), backward input
+    Act,             # [M, DC] GELU(z) output (WRITE_ACT)
+    DZ,              # [M, DC] backward output: grad w.r.t. z
+    M, S,            # rows (B*S), tokens per sample
+    N_SIZE,          # DC (output columns)
+    K_SIZE,          # C (reduction)
+    M_BUCKET,        # autotuning key only
+    stride_xb, stride_xs, stride_xc,
+    stride_wk, stride_wn,
+    BACKWARD: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_Z: tl.constexpr, WRITE_ACT: tl.constexpr,
+    APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = _tile_ids(tl.program_id(0), M, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < M
+    rows64 = rows.to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    cmask = cols < N_SIZE
+    ks = tl.arange(0, BLOCK_K)
+
+    x_ptrs = X + ((rows // S).to(tl.int64) * stride_xb + (rows % S).to(tl.int64) * stride_xs)[:, None] \
+        + ks[None, :].to(tl.int64) * stride_xc
+    w_ptrs = W + ks[:, None] * stride_wk + cols[None, :] * stride_wn
+    if BACKWARD:
+        if HAS_SCALE:
+            row_scale = tl.load(Scale + rows // S, mask=rmask, other=0.0).to(tl.float32)
+    else:
+        mean = tl.load(Mean + rows64, mask=rmask, other=0.0)
+        rstd = tl.load(Rstd + rows64, mask=rmask, other=0.0)
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K_SIZE, BLOCK_K):
+        kmask = (k0 + ks) < K_SIZE
+        a = tl.load(x_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
+        if BACKWARD:
+            if HAS_SCALE:
+                a = a * row_scale[:, None]
+        else:
+            g = tl.load(NW + k0 + ks, mask=kmask, other=0.0).to(tl.float32)
+            b = tl.load(NB + k0 + ks, mask=kmask, other=0.0).to(tl.float32)
+            a = (a - mean[:, None]) * rstd[:, None] * g[None, :] + b[None, :]
+        w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+        acc = dot(to_dtype(a, W.dtype.element_ty, INTERPRET), w, acc, INTERPRET, INPUT_PRECISION)
+        x_ptrs += BLOCK_K * stride_xc
+        w_ptrs += BLOCK_K * stride_wk
+
+    offs = rows64[:, None] * N_SIZE + cols[None, :]
+    omask = rmask[:, None] & cmask[None, :]
+    if BACKWARD:
+        # Two column halves, one after the other: the whole-tile epilogue (z, GELU, GELU', two
+        # stores) spilled 124 bytes at 128x128 on sm_90.
+        acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
+        cols_lo = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
+        _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, rows64, rmask, cols_lo, N_SIZE, APPROX_TANH, INTERPRET)
+        _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, rows64, rmask, cols_lo + BLOCK_N // 2, N_SIZE, APPROX_TANH,
+                             INTERPRET)
+    else:
+        bias = tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)
+        # z rounded to the compute dtype first: the saved z, the activation used here and the one the
+        # backward recomputes from z are then bitwise the same (and equal eager's GELU(linear(.))).
+        z = to_dtype(acc + bias[None, :], Act.dtype.element_ty, INTERPRET)
+        if WRITE_Z:
+            tl.store(Z + offs, z, mask=omask)
+        if WRITE_ACT:
+            tl.store(Act + offs, to_dtype(gelu(z.to(tl.float32), APPROX_TANH), Act.dtype.element_ty, INTERPRET),
+                     mask=omask)
+
+
+# --------------------------------------------------------------------------------------------------
+# GEMM 2 (K = DC): forward fc2 + bias + sample scale + residual; backward gradient of the LN output
+
+
+@triton.jit
+def _out_epilogue(acc, Bias, Res, Out, rows64, rmask, r_row, row_scale, cols, N_SIZE, stride_rc,
+                  HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RES: tl.constexpr, INTERPRET: tl.constexpr):
+    cmask = cols < N_SIZE
+    omask = rmask[:, None] & cmask[None, :]
+    if HAS_BIAS:
+        acc += tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)[None, :]
+    if HAS_SCALE:
+        acc = acc * row_scale[:, None]
+    if HAS_RES:
+        acc += tl.load(Res + r_row[:, None] + cols[None, :].to(tl.int64) * stride_rc, mask=omask,
+                       other=0.0).to(tl.float32)
+    tl.store(Out + rows64[:, None] * N_SIZE + cols[None, :], to_dtype(acc, Out.dtype.element_ty, INTERPRET), mask=omask)
+
+
+@_autotune("out", "W")
+@triton.jit
+def _channel_out_kernel(
+    A,               # [M, DC] contiguous, compute dtype: forward GELU activation, backward dz
+    W,               # forward fc2_weight [C, DC] (stride_wk=1, stride_wn=DC); backward fc1_weight [DC, C]
+    Bias,            # [C] fc2_bias (HAS_BIAS)
+    Scale,           # [B] per-sample branch scale (HAS_SCALE)
+    Res,             # [B, S, C] residual, any strides (HAS_RES)
+    Out,             # [M, C] contiguous output
+    M, S,
+    N_SIZE,          # C
+    K_SIZE,          # DC
+    M_BUCKET,        # autotuning key only
+    stride_wk, stride_wn,
+    stride_rb, stride_rs, stride_rc,
+    HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RES: tl.constexpr,
+    INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = _tile_ids(tl.program_id(0), M, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rmask = rows < M
+    rows64 = rows.to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    cmask = cols < N_SIZE
+    ks = tl.arange(0, BLOCK_K)
+
+    a_ptrs = A + rows64[:, None] * K_SIZE + ks[None, :]
+    w_ptrs = W + ks[:, None] * stride_wk + cols[None, :] * stride_wn
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K_SIZE, BLOCK_K):
+        kmask = (k0 + ks) < K_SIZE
+        a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+        w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+        acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
+        a_ptrs += BLOCK_K
+        w_ptrs += BLOCK_K * stride_wk
+
+    if HAS_SCALE:
+        row_scale = tl.load(Scale + rows // S, mask=rmask, other=0.0).to(tl.float32)
+    else:
+        row_scale = tl.zeros([BLOCK_M], dtype=tl.float32)
+    r_row = (rows // S).to(tl.int64) * stride_rb + (rows % S).to(tl.int64) * stride_rs
+    # Two column halves, one after the other: the residual tile beside a 128x256 accumulator
+    # spilled 204 bytes on sm_90 as one piece.
+    acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
+    cols_lo = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
+    _out_epilogue(acc_lo, Bias, Res, Out, rows64, rmask, r_row, row_scale, cols_lo, N_SIZE, stride_rc,
+                  HAS_BIAS, HAS_SCALE, HAS_RES, INTERPRET)
+    _out_epilogue(acc_hi, Bias, Res, Out, rows64, rmask, r_row, row_scale, cols_lo + BLOCK_N // 2, N_SIZE, stride_rc,
+                  HAS_BIAS, HAS_SCALE, HAS_RES, INTERPRET)
+
+
+# --------------------------------------------------------------------------------------------------
+# Weight gradients (K = M, split-K): dW2 = dY^T @ act, dW1^T = LN(x)^T @ dz, with the bias sums
+
+
+@triton.jit
+def _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask, k_start, k_end,
+                S, N_SIZE, stride_pb, stride_ps, stride_pc,
+                P_LN: tl.constexpr, HAS_SCALE: tl.constexpr, P_FLAT: tl.constexpr,
+                DO_PSUM: tl.constexpr, DO_QSUM: tl.constexpr,
+                INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
+    ks = tl.arange(0, BLOCK_K)
+    p_col = offs_i.to(tl.int64)[:, None] * stride_pc
+    for k0 in range(k_start, k_end, BLOCK_K):
+        m = k0 + ks
+        mmask = m < k_end
+        if P_FLAT:      # rows of P are evenly spaced (x or grad_out viewable as [M, C])
+            p_row = m.to(tl.int64) * stride_ps
+        else:
+            p_row = (m // S).to(tl.int64) * stride_pb + (m % S).to(tl.int64) * stride_ps
+        p = tl.load(P + p_col + p_row[None, :], mask=imask[:, None] & mmask[None, :], other=0.0).to(tl.float32)
+        if P_LN:
+            mu = tl.load(Mean + m, mask=mmask, other=0.0)
+            rs = tl.load(Rstd + m, mask=mmask, other=0.0)
+            # rows past k_end give p = b here; their q rows are zero, so they add nothing.
+            p = (p - mu[None, :]) * rs[None, :] * g[:, None] + b[:, None]
+        if HAS_SCALE:
+            p = p * tl.load(Scale + m // S, mask=mmask, other=0.0).to(tl.float32)[None, :]
+        if DO_PSUM:
+            psum += tl.sum(p, axis=1)
+        q = tl.load(Q + m.to(tl.int64)[:, None] * N_SIZE + offs_j[None, :], mask=mmask[:, None] & jmask[None, :],
+                    other=0.0)
+        if DO_QSUM:
+            qsum += tl.sum(q.to(tl.float32), axis=0)
+        acc = dot(to_dtype(p, Q.dtype.element_ty, INTERPRET), q, acc, INTERPRET, INPUT_PRECISION)
+    return acc, psum, qsum
+
+
+@_autotune("wgrad", "Q")
+@triton.jit
+def _channel_wgrad_kernel(
+    P,               # [B, S, C] any strides: x (P_LN) or grad_out
+    Mean, Rstd,      # [M] fp32 row statistics (P_LN)
+    NW, NB,          # [C] LayerNorm weight and bias (P_LN)
+    Scale,           # [B] per-sample branch scale (HAS_SCALE)
+    Q,               # [M, DC] contiguous, compute dtype: act (fc2) or dz (fc1)
+    DW,              # output tile (i, j) of split s at s*stride_dws + i*stride_dwi + j*stride_dwj
+    DBP,             # [split, C] fp32: row sums of P over each split's rows (P_SUM)
+    DBQ,             # [split, DC] fp32: column sums of Q over each split's rows (Q_SUM)
+    M, S,
+    M_SIZE,          # C (output rows i)
+    N_SIZE,          # DC (output columns j)
+    K_SIZE,          # unused in the body (= M); autotuning key slot kept uniform with the others
+    M_BUCKET,        # autotuning key only
+    ROWS_PER_SPLIT,  # rows of the K = M reduction per split
+    stride_pb, stride_ps, stride_pc,
+    stride_dws, stride_dwi, stride_dwj,
+    P_LN: tl.constexpr, HAS_SCALE: tl.constexpr, P_FLAT: tl.constexpr, P_SUM: tl.constexpr,
+    Q_SUM: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = _tile_ids(tl.program_id(0), M_SIZE, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_k = tl.program_id(1)
+    offs_i = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    imask = offs_i < M_SIZE
+    offs_j = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    jmask = offs_j < N_SIZE
+    k_start = pid_k * ROWS_PER_SPLIT
+    k_end = tl.minimum(M, k_start + ROWS_PER_SPLIT)
+    if P_LN:
+        g = tl.load(NW + offs_i, mask=imask, other=0.0).to(tl.float32)
+        b = tl.load(NB + offs_i, mask=imask, other=0.0).to(tl.float32)
+    else:
+        g = tl.zeros([BLOCK_M], dtype=tl.float32)
+        b = g
+
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    psum = tl.zeros([BLOCK_M], dtype=tl.float32)
+    qsum = tl.zeros([BLOCK_N], dtype=tl.float32)
+    # Bias sums only in the programs of the first tile column (P) / row (Q): a separate loop
+    # instantiation, so the other programs run the plain GEMM loop.
+    if P_SUM and pid_n == 0:
+        acc, psum, qsum = _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask,
+                                      k_start, k_end, S, N_SIZE, stride_pb, stride_ps, stride_pc,
+                                      P_LN, HAS_SCALE, P_FLAT, True, False, INTERPRET, INPUT_PRECISION, BLOCK_K)
+    elif Q_SUM and pid_m == 0:
+        acc, psum, qsum = _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask,
+                                      k_start, k_end, S, N_SIZE, stride_pb, stride_ps, stride_pc,
+                                      P_LN, HAS_SCALE, P_FLAT, False, True, INTERPRET, INPUT_PRECISION, BLOCK_K)
+    else:
+        acc, psum, qsum = _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask,
+                                      k_start, k_end, S, N_SIZE, stride_pb, stride_ps, stride_pc,
+                                      P_LN, HAS_SCALE, P_FLAT, False, False, INTERPRET, INPUT_PRECISION, BLOCK_K)
+
+    base = pid_k.to(tl.int64) * stride_dws
+    tl.store(DW + base + offs_i[:, None] * stride_dwi + offs_j[None, :] * stride_dwj,
+             to_dtype(acc, DW.dtype.element_ty, INTERPRET),
+             mask=imask[:, None] & jmask[None, :])
+    if P_SUM:
+        if pid_n == 0:
+            tl.store(DBP + pid_k * M_SIZE + offs_i, psum, mask=imask)
+    if Q_SUM:
+        if pid_m == 0:
+            tl.store(DBQ + pid_k * N_SIZE + offs_j, qsum, mask=jmask)
+
+
+# --------------------------------------------------------------------------------------------------
+# Launchers (internal: callers pass checked tensors on one Triton device)
+
+
+def _grid_2d(M, N):
+    return lambda meta: (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+
+def _strides3(t):
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, *, approximate,
+                   write_z: bool, write_act: bool):
+    """z = LN(x) @ fc1_weight^T + fc1_bias and/or act = GELU(z), [M, DC] in the compute dtype.
+    Returns (z or None, act or None)."""
+    B, S, C = x.shape
+    M, DC = B * S, fc1_weight.shape[0]
+    dt = fc1_weight.dtype
+    z = empty((M, DC), device=x.device, dtype=dt) if write_z else None
+    act = empty((M, DC), device=x.device, dtype=dt) if write_act else None
+    any_out = z if z is not None else act
+    _channel_hidden_kernel[_grid_2d(M, DC)](
+        x, mean, rstd, norm_weight, norm_bias, mean, fc1_weight, fc1_bias,
+        any_out, act if act is not None else any_out, any_out,
+        M, S, DC, C, m_bucket(M), *_strides3(x), fc1_weight.stride(1), fc1_weight.stride(0),
+        BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act,
+        APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
+    )
+    return z, act
+
+
+def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate):
+    """dz = (sample_scale * grad_out) @ fc2_weight * GELU'(z) and act = GELU(z), [M, DC] compute dtype."""
+    B, S, C = grad_out.shape
+    M, DC = z.shape
+    dt = fc2_weight.dtype
+    dz = empty((M, DC), device=z.device, dtype=dt)
+    act = empty((M, DC), device=z.device, dtype=dt)
+    sc = sample_scale if sample_scale is not None else z
+    _channel_hidden_kernel[_grid_2d(M, DC)](
+        grad_out, z, z, z, z, sc, fc2_weight, z, z, act, dz,
+        M, S, DC, C, m_bucket(M), *_strides3(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
+        BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=True,
+        APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
+    )
+    return dz, act
+
+
+def out_forward(act, x, fc2_weight, fc2_bias, sample_scale):
+    """x + sample_scale[b] * (act @ fc2_weight^T + fc2_bias): contiguous [B, S, C] in x's dtype."""
+    B, S, C = x.shape
+    M, DC = act.shape
+    out = empty((B, S, C), device=x.device, dtype=x.dtype)
+    sc = sample_scale if sample_scale is not None else fc2_bias
+    _channel_out_kernel[_grid_2d(M, C)](
+        act, fc2_weight, fc2_bias, sc, x, out, M, S, C, DC, m_bucket(M),
+        fc2_weight.stride(1), fc2_weight.stride(0), *_strides3(x),
+        HAS_BIAS=True, HAS_SCALE=sample_scale is not None, HAS_RES=True,
+        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(act.dtype),
+    )
+    return out
+
+
+def out_backward(dz, fc1_weight, B, S):
+    """dn = dz @ fc1_weight: the gradient reaching the LayerNorm output, [B, S, C] in the compute dtype."""
+    M, DC = dz.shape
+    C = fc1_weight.shape[1]
+    dn = empty((B, S, C), device=dz.device, dtype=dz.dtype)
+    _channel_out_kernel[_grid_2d(M, C)](
+        dz, fc1_weight, dz, dz, dz, dn, M, S, C, DC, m_bucket(M),
+        fc1_weight.stride(0), fc1_weight.stride(1), 0, 0, 0,
+        HAS_BIAS=False, HAS_SCALE=False, HAS_RES=False,
+        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dz.dtype),
+    )
+    return dn
+
+
+# split-K of the weight gradients
+_MIN_ROWS_PER_SPLIT = 2048      # GPU: >= 32 K steps of 64 per program
+_INTERPRET_ROWS_PER_SPLIT = 64  # interpreter: small test shapes still exercise the split path
+_MAX_SPLIT = 16
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _wgrad_split(M: int, tiles: int, device: torch.device) -> tuple[int, int]:
+    """(split, rows_per_split): the fewest splits whose tiles*split programs fill >= 90% of their last
+    wave (of one 128x128 program per SM), within _MAX_SPLIT and >= _MIN_ROWS_PER_SPLIT rows each.
+    Depends only on M, the tile count and the SM count: the reduction order is fixed per shape."""
+    if triton_interpret():
+        rows = _INTERPRET_ROWS_PER_SPLIT
+        return triton.cdiv(M, rows), rows
+    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+    max_split = max(1, min(_MAX_SPLIT, M // _MIN_ROWS_PER_SPLIT))
+    best, best_eff = 1, 0.0
+    for s in range(1, max_split + 1):
+        waves = tiles * s / sms
+        eff = waves / triton.cdiv(tiles * s, sms)
+        if eff > best_eff + 1e-9:
+            best, best_eff = s, eff
+        if eff >= 0.9:
+            break
+    rows = triton.cdiv(triton.cdiv(M, best), 256) * 256
+    return triton.cdiv(M, rows), rows
+
+
+def wgrad(p, q, *, mean=None, rstd=None, norm_weight=None, norm_bias=None, sample_scale=None,
+          transpose_out: bool, p_sum: bool, q_sum: bool, out_dtype):
+    """dW = P^T @ Q over all M = B*S rows, P [B, S, C] (LayerNorm'd when `mean` is given, scaled per
+    sample by `sample_scale`), Q [M, DC]. Returns (dW as [C, DC], or [DC, C] when transpose_out, in
+    out_dtype; row sums of P (fp32 [C]) if p_sum; column sums of Q (fp32 [DC]) if q_sum)."""
+    B, S, C = p.shape
+    M, DC = q.shape
+    dev = q.device
+    tiles = triton.cdiv(C, 128) * triton.cdiv(DC, 128)
+    split, rows = _wgrad_split(M, tiles, dev)
+    shape = (DC, C) if transpose_out else (C, DC)
+    if split == 1:
+        dw = empty(shape, device=dev, dtype=out_dtype)
+        dws = 0
+    else:
+        dw = empty((split,) + shape, device=dev, dtype=torch.float32)
+        dws = dw.stride(0)
+    sti, stj = (1, C) if transpose_out else (DC, 1)
+    dbp = empty((split, C), device=dev, dtype=torch.float32) if p_sum else q
+    dbq = empty((split, DC), device=dev, dtype=torch.float32) if q_sum else q
+    p_ln = mean is not None
+    pb, ps, pc = _strides3(p)
+    flat = pb == S * ps or B == 1
+    _channel_wgrad_kernel[lambda meta: (triton.cdiv(C, meta["BLOCK_M"]) * triton.cdiv(DC, meta["BLOCK_N"]), split)](
+        p, mean if p_ln else q, rstd if p_ln else q, norm_weight if p_ln else q, norm_bias if p_ln else q,
+        sample_scale if sample_scale is not None else q, q, dw, dbp, dbq,
+        M, S, C, DC, M, m_bucket(M), rows, pb, ps, pc, dws, sti, stj,
+        P_LN=p_ln, HAS_SCALE=sample_scale is not None, P_FLAT=flat, P_SUM=p_sum, Q_SUM=q_sum,
+        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(q.dtype),
+    )
+    if split > 1:
+        dw = dw.sum(0).to(out_dtype)      # fixed-order reduction of the split partials
+    return dw, (dbp.sum(0) if p_sum else None), (dbq.sum(0) if q_sum else None)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compile cases: B/16 and L/16 at every GPU config, bf16 and fp32 (tf32), both modes of each kernel.
+
+_SIZES = [("B/16", 196, 768, 3072), ("L/16", 196, 1024, 4096)]
+
+
+def _hidden_cases():
+    cases = []
+    for name, S, C, DC in _SIZES:
+        M = 256 * S
+        for dt, bits in ((torch.bfloat16, 16), (torch.float32, 32)):
+            for (bm, bn, bk, w, st) in GPU_CONFIGS["hidden"][bits]:
+                for bwd in (False, True):
+                    args = dict(X=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, W=dt, Bias=dt,
+                                Z=dt, Act=dt, DZ=dt, M=M, S=S, N_SIZE=DC, K_SIZE=C, M_BUCKET=m_bucket(M),
+                                stride_xb=S * C, stride_xs=C, stride_xc=1,
+                                stride_wk=DC if bwd else 1, stride_wn=1 if bwd else C,
+                                BACKWARD=bwd, HAS_SCALE=bwd, WRITE_Z=not bwd, WRITE_ACT=True, APPROX_TANH=False,
+                                INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
+                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+                    cases.append(CompileCase(f"{name} {'bwd' if bwd else 'fwd'} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}",
+                                             args, num_warps=w, num_stages=st))
+    return cases
+
+
+def _out_cases():
+    cases = []
+    for name, S, C, DC in _SIZES:
+        M = 256 * S
+        for dt, bits in ((torch.bfloat16, 16), (torch.float32, 32)):
+            for (bm, bn, bk, w, st) in GPU_CONFIGS["out"][bits]:
+                for bwd in (False, True):
+                    args = dict(A=dt, W=dt, Bias=dt, Scale=dt, Res=dt, Out=dt, M=M, S=S, N_SIZE=C, K_SIZE=DC,
+                                M_BUCKET=m_bucket(M), stride_wk=C if bwd else 1, stride_wn=1 if bwd else DC,
+                                stride_rb=S * C, stride_rs=C, stride_rc=1,
+                                HAS_BIAS=not bwd, HAS_SCALE=not bwd, HAS_RES=not bwd,
+                                INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
+                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+                    cases.append(CompileCase(f"{name} {'bwd' if bwd else 'fwd'} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}",
+                                             args, num_warps=w, num_stages=st))
+    return cases
+
+
+def _wgrad_cases():
+    cases = []
+    for name, S, C, DC in _SIZES:
+        M = 256 * S
+        for dt, bits in ((torch.bfloat16, 16), (torch.float32, 32)):
+            for (bm, bn, bk, w, st) in GPU_CONFIGS["wgrad"][bits]:
+                for fc1 in (True, False):
+                    args = dict(P=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, Q=dt,
+                                DW=torch.float32, DBP=torch.float32, DBQ=torch.float32, M=M, S=S, M_SIZE=C,
+                                N_SIZE=DC, K_SIZE=M, M_BUCKET=m_bucket(M), ROWS_PER_SPLIT=10240,
+                                stride_pb=S * C, stride_ps=C, stride_pc=1, stride_dws=C * DC,
+                                stride_dwi=1 if fc1 else DC, stride_dwj=C if fc1 else 1,
+                                P_LN=fc1, HAS_SCALE=not fc1, P_FLAT=True, P_SUM=not fc1, Q_SUM=fc1,
+                                INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
+                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
+                    cases.append(CompileCase(f"{name} {'fc1' if fc1 else 'fc2'} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}",
+                                             args, num_warps=w, num_stages=st))
+    return cases
+
+
+register_kernel(_channel_hidden_kernel, _hidden_cases)
+register_kernel(_channel_out_kernel, _out_cases)
+register_kernel(_channel_wgrad_kernel, _wgrad_cases)

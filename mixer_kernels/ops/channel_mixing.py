@@ -1,0 +1,149 @@
+"""Fused channel mixing, forward and backward: out = x + sample_scale[b] * fc2(GELU(fc1(LN(x)))).
+
+Forward, three launches, no LayerNorm output and no separate GELU pass in device memory:
+  1. layernorm_stats: fp32 mean, rstd per row.
+  2. _channel_hidden_kernel: LN applied to the A tiles of fc1, bias + GELU epilogue. Writes the
+     activation GELU(z) [M, DC] (fc2's input) and, when training with recompute=False, the
+     pre-activation z [M, DC] (compute dtype): the only activation saved besides x and the stats.
+  3. _channel_out_kernel: fc2 + bias, * sample_scale, + residual x in the epilogue.
+
+Backward (`channel_mixing_backward`):
+  0. recompute=True only: _channel_hidden_kernel recomputes z (nothing but x and the stats is saved).
+  1. _channel_hidden_kernel (BACKWARD): dz = (s * g) @ W2 * GELU'(z), the GELU derivative in the
+     epilogue; also writes GELU(z) for the fc2 weight gradient.
+  2. _channel_wgrad_kernel: dW2 = (s*g)^T @ GELU(z) and db2 (row sums of its A tiles).
+  3. _channel_wgrad_kernel: dW1 = dz^T @ LN(x) (LN recomputed on its tiles) and db1.
+  4. _channel_out_kernel: dn = dz @ W1, the gradient at the LayerNorm output.
+  5. layernorm_backward: dx (+ the residual gradient g), dgamma, dbeta (deterministic partials).
+  Weight/bias gradients accumulate in fp32 over fixed row ranges and are summed in a fixed order:
+  bitwise reproducible. (Plus small torch reductions of the split-K partials.)
+
+The custom ops `mixer_kernels::channel_mixing_fwd` / `_bwd` (torch.library, with fake kernels and
+registered autograd) make torch.compile(fullgraph=True) trace through without graph breaks.
+float64 inputs (accepted by the checks) take the plain PyTorch path: no Triton dot for them.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import torch_math
+from ._channel_gemm import hidden_backward, hidden_forward, out_backward, out_forward, wgrad
+from .layernorm_backward import layernorm_backward
+from .layernorm_stats import layernorm_stats
+
+_OP = "mixer_kernels::channel_mixing"
+
+
+@torch.library.custom_op(_OP + "_fwd", mutates_args=())
+def channel_mixing_fwd(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                       fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
+                       fc2_bias: torch.Tensor, sample_scale: Optional[torch.Tensor],  # noqa: UP045
+                       eps: float, approximate: str, save_preact: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, mean, rstd, z): z is the pre-activation [M, DC] if save_preact, else an empty [0, DC]."""
+    B, S, C = x.shape
+    M, DC = B * S, fc1_weight.shape[0]
+    if M == 0:
+        empty_stats = torch.empty((0,), device=x.device, dtype=torch.float32)
+        return (torch.empty((B, S, C), device=x.device, dtype=x.dtype), empty_stats, empty_stats.clone(),
+                torch.empty((0, DC), device=x.device, dtype=fc1_weight.dtype))
+    mean, rstd = layernorm_stats(x, eps)
+    z, act = hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, approximate=approximate,
+                            write_z=save_preact, write_act=True)
+    out = out_forward(act, x, fc2_weight, fc2_bias, sample_scale)
+    if z is None:
+        z = torch.empty((0, DC), device=x.device, dtype=fc1_weight.dtype)
+    return out, mean, rstd, z
+
+
+@channel_mixing_fwd.register_fake
+def _(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale, eps, approximate,
+      save_preact):
+    B, S, C = x.shape
+    M, DC = B * S, fc1_weight.shape[0]
+    return (x.new_empty((B, S, C)), x.new_empty((M,), dtype=torch.float32), x.new_empty((M,), dtype=torch.float32),
+            x.new_empty((M if save_preact else 0, DC), dtype=fc1_weight.dtype))
+
+
+@torch.library.custom_op(_OP + "_bwd", mutates_args=())
+def channel_mixing_bwd(grad_out: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
+                       z: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
+                       fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
+                       sample_scale: Optional[torch.Tensor], approximate: str  # noqa: UP045
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                  torch.Tensor, torch.Tensor]:
+    """Gradients (dx, d norm_weight, d norm_bias, d fc1_weight, d fc1_bias, d fc2_weight, d fc2_bias),
+    each in its input's dtype. z: the saved pre-activation, or [0, DC] to recompute it."""
+    B, S, C = x.shape
+    M = B * S
+    cdt = fc1_weight.dtype
+    if M == 0:
+        return (torch.zeros_like(x), torch.zeros_like(norm_weight), torch.zeros_like(norm_bias),
+                torch.zeros_like(fc1_weight), torch.zeros_like(fc1_bias), torch.zeros_like(fc2_weight),
+                torch.zeros((C,), device=x.device, dtype=fc2_weight.dtype))
+    if z.shape[0] != M:     # recompute=True: only x and the statistics were saved
+        z, _ = hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                              approximate=approximate, write_z=True, write_act=False)
+    dz, act = hidden_backward(grad_out, sample_scale, fc2_weight, z, approximate=approximate)
+    del z
+    dw2, db2, _ = wgrad(grad_out, act, sample_scale=sample_scale, transpose_out=False, p_sum=True, q_sum=False,
+                        out_dtype=fc2_weight.dtype)
+    del act
+    dw1, _, db1 = wgrad(x, dz, mean=mean, rstd=rstd, norm_weight=norm_weight, norm_bias=norm_bias,
+                        transpose_out=True, p_sum=False, q_sum=True, out_dtype=cdt)
+    dn = out_backward(dz, fc1_weight, B, S)
+    del dz
+    dx, dnw, dnb = layernorm_backward(dn, x, mean, rstd, norm_weight, dresidual=grad_out)
+    return (dx, dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype), dw1, db1.to(fc1_bias.dtype), dw2,
+            db2.to(fc2_weight.dtype))
+
+
+@channel_mixing_bwd.register_fake
+def _(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale,
+      approximate):
+    C = x.shape[2]
+    return (x.new_empty(x.shape), torch.empty_like(norm_weight), torch.empty_like(norm_bias),
+            torch.empty_like(fc1_weight), torch.empty_like(fc1_bias), torch.empty_like(fc2_weight),
+            fc2_weight.new_empty((C,)))
+
+
+def _setup_context(ctx, inputs, output):
+    x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, _, sample_scale, _, approximate, _ = inputs
+    _, mean, rstd, z = output
+    ctx.save_for_backward(x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale)
+    ctx.approximate = approximate
+    ctx.mark_non_differentiable(mean, rstd, z)
+
+
+def _backward(ctx, grad_out, _gmean, _grstd, _gz):
+    x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
+    dx, dnw, dnb, dw1, db1, dw2, db2 = channel_mixing_bwd(grad_out, x, mean, rstd, z, norm_weight, norm_bias,
+                                                          fc1_weight, fc1_bias, fc2_weight, sample_scale,
+                                                          ctx.approximate)
+    return dx, dnw, dnb, dw1, db1, dw2, db2, None, None, None, None
+
+
+channel_mixing_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps: float,
+                   approximate: str, recompute: bool, sample_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The Triton channel-mixing op (inputs already checked by mixer_kernels.functional).
+
+    x [B, S, C] any float dtype and strides; LN parameters any float dtype; fc weights/biases in one
+    compute dtype. Returns x + sample_scale[b] * branch, contiguous, in x's dtype."""
+    if x.dtype == torch.float64 or fc1_weight.dtype == torch.float64:
+        return torch_math.channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                                               fc2_bias, eps, approximate, sample_scale)
+    params = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in params)
+    if sample_scale is not None:
+        sample_scale = sample_scale.detach()
+    out, _, _, _ = channel_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                      sample_scale, float(eps), approximate, bool(needs_grad and not recompute))
+    return out
+
+
+__all__ = ["channel_mixing", "channel_mixing_fwd", "channel_mixing_bwd"]

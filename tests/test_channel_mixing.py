@@ -1,0 +1,274 @@
+"""Fused channel mixing (mixer_kernels.channel_mixing): forward and every gradient against a float64
+reference (DESIGN.md §5), launch counts, determinism, strides, sample_scale, autocast, matmul
+precision, torch.compile and bad input. Under the interpreter (CI) the kernels run with 32x32x32
+tiles, so the sizes below leave partial tiles everywhere: M = B*S not a multiple of 32, C in
+{8, 40, 130}, DC not a power of two; M > 64 also exercises the split-K weight-gradient path."""
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import LOWP_ATOL, LOWP_FACTOR, assert_close, count_launches, layernorm_params, linear_params, rel_err
+
+import mixer_kernels
+
+NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
+FWD = {"_layernorm_stats_kernel": 1, "_channel_hidden_kernel": 1, "_channel_out_kernel": 1}
+
+
+def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
+    """The math written out (DESIGN.md §1), for the float64 reference and eager in the test dtype."""
+    h = F.layer_norm(x, (x.shape[-1],), nw, nb, eps)
+    h = F.linear(F.gelu(F.linear(h, w1, b1), approximate=approximate), w2, b2)
+    if sample_scale is not None:
+        h = h * sample_scale.to(h.dtype)[:, None, None]
+    return x + h
+
+
+def _inputs(B, S, C, DC):
+    """x and the six parameters in float64 (CPU), away from their init; x with a non-zero mean."""
+    x = 0.5 + torch.randn(B, S, C, dtype=torch.float64)
+    nw, nb = layernorm_params(C, torch.float64)
+    w1, b1 = linear_params(DC, C, torch.float64)
+    w2, b2 = linear_params(C, DC, torch.float64)
+    return [x, nw, nb, w1, b1, w2, b2]
+
+
+def _leaves(ts, dtype, device):
+    return [t.detach().to(device=device, dtype=dtype).requires_grad_() for t in ts]
+
+
+def _run(ts, grad, **kw):
+    out = mixer_kernels.channel_mixing(*ts, **kw)
+    out.backward(grad)
+    return out, [t.grad for t in ts]
+
+
+def _reference(ts64, grad, dtype, approximate, scale):
+    """(out, grads) in float64, and the same by eager PyTorch in `dtype` (for fp16/bf16 judging)."""
+    results = []
+    for dt in (torch.float64, dtype):
+        ts = _leaves(ts64, dt, "cpu")
+        sc = None if scale is None else scale.to(dt)
+        out = channel_math(*ts, approximate=approximate, sample_scale=sc)
+        out.backward(grad.cpu().to(dt))
+        results.append((out.detach(), [t.grad for t in ts]))
+    return results
+
+
+# (dtype, B, S, C, DC, approximate, recompute, with sample_scale): the cross product would be slow
+# under the interpreter, so every axis is covered by a few combinations.
+CASES = [
+    (torch.float32, 2, 37, 40, 72, "none", False, True),
+    (torch.float32, 1, 45, 130, 100, "tanh", True, False),
+    (torch.float32, 3, 11, 8, 24, "none", True, True),
+    (torch.bfloat16, 2, 37, 40, 72, "none", False, False),
+    (torch.bfloat16, 1, 45, 130, 100, "tanh", True, True),
+    (torch.bfloat16, 3, 11, 8, 24, "tanh", False, True),
+    (torch.float16, 2, 37, 40, 72, "tanh", False, True),
+    (torch.float16, 1, 45, 130, 100, "none", True, False),
+]
+
+
+@pytest.mark.parametrize("dtype,B,S,C,DC,approximate,recompute,scaled", CASES,
+                         ids=[f"{str(c[0])[6:]}-{c[1]}x{c[2]}x{c[3]}-DC{c[4]}-{c[5]}-{'rec' if c[6] else 'save'}"
+                              f"{'-scale' if c[7] else ''}" for c in CASES])
+def test_forward_backward(device, dtype, B, S, C, DC, approximate, recompute, scaled):
+    ts64 = _inputs(B, S, C, DC)
+    scale = None
+    if scaled:   # drop_path: a dropped sample (0) and kept ones scaled by 1/keep
+        scale = torch.tensor([0.0, 1.25, 1.25][:B] if B > 1 else [1.25], dtype=torch.float64)
+    ts = _leaves(ts64, dtype, device)
+    sc = None if scale is None else scale.to(device=device, dtype=dtype)
+    grad = torch.randn(B, S, C, dtype=torch.float64).to(device=device, dtype=dtype)
+    with count_launches() as n_fwd:
+        out = mixer_kernels.channel_mixing(*ts, approximate=approximate, recompute=recompute, sample_scale=sc)
+    assert {k: v for k, v in n_fwd.items() if v} == FWD, dict(n_fwd)
+    assert out.dtype == dtype and out.shape == (B, S, C)
+    with count_launches() as n_bwd:
+        out.backward(grad)
+    # backward: [fc1 recompute,] hidden gradient, two weight-gradient GEMMs, dn GEMM, LN backward
+    assert n_bwd["_channel_hidden_kernel"] == (2 if recompute else 1), dict(n_bwd)
+    assert n_bwd["_channel_wgrad_kernel"] == 2 and n_bwd["_channel_out_kernel"] == 1, dict(n_bwd)
+    assert n_bwd["_layernorm_bwd_kernel"] == 1, dict(n_bwd)
+
+    (ref_out, ref_grads), (eager_out, eager_grads) = _reference(ts64, grad, dtype, approximate, scale)
+    low = dtype != torch.float32
+    assert_close("out", out, ref_out, eager_out if low else None)
+    for name, t, r, e in zip(NAMES, ts, ref_grads, eager_grads, strict=True):
+        assert t.grad.dtype == dtype, f"{name}: gradient dtype {t.grad.dtype}"
+        assert_close(f"d{name}", t.grad, r, e if low else None)
+
+
+def test_deterministic(device):
+    """Two backward passes give bitwise-equal gradients (split-K partials summed in a fixed order)."""
+    ts64 = _inputs(3, 40, 40, 72)   # M = 120: two split-K row ranges under the interpreter
+    grad = torch.randn(3, 40, 40, dtype=torch.float64).to(device=device, dtype=torch.bfloat16)
+    runs = []
+    for _ in range(2):
+        ts = _leaves(ts64, torch.bfloat16, device)
+        runs.append(_run(ts, grad))
+    assert torch.equal(runs[0][0], runs[1][0])
+    for name, a, b in zip(NAMES, runs[0][1], runs[1][1], strict=True):
+        assert torch.equal(a, b), f"d{name} differs between two identical runs"
+
+
+def test_noncontiguous(device):
+    """x as a [B, S, C] view of a [B, C, S] buffer and a strided output gradient."""
+    B, S, C, DC = 2, 19, 40, 56
+    ts64 = _inputs(B, S, C, DC)
+    base = ts64[0].transpose(1, 2).contiguous()                      # [B, C, S]
+    x = base.to(device=device, dtype=torch.float32).transpose(1, 2).requires_grad_()
+    assert not x.is_contiguous()
+    ps = _leaves(ts64[1:], torch.float32, device)
+    grad = torch.randn(B, C, S, dtype=torch.float64).to(device).float().transpose(1, 2)
+    with count_launches() as n:
+        out, grads = _run([x] + ps, grad)
+    assert n["_channel_hidden_kernel"] == 2 and n["_channel_wgrad_kernel"] == 2
+    (ref_out, ref_grads), _ = _reference(ts64, grad.double(), torch.float32, "none", None)
+    assert_close("out", out, ref_out)
+    for name, g, r in zip(NAMES, grads, ref_grads, strict=True):
+        assert_close(f"d{name}", g, r)
+
+
+def test_no_grad_and_inference(device):
+    """Without autograd the forward writes no pre-activation; results equal the training forward."""
+    ts64 = _inputs(2, 9, 8, 40)
+    ts = [t.to(device=device, dtype=torch.float32) for t in ts64]
+    with torch.no_grad():
+        a = mixer_kernels.channel_mixing(*ts)
+    b = mixer_kernels.channel_mixing(*[t.clone().requires_grad_() for t in ts])
+    assert torch.equal(a, b.detach())
+    assert_close("out", a, channel_math(*ts64))
+
+
+def test_autocast(device):
+    """Under autocast: LN in fp32, fc1/fc2 in bf16, output and gradients typed as eager's."""
+    B, S, C, DC = 2, 21, 40, 48
+    ts64 = _inputs(B, S, C, DC)
+    grad = torch.randn(B, S, C, dtype=torch.float64)
+    ref = _leaves(ts64, torch.float64, "cpu")
+    channel_math(*ref).backward(grad)
+    outs = {}
+    for who in ("kernel", "eager"):
+        ts = _leaves(ts64, torch.float32, device if who == "kernel" else "cpu")
+        with torch.autocast(device_type=ts[0].device.type, dtype=torch.bfloat16):
+            with count_launches() as n:
+                out = (mixer_kernels.channel_mixing if who == "kernel" else channel_math)(*ts)
+        if who == "kernel":
+            assert n["_channel_hidden_kernel"] == 1
+        out.backward(grad.to(device=out.device, dtype=out.dtype))
+        outs[who] = (out, [t.grad for t in ts])
+    assert outs["kernel"][0].dtype == outs["eager"][0].dtype
+    pairs = [("out", outs["kernel"][0], outs["eager"][0], channel_math(*ts64))]
+    pairs += [(f"d{n}", k, e, r.grad) for n, k, e, r in zip(NAMES, outs["kernel"][1], outs["eager"][1], ref,
+                                                            strict=True)]
+    for name, k, e, r in pairs:
+        assert k.dtype == e.dtype, f"{name}: {k.dtype} vs eager {e.dtype}"
+        err, eager_err = rel_err(k, r), rel_err(e, r)
+        assert err <= LOWP_FACTOR * eager_err + LOWP_ATOL[torch.bfloat16], f"{name}: {err:.3g} vs eager {eager_err:.3g}"
+
+
+@pytest.mark.parametrize("precision,expected", [("highest", "ieee"), ("high", "tf32")])
+def test_fp32_matmul_precision(device, precision, expected):
+    """fp32 dots follow torch.get_float32_matmul_precision() (the interpreter ignores it; the kernels
+    must still receive it)."""
+    from mixer_kernels.ops import _channel_gemm as g
+    seen = []
+    kernels = (g._channel_hidden_kernel, g._channel_out_kernel, g._channel_wgrad_kernel)
+    origs = [k.run for k in kernels]
+
+    def wrap(orig):
+        def run(*args, **kwargs):
+            seen.append(kwargs["INPUT_PRECISION"])
+            return orig(*args, **kwargs)
+        return run
+
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(precision)
+        for k, o in zip(kernels, origs, strict=True):
+            k.run = wrap(o)
+        ts = _leaves(_inputs(1, 5, 8, 16), torch.float32, device)
+        mixer_kernels.channel_mixing(*ts).sum().backward()
+    finally:
+        torch.set_float32_matmul_precision(old)
+        for k in kernels:
+            del k.run
+    assert len(seen) == 6 and set(seen) == {expected}   # 2 forward + 4 backward GEMM launches
+
+
+def test_torch_compile_fullgraph(device):
+    """The custom ops trace under torch.compile(fullgraph=True), forward and backward, and run the kernels."""
+    torch._dynamo.reset()
+    ts64 = _inputs(2, 7, 8, 24)
+    grad = torch.randn(2, 7, 8, dtype=torch.float64).to(device).float()
+
+    def fn(*ts):
+        return mixer_kernels.channel_mixing(*ts[:7], sample_scale=ts[7], approximate="tanh")
+
+    scale = torch.tensor([0.5, 2.0], device=device)
+    compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
+    ts = _leaves(ts64, torch.float32, device)
+    with count_launches() as n:
+        out = compiled(*ts, scale)
+        out.backward(grad)
+    assert n["_channel_hidden_kernel"] == 2 and n["_channel_wgrad_kernel"] == 2
+    eager_ts = _leaves(ts64, torch.float32, device)
+    out_e, grads_e = _run(eager_ts, grad, sample_scale=scale, approximate="tanh")
+    torch.testing.assert_close(out, out_e, rtol=0, atol=0)
+    for t, ge in zip(ts, grads_e, strict=True):
+        torch.testing.assert_close(t.grad, ge, rtol=0, atol=0)
+
+
+def test_opcheck(device):
+    """torch.library.opcheck: schema, fake (meta) kernels and autograd registration agree with the op."""
+    from mixer_kernels.ops.channel_mixing import channel_mixing_bwd, channel_mixing_fwd
+    ts = [t.to(device=device, dtype=torch.float32) for t in _inputs(1, 5, 8, 16)]
+    for save in (True, False):
+        args = (*[t.clone().requires_grad_() for t in ts], None, 1e-6, "none", save)
+        torch.library.opcheck(channel_mixing_fwd, args, test_utils=("test_schema", "test_faketensor"))
+    out, mean, rstd, z = channel_mixing_fwd(*ts, None, 1e-6, "none", True)
+    torch.library.opcheck(channel_mixing_bwd, (torch.randn_like(out), ts[0], mean, rstd, z, *ts[1:6], None, "none"),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_float64_and_empty(device):
+    """float64 (accepted by the checks) takes the PyTorch path; an empty batch gives an empty result."""
+    ts64 = _inputs(2, 3, 8, 16)
+    out = mixer_kernels.channel_mixing(*[t.to(device) for t in ts64])
+    torch.testing.assert_close(out.cpu(), channel_math(*ts64))
+    ts = _leaves([torch.zeros(0, 3, 8)] + [t.float() for t in ts64[1:]], torch.float32, device)
+    out = mixer_kernels.channel_mixing(*ts)
+    assert out.shape == (0, 3, 8)
+    out.sum().backward()
+    assert ts[3].grad.shape == ts64[3].shape and not ts[3].grad.any()
+
+
+def test_bad_input(device):
+    x, nw, nb, w1, b1, w2, b2 = [t.to(device=device, dtype=torch.float32) for t in _inputs(2, 3, 8, 16)]
+    f = mixer_kernels.channel_mixing
+    with pytest.raises(ValueError, match="x: expected shape"):
+        f(x[0], nw, nb, w1, b1, w2, b2)
+    with pytest.raises(ValueError, match="fc1_weight"):
+        f(x, nw, nb, w1[:, :4], b1, w2, b2)
+    with pytest.raises(ValueError, match="fc2_weight"):
+        f(x, nw, nb, w1, b1, w2.t(), b2)
+    with pytest.raises(ValueError, match="norm_weight"):
+        f(x, nw[:4], nb, w1, b1, w2, b2)
+    with pytest.raises(ValueError, match="fc1_bias"):
+        f(x, nw, nb, w1, b1[:3], w2, b2)
+    with pytest.raises(TypeError, match="x: expected a floating-point"):
+        f(x.to(torch.int32), nw, nb, w1, b1, w2, b2)
+    with pytest.raises(TypeError, match="fc2_weight: expected dtype"):
+        f(x, nw, nb, w1, b1, w2.half(), b2)
+    with pytest.raises(ValueError, match="device"):
+        f(x, nw, nb, w1.to("meta"), b1, w2, b2)
+    with pytest.raises(ValueError, match="sample_scale"):
+        f(x, nw, nb, w1, b1, w2, b2, sample_scale=torch.ones(5, device=device))
+    with pytest.raises(ValueError, match="approximate"):
+        f(x, nw, nb, w1, b1, w2, b2, approximate="sigmoid")
+    with pytest.raises(ValueError, match="eps"):
+        f(x, nw, nb, w1, b1, w2, b2, eps=0.0)
+    with pytest.raises(TypeError, match="recompute"):
+        f(x, nw, nb, w1, b1, w2, b2, recompute="yes")
+    with pytest.raises(TypeError):
+        f(x, nw, nb, "w1", b1, w2, b2)
