@@ -74,6 +74,7 @@ from .._config import empty, input_precision, triton_interpret
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
 from ._registry import CompileCase, register_kernel
+from ._round import to_dtype
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
 
@@ -154,7 +155,7 @@ def _token_mixing_fwd_kernel(
     nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
     hh = tl.arange(0, BLOCK_H)
     if RESIDENT:
-        t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
+        t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
     acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
     for h0 in range(0, DS, BLOCK_H):
         h = h0 + hh
@@ -167,11 +168,11 @@ def _token_mixing_fwd_kernel(
                 sk = k0 + tl.arange(0, BLOCK_SK)
                 if OFF64:
                     sk = sk.to(tl.int64)
-                tk = _norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+                tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
                 w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S)
                 hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
-        a = gelu(hacc + b1[None, :], APPROX_TANH).to(cdt)                                    # [BC, BH]
+        a = to_dtype(gelu(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                  # [BC, BH]
         w2t = _w_tile(W2, so[None, :], h[:, None], S, DS)                                    # [BH, BSO]
         acc = dot(a, w2t, acc, INTERPRET, INPUT_PRECISION)
     b2 = tl.load(B2 + so, mask=somask, other=0.0).to(tl.float32)
@@ -180,7 +181,8 @@ def _token_mixing_fwd_kernel(
         branch = branch * tl.load(Scale + b).to(tl.float32)
     xo = _tile_t(X, b, so, c, S, C, s_xb, s_xs, s_xc)
     mask = cmask[:, None] & somask[None, :]
-    tl.store(Out + b * S * C + so[None, :] * C + c[:, None], (xo + branch).to(Out.dtype.element_ty), mask=mask)
+    y = to_dtype(xo + branch, Out.dtype.element_ty, INTERPRET)
+    tl.store(Out + b * S * C + so[None, :] * C + c[:, None], y, mask=mask)
 
 
 @triton.jit
@@ -225,8 +227,8 @@ def _token_mixing_bwd_dt_kernel(
         scale = tl.load(Scale + b).to(tl.float32)
     hh = tl.arange(0, BLOCK_H)
     if RESIDENT:
-        t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
-        g = (_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale).to(cdt)                  # [BC, BS]
+        t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
+        g = to_dtype(_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)                  # [BC, BS]
     acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
     for h0 in range(0, DS, BLOCK_H):
         h = h0 + hh
@@ -242,18 +244,18 @@ def _token_mixing_bwd_dt_kernel(
                 sk = k0 + tl.arange(0, BLOCK_SK)
                 if OFF64:
                     sk = sk.to(tl.int64)
-                tk = _norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+                tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
                 w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S)
                 hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
-                gk = (_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale).to(cdt)
+                gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
                 w2 = _w_tile(W2, sk[:, None], h[None, :], S, DS)
                 dacc = dot(gk, w2, dacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
-        dh = (dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH)).to(cdt)                     # [BC, BH]
+        dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
         w1 = _w_tile(W1, h[:, None], so[None, :], DS, S)                                     # [BH, BSO]
         acc = dot(dh, w1, acc, INTERPRET, INPUT_PRECISION)
     mask = cmask[:, None] & (so < S)[None, :]
-    tl.store(DT + b * S * C + so[None, :] * C + c[:, None], acc.to(DT.dtype.element_ty), mask=mask)
+    tl.store(DT + b * S * C + so[None, :] * C + c[:, None], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
 
 
 @triton.jit
@@ -320,10 +322,10 @@ def _token_mixing_bwd_dw_kernel(
         hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         if RESIDENT:
-            t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)   # [BC, BS]
+            t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
             gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
             db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
-            g = gf.to(cdt)
+            g = to_dtype(gf, cdt, INTERPRET)
             # this program's weight slices, re-read per work item (L1/L2 hits): holding them across
             # the loop spilled on sm_90
             w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
@@ -335,20 +337,20 @@ def _token_mixing_bwd_dw_kernel(
                 sk = k0 + tl.arange(0, BLOCK_SK)
                 if OFF64:
                     sk = sk.to(tl.int64)
-                tk = _norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+                tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
                 w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S)
                 hacc = dot(tk, w1k, hacc, INTERPRET, INPUT_PRECISION)
-                gk = (_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale).to(cdt)
+                gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
                 w2k = _w_tile(W2, sk[:, None], h[None, :], S, DS)
                 dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
-            t = _norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc).to(cdt)
+            t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
             gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
             db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
-            g = gf.to(cdt)
+            g = to_dtype(gf, cdt, INTERPRET)
         pre = hacc + b1[None, :]
         dh = dacc * gelu_grad(pre, APPROX_TANH)                 # [BC, BH] fp32, zero on padded c/h
-        a = gelu(pre, APPROX_TANH).to(cdt)                      # padded c columns meet g == 0 below
-        dw1 = dot(tl.trans(t), dh.to(cdt), dw1, INTERPRET, INPUT_PRECISION)   # [BSO, BC] @ [BC, BH]
+        a = to_dtype(gelu(pre, APPROX_TANH), cdt, INTERPRET)                      # padded c columns meet g == 0 below
+        dw1 = dot(tl.trans(t), to_dtype(dh, cdt, INTERPRET), dw1, INTERPRET, INPUT_PRECISION)   # [BSO, BC] @ [BC, BH]
         dw2 = dot(tl.trans(g), a, dw2, INTERPRET, INPUT_PRECISION)
         db1 += tl.sum(dh, axis=0)
     part64 = part.to(tl.int64)
@@ -473,8 +475,8 @@ def _dw_partitions(B: int, S: int, C: int, DS: int, block_c: int, block_h: int, 
     n_items = B * n_ct
     per_tile = triton.cdiv(DS, block_h) * triton.cdiv(S, block_so)
     parts = max(1, min(n_items, DW_TARGET_PROGRAMS // per_tile))
-    items_per_part = triton.cdiv(n_items, parts)
-    parts = triton.cdiv(n_items, items_per_part)
+    items_per_part = max(1, triton.cdiv(n_items, parts))
+    parts = max(1, triton.cdiv(n_items, items_per_part))
     return n_ct, n_items, parts, items_per_part
 
 
