@@ -33,6 +33,21 @@ def _make_model(source: str, shape: str) -> torch.nn.Module:
     return MlpMixer.from_name(shape, num_classes=NUM_CLASSES)
 
 
+@torch.no_grad()
+def _perturb(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
+    """Parameters away from their init (LayerNorm weights != 1, biases != 0, and no zero matrix:
+    timm zero-initialises the head, which would make every logit 0 and the correctness check vacuous)."""
+    gen = generator(cfg, 1)
+    for name, p in model.named_parameters():
+        r = torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype)
+        if p.dim() == 1:
+            p.copy_(1.0 + 0.1 * r if "norm" in name and name.endswith("weight") else 0.1 * r)
+        else:
+            std, init = p.std().item(), p[0].numel() ** -0.5
+            p.add_(0.1 * std * r) if std > 0 else p.copy_(init * r)
+    return model
+
+
 def _fuse(model: torch.nn.Module):
     """The fused copy, or the reason there is none yet."""
     missing = op_available("token_mixing") or op_available("channel_mixing")
@@ -46,7 +61,7 @@ def _fuse(model: torch.nn.Module):
 
 
 def _model_step(model, names, images, grad_outs, mode):
-    params = dict(model.named_parameters())
+    params = dict(getattr(model, "_orig_mod", model).named_parameters())   # torch.compile'd: _orig_mod.*
     plist = [params[n] for n in names]        # the eager model's order, so gradients line up
     n = len(images)
     if mode == "infer":
@@ -70,7 +85,7 @@ def _model_step(model, names, images, grad_outs, mode):
 def _build(source: str, shape: str, B: int, mode: str):
     def build(cfg: RunConfig) -> Built:
         torch.manual_seed(0)
-        model = _make_model(source, shape).to(device=cfg.device, dtype=cfg.dtype)
+        model = _perturb(_make_model(source, shape).to(cfg.device), cfg).to(cfg.dtype)
         model.train(mode != "infer")
         img = 32 if shape == "tiny" else IMG
         set_bytes = B * 3 * img * img * cfg.dtype.itemsize

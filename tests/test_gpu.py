@@ -247,7 +247,9 @@ def _timm_model(num_blocks=None, num_classes=10):
     kw = dict(pretrained=False, num_classes=num_classes)
     if num_blocks is not None:
         kw["num_blocks"] = num_blocks
-    return perturb_(timm.create_model("mixer_b16_224", **kw)).to(DEVICE)
+    model = timm.create_model("mixer_b16_224", **kw)
+    torch.nn.init.normal_(model.head.weight, std=model.head.in_features ** -0.5)   # timm zero-inits the head
+    return perturb_(model).to(DEVICE)
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
