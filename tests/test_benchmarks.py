@@ -1,0 +1,77 @@
+"""The benchmark code imports and runs on CPU: the runner's smoke run (the mixer-kernels path through the
+Triton interpreter, checked against eager, no timings shown), and the report code on made-up records
+(never written anywhere but a temporary folder)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_smoke_run(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "TRITON_INTERPRET")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path),
+                        "--families", "anchors,token,channel,block,model", "--modes", "fwd+bwd",
+                        "--model-sources", "timm", "--model-modes", "infer"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    assert "CPU smoke run: correctness only, no speed claims" in r.stdout
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["meta"]["smoke"] is True and data["meta"]["torch"] and data["meta"]["card"]
+    families = {rec["family"] for rec in data["results"]}
+    assert families == {"anchor", "token", "channel", "block", "model"}
+    for rec in data["results"]:
+        for p, res in rec["providers"].items():
+            assert res["median_ms"] is None and res["rate"] is None, f"{p}: a CPU smoke run reports no timings"
+            assert res["status"] in ("ok", "skipped"), f"{rec['family']} {rec['mode']} {p}: {res}"
+            if p == "mixer-kernels" and res["status"] == "ok":
+                assert res["triton_launches"] > 0 and res["rel_err"] is not None
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert rows and all(row["smoke"] == "True" for row in rows)
+    assert "no speed claims" in (tmp_path / "summary.md").read_text()
+    assert not (tmp_path / "results.png").exists()
+
+
+def _fake_records():
+    """Two made-up cases, to exercise the number formatting: not measurements."""
+    from benchmarks.cases import MK
+    def prov(ms, peak=None):
+        return dict(status="ok", reason="", rel_err=1e-3, triton_launches=None, median_ms=ms, p20_ms=ms * 0.9,
+                    p80_ms=ms * 1.1, rate=None, peak_mib=peak, n_timed=10)
+    anchor = dict(family="anchor", name="matmul 8192^3", batch=1, mode="infer", work=2.0 * 8192 ** 3, unit="flop",
+                  rate_unit="TFLOP/s", providers={"torch": prov(2.0)}, speedup={}, seconds=1.0)
+    anchor["providers"]["torch"]["rate"] = 2.0 * 8192 ** 3 / 2e-3 / 1e12
+    case = dict(family="token", name="B/16", batch=256, mode="fwd", work=59.2e9, unit="flop", rate_unit="TFLOP/s",
+                providers={MK: prov(0.2, 100.0), "eager": prov(0.8, 300.0),
+                           "compile": dict(prov(1.0), status="error", reason="RuntimeError: x", median_ms=None,
+                                           p20_ms=None, p80_ms=None)},
+                speedup={"eager": 4.0}, seconds=3.0)
+    case["providers"][MK]["rate"] = 59.2e9 / 0.2e-3 / 1e12
+    return [anchor, case]
+
+
+def test_report_formats(tmp_path):
+    from benchmarks.report import add_matmul_percent, markdown_full, markdown_summary, write_files
+    meta = dict(card="Test Card", compute_capability="9.0", smoke=False, dtype="bfloat16", torch="t", triton="tr",
+                cuda="c", python="p", date="d", commit=None, command="x")
+    records = _fake_records()
+    mm = add_matmul_percent(records)
+    meta["matmul_tflops"] = mm
+    assert records[1]["providers"]["mixer-kernels"]["pct_matmul"] == pytest.approx(100 * 296.0 / mm)
+    full, summary = markdown_full(meta, records), markdown_summary(meta, records)
+    assert "Test Card" in full and "4.00x" in full and "error: RuntimeError: x" in full
+    assert "| token B/16 | fwd | 256 | 0.2 |" in summary
+    written = write_files(str(tmp_path), meta, records, plot=True)
+    names = {os.path.basename(p) for p in written}
+    assert {"results.json", "results.csv", "results.md", "summary.md"} <= names
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "results.png" not in names
+    else:
+        assert (tmp_path / "results.png").stat().st_size > 1000
