@@ -44,6 +44,13 @@ def _samples(name: str) -> int:
     return 0 if data is None else data[0]
 
 
+def _clear_metrics():
+    """Reset torch_xla's metrics once earlier (asynchronous) executions have finished and recorded theirs."""
+    import torch_xla.core.xla_model as xm
+    xm.wait_device_ops()
+    _metrics().clear_all()
+
+
 def _fallbacks() -> list[str]:
     return [n for n in _metrics().counter_names() if n.startswith("aten::")]
 
@@ -113,12 +120,14 @@ def test_function_no_fallback_no_host_sync(xdev, kind):
     """Forward + backward build one graph: nothing executes before the sync, nothing falls back."""
     met = _metrics()
     inputs = _half_inputs(kind)
-    met.clear_all()
+    _clear_metrics()
     out, leaves = _run_half(kind, inputs, xdev, recompute=True)
     (out * out).sum().backward()
     assert _samples("ExecuteTime") == 0 and _samples("TransferFromDeviceTime") == 0, met.short_metrics_report()
     import torch_xla
+    import torch_xla.core.xla_model as xm
     torch_xla.sync()
+    xm.wait_device_ops()
     assert _samples("ExecuteTime") == 1, met.short_metrics_report()
     assert _fallbacks() == [], met.short_metrics_report()
 
@@ -230,7 +239,7 @@ def test_training_step_compiles_once_without_fallback(xdev, recompute):
         torch_xla.sync()
         xm.wait_device_ops()   # execution is asynchronous; its metrics land when it finishes
 
-    met.clear_all()
+    _clear_metrics()
     step()
     assert _fallbacks() == [], met.short_metrics_report()
     compiled, executed = _samples("CompileTime"), _samples("ExecuteTime")
