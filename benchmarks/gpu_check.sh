@@ -21,7 +21,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
 PY=${PYTHON:-$(command -v python || command -v python3)}
 TOTAL_S=${GPU_CHECK_TOTAL_S:-450}        # the whole script; the machine allows 8 minutes
-PYTEST_S=${GPU_CHECK_PYTEST_S:-170}
+PYTEST_S=${GPU_CHECK_PYTEST_S:-200}
 COMPILE_S=${GPU_CHECK_COMPILE_S:-60}
 
 HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
@@ -64,7 +64,7 @@ LEFT=$((TOTAL_S - SECONDS))
 if [ "$HAS_CUDA" = 1 ]; then
   BENCH_ARGS=(--families anchors,token,channel,model,block --shapes B/16 --batches 256 --modes fwd,fwd+bwd,infer
               --models B/16 --model-sources timm --model-batches 256 --model-modes fwd+bwd,infer
-              --providers mixer-kernels,eager,compile --budget-s $((LEFT > 100 ? LEFT - 80 : 20)))
+              --providers mixer-kernels,eager,compile --budget-s $((LEFT > 90 ? LEFT - 60 : 30)))
   [ "${MAX_AUTOTUNE:-0}" = 1 ] && BENCH_ARGS+=(--max-autotune)
 else
   BENCH_ARGS=(--smoke)

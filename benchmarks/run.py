@@ -187,8 +187,12 @@ def main(argv=None) -> int:
     if a.smoke or not torch.cuda.is_available():
         # Before anything imports mixer_kernels' kernel modules: @triton.jit reads it at decoration time.
         os.environ["TRITON_INTERPRET"] = "1"
-    elif os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise SystemExit("TRITON_INTERPRET is set: unset it to time the compiled kernels on the GPU")
+        os.environ["MIXER_KERNELS_POISON"] = "1"     # NaN-filled outputs: an unwritten element fails the check
+    else:
+        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+            raise SystemExit("TRITON_INTERPRET is set: unset it to time the compiled kernels on the GPU")
+        if os.environ.pop("MIXER_KERNELS_POISON", "0") == "1":
+            print("MIXER_KERNELS_POISON=1 ignored: NaN-filling outputs would be timed", file=sys.stderr)
     cfg = _config(a)
 
     from .report import SMOKE_BANNER, add_matmul_percent, card_slug, case_record, environment, write_files
@@ -198,6 +202,8 @@ def main(argv=None) -> int:
     meta = environment(cfg, argv)
     meta["float32_matmul_precision"] = torch.get_float32_matmul_precision()
     meta["providers"] = cfg.providers
+    meta["env"] = {k: os.environ[k] for k in ("MIXER_KERNELS_NVTX", "MIXER_KERNELS_AUTOTUNE", "MIXER_KERNELS_POISON",
+                                               "TRITON_INTERPRET") if k in os.environ}
     out_dir = a.out or os.environ.get("OUT") or os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results", "cpu-smoke" if cfg.smoke else card_slug(meta["card"]))
     if cfg.smoke:
