@@ -90,7 +90,7 @@ class MixerBlock(nn.Module):
     """Fused Mixer block: token mixing then channel mixing, each one fused Triton op (DESIGN.md §1).
 
     Same constructor as timm's `MixerBlock`, plus `recompute` (channel mixing saves only its input and
-    row statistics for backward). x [B, S, C] -> [B, S, C].
+    row statistics for backward; on XLA devices both halves recompute). x [B, S, C] -> [B, S, C].
     """
 
     def __init__(self, dim, seq_len, mlp_ratio=(0.5, 4.0), mlp_layer=Mlp, norm_layer=partial(nn.LayerNorm, eps=1e-6),
@@ -158,7 +158,8 @@ class MixerBlock(nn.Module):
                                "or call .eval(), or use the unfused block")
         approximate = _gelu_approximate(t.act, "mlp_tokens.act")
         x = token_mixing(x, self.norm1.weight, self.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias,
-                         eps=self.norm1.eps, approximate=approximate, sample_scale=self._sample_scale(x))
+                         eps=self.norm1.eps, approximate=approximate, sample_scale=self._sample_scale(x),
+                         recompute=self.recompute)
         x = channel_mixing(x, self.norm2.weight, self.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight,
                            c.fc2.bias, eps=self.norm2.eps, approximate=approximate, recompute=self.recompute,
                            sample_scale=self._sample_scale(x))

@@ -277,3 +277,16 @@ def test_optimizer_steps_track_cpu(xdev):
     ref_params = dict(ref.named_parameters())
     for name, p in fused.named_parameters():
         assert_close(f"param {name} after 5 steps", p.detach().cpu(), ref_params[name].detach())
+
+
+@pytest.mark.xla
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fused_mixer_recompute_covers_both_halves(xdev, recompute):
+    """fuse_mixer_blocks(model, recompute=True): on XLA every block recomputes its token and its
+    channel half, each behind one optimization barrier in the backward graph."""
+    import torch_xla
+    model = _fused_on(_small_mixer(), xdev, recompute)
+    img, target = _batch()
+    nn.functional.cross_entropy(model(img.to(xdev)), target.to(xdev)).backward()
+    hlo = torch_xla._XLAC._get_xla_tensors_hlo([p.grad for p in model.parameters()])
+    assert hlo.count(" opt-barrier(") == (2 * len(model.blocks) if recompute else 0)
