@@ -40,14 +40,19 @@ def _ieee_fp32():
 # -------------------------------------------------------------------------------------------------
 # The math, written out (DESIGN.md §1): float64 for the reference, the test dtype for eager.
 
-def token_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none"):
+def _residual(x, branch, sample_scale):
+    return x + (branch if sample_scale is None else branch * sample_scale.to(branch.dtype)[:, None, None])
+
+
+def token_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
     t = F.layer_norm(x, (x.shape[-1],), nw, nb, eps).transpose(1, 2)
-    return x + F.linear(F.gelu(F.linear(t, w1, b1), approximate=approximate), w2, b2).transpose(1, 2)
+    branch = F.linear(F.gelu(F.linear(t, w1, b1), approximate=approximate), w2, b2).transpose(1, 2)
+    return _residual(x, branch, sample_scale)
 
 
-def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none"):
+def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
     h = F.layer_norm(x, (x.shape[-1],), nw, nb, eps)
-    return x + F.linear(F.gelu(F.linear(h, w1, b1), approximate=approximate), w2, b2)
+    return _residual(x, F.linear(F.gelu(F.linear(h, w1, b1), approximate=approximate), w2, b2), sample_scale)
 
 
 def _op(kind):
@@ -99,9 +104,13 @@ def _judge(named_outs, named_refs, named_eager):
     assert not failures, "\n".join(failures)
 
 
-def _run_and_judge(kind, shape, dtype, approximate="none", noncontiguous=False, **kwargs):
+def _run_and_judge(kind, shape, dtype, approximate="none", noncontiguous=False, sample_scale=False, **kwargs):
     op, math = _op(kind)
     ins64 = _inputs64(kind, shape)
+    scale = None
+    if sample_scale:      # drop_path's per-sample factors: dropped (0) or kept and scaled by 1/keep
+        scale = torch.tensor([0.0, 1.25, 1.25, 0.0, 1.25, 1.25][:ins64[0].shape[0]], device=DEVICE).to(dtype)
+        kwargs["sample_scale"] = scale
     leaves = _leaves(ins64, dtype)
     if noncontiguous:        # x as a [B, S, C] view of a [B, C, S] buffer: channel stride S, token stride 1
         xbuf = leaves[0].detach().transpose(1, 2).contiguous().requires_grad_(True)
@@ -121,10 +130,10 @@ def _run_and_judge(kind, shape, dtype, approximate="none", noncontiguous=False, 
         grads = (grads[0].transpose(1, 2), *grads[1:])
 
     ref_leaves = _leaves([t.double() for t in leaves])     # the reference sees the rounded inputs
-    ref_out = math(*ref_leaves, approximate=approximate)
+    ref_out = math(*ref_leaves, approximate=approximate, sample_scale=None if scale is None else scale.double())
     ref_grads = torch.autograd.grad(ref_out, ref_leaves, gout.double())
     eager_leaves = _leaves(leaves)
-    eager_out = math(*eager_leaves, approximate=approximate)
+    eager_out = math(*eager_leaves, approximate=approximate, sample_scale=scale)
     eager_grads = torch.autograd.grad(eager_out, eager_leaves, gout)
 
     _judge(dict(out=out, **{f"grad {n}": g for n, g in zip(GRAD_NAMES, grads, strict=True)}),
@@ -156,6 +165,13 @@ def test_channel_mixing_recompute(dtype):
 @pytest.mark.parametrize("kind", ["token", "channel"])
 def test_tanh_gelu(kind, dtype):
     _run_and_judge(kind, "B/16", DTYPES[dtype], approximate="tanh")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_sample_scale(kind, dtype):
+    """drop_path's per-sample scale, applied to the branch before the residual."""
+    _run_and_judge(kind, "B/16", DTYPES[dtype], sample_scale=True)
 
 
 @pytest.mark.parametrize("kind", ["token", "channel"])
