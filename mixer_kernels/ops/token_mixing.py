@@ -135,6 +135,7 @@ def _token_mixing_fwd_kernel(
     BLOCK_SO: tl.constexpr,        # output tokens per program
     BLOCK_SK: tl.constexpr,        # tokens per K step of the first matmul
     OFF64: tl.constexpr,           # 64-bit token/channel offsets
+    S_DIV: tl.constexpr,           # a power of two dividing S (alignment of the fc1 weight rows)
     INTERPRET: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr,         # channels per program (dot M)
@@ -144,6 +145,7 @@ def _token_mixing_fwd_kernel(
     pid_c = tl.program_id(1)
     pid_s = tl.program_id(2)
     cdt = W1.dtype.element_ty
+    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
     if OFF64:
@@ -161,7 +163,7 @@ def _token_mixing_fwd_kernel(
         h = h0 + hh
         hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         if RESIDENT:
-            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
+            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                # [BS, BH]
             hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
         else:
             for k0 in range(0, S, BLOCK_SK):
@@ -169,11 +171,11 @@ def _token_mixing_fwd_kernel(
                 if OFF64:
                     sk = sk.to(tl.int64)
                 tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S)
+                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
                 hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         a = to_dtype(gelu(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                  # [BC, BH]
-        w2t = _w_tile(W2, so[None, :], h[:, None], S, DS)                                    # [BH, BSO]
+        w2t = _w_tile(W2, so[None, :], h[:, None], S_w, DS)                                    # [BH, BSO]
         acc = dot(a, w2t, acc, INTERPRET, INPUT_PRECISION)
     b2 = tl.load(B2 + so, mask=somask, other=0.0).to(tl.float32)
     branch = acc + b2[None, :]
@@ -205,6 +207,7 @@ def _token_mixing_bwd_dt_kernel(
     BLOCK_SO: tl.constexpr,
     BLOCK_SK: tl.constexpr,
     OFF64: tl.constexpr,
+    S_DIV: tl.constexpr,
     INTERPRET: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -214,6 +217,7 @@ def _token_mixing_bwd_dt_kernel(
     pid_c = tl.program_id(1)
     pid_s = tl.program_id(2)
     cdt = W1.dtype.element_ty
+    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
     c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
     so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
     if OFF64:
@@ -235,9 +239,9 @@ def _token_mixing_bwd_dt_kernel(
         hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         if RESIDENT:
-            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
+            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                # [BS, BH]
             hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-            w2 = _w_tile(W2, so[:, None], h[None, :], S, DS)                                 # [BS, BH]
+            w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                 # [BS, BH]
             dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         else:
             for k0 in range(0, S, BLOCK_SK):
@@ -245,14 +249,14 @@ def _token_mixing_bwd_dt_kernel(
                 if OFF64:
                     sk = sk.to(tl.int64)
                 tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S)
+                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
                 hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
                 gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
-                w2 = _w_tile(W2, sk[:, None], h[None, :], S, DS)
+                w2 = _w_tile(W2, sk[:, None], h[None, :], S_w, DS)
                 dacc = dot(gk, w2, dacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
-        w1 = _w_tile(W1, h[:, None], so[None, :], DS, S)                                     # [BH, BSO]
+        w1 = _w_tile(W1, h[:, None], so[None, :], DS, S_w)                                     # [BH, BSO]
         acc = dot(dh, w1, acc, INTERPRET, INPUT_PRECISION)
     mask = cmask[:, None] & (so < S)[None, :]
     tl.store(DT + b * S * C + so[None, :] * C + c[:, None], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
@@ -284,6 +288,7 @@ def _token_mixing_bwd_dw_kernel(
     BLOCK_SO: tl.constexpr,
     BLOCK_SK: tl.constexpr,
     OFF64: tl.constexpr,
+    S_DIV: tl.constexpr,
     INTERPRET: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr,    # channels per work item (the K of the weight-gradient dots)
@@ -294,6 +299,7 @@ def _token_mixing_bwd_dw_kernel(
     pid_s = tl.program_id(1)
     part = tl.program_id(2)
     cdt = W1.dtype.element_ty
+    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
     h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
     so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
     cc = tl.arange(0, BLOCK_C)
@@ -328,8 +334,8 @@ def _token_mixing_bwd_dw_kernel(
             g = to_dtype(gf, cdt, INTERPRET)
             # this program's weight slices, re-read per work item (L1/L2 hits): holding them across
             # the loop spilled on sm_90
-            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S)                                # [BS, BH]
-            w2 = _w_tile(W2, so[:, None], h[None, :], S, DS)                                 # [BS, BH]
+            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                # [BS, BH]
+            w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                 # [BS, BH]
             hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
             dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         else:
@@ -338,10 +344,10 @@ def _token_mixing_bwd_dw_kernel(
                 if OFF64:
                     sk = sk.to(tl.int64)
                 tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-                w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S)
+                w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
                 hacc = dot(tk, w1k, hacc, INTERPRET, INPUT_PRECISION)
                 gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
-                w2k = _w_tile(W2, sk[:, None], h[None, :], S, DS)
+                w2k = _w_tile(W2, sk[:, None], h[None, :], S_w, DS)
                 dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
             t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
             gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
@@ -378,7 +384,7 @@ def _blocks_for(S: int, C: int) -> dict:
     return dict(RESIDENT=False, BLOCK_SO=TILED_BLOCK_SO, BLOCK_SK=TILED_BLOCK_SK)
 
 
-# (kernel, resident path, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps. Compiled for sm_90 at B/16 and
+# (kernel, resident path, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps, num_stages. Compiled for sm_90 at B/16 and
 # L/16 (tests/test_compile.py; numbers from `python -m mixer_kernels.ops._compile_check --only token`):
 #   fwd, bf16: 64x32, 8 warps: wgmma, 0 spills (hidden chunk 64 or 4 warps spill: DESIGN.md §6).
 #   fwd, fp32: 32x32, 8 warps: 0 spills (64x32 spilled 304 B: the fp32 T^T tile is twice as big).
@@ -387,35 +393,40 @@ def _blocks_for(S: int, C: int) -> dict:
 #   dw, bf16: 32x16, 8 warps: wgmma, 0 spills; two [256 x BLOCK_H] fp32 accumulators plus T^T, G^T
 #     per item (32x32 spilled 44 B, 64x16 244 B, keeping the weight slices resident across items 140+ B).
 #   dw, fp32: 16x32, 8 warps: 0 spills (32x16 spilled 8 B).
-#   tiled path (S > 256): the tiles are [BLOCK_C, 128 or 64], so 64x32 fits everywhere.
+#   tiled path (S > 256): the tiles are [BLOCK_C, 128 or 64], so 64x32 fits (fp32 dW: 1 stage, 2 spilled).
+#   num_stages 2 pipelines the weight tiles of the hidden loop (cp.async); fp32 dT keeps 1 stage so its
+#   shared memory (131 KB) also fits an A100 (2 stages: 168 KB > 163 KB).
 _CONFIGS = {
-    ("fwd", True, False): (64, 32, 8), ("fwd", True, True): (32, 32, 8),
-    ("dt", True, False): (64, 16, 8), ("dt", True, True): (32, 32, 8),
-    ("dw", True, False): (32, 16, 8), ("dw", True, True): (16, 32, 8),
-    ("fwd", False, False): (64, 32, 8), ("fwd", False, True): (64, 32, 8),
-    ("dt", False, False): (64, 32, 8), ("dt", False, True): (32, 32, 8),
-    ("dw", False, False): (64, 32, 8), ("dw", False, True): (64, 32, 8),
+    ("fwd", True, False): (64, 32, 8, 2), ("fwd", True, True): (32, 32, 8, 2),
+    ("dt", True, False): (64, 16, 8, 2), ("dt", True, True): (32, 32, 8, 1),
+    ("dw", True, False): (32, 16, 8, 2), ("dw", True, True): (16, 32, 8, 2),
+    ("fwd", False, False): (64, 32, 8, 2), ("fwd", False, True): (64, 32, 8, 2),
+    ("dt", False, False): (64, 32, 8, 2), ("dt", False, True): (32, 32, 8, 2),
+    ("dw", False, False): (64, 32, 8, 2), ("dw", False, True): (64, 32, 8, 1),
 }
 
 
 def _default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
     """One configuration per (kernel, shape, dtype): the interpreter's, the compile test's, and the dW
     kernel's everywhere. Small C or DS shrink the tiles (16 is the smallest dot dimension on GPUs)."""
-    block_c, block_h, warps = _CONFIGS[(kernel, S <= MAX_RESIDENT_S, dtype == torch.float32)]
+    block_c, block_h, warps, stages = _CONFIGS[(kernel, S <= MAX_RESIDENT_S, dtype == torch.float32)]
     block_c = min(block_c, max(16, triton.next_power_of_2(C)))
     block_h = min(block_h, max(16, triton.next_power_of_2(DS)))
     if S <= 64:   # tiles of at most [64, 64]: one warpgroup
         warps = 4
-    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=1)
+    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
 
 
-# GPU autotune lists (bf16 cases compile without spills; fp32 runs them too, where some spill).
+# GPU autotune lists: every entry compiles without spills for sm_90 in bf16 at B/16 and L/16 (fp32 runs
+# them too; some spill there, and the autotuner weighs that). num_stages 2-3 software-pipelines the
+# fc weight tiles of the hidden loop through shared memory (cp.async); 1 loads them synchronously.
 _GPU_CONFIGS = {
-    "fwd": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=1),
-            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=1),
-            dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=1),
-            dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1)],
-    "dt": [dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=1),
+    "fwd": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=2),
+            dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=3),
+            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=3),
+            dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=2)],
+    "dt": [dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=2),
+           dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=3),
            dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1)],
 }
 
@@ -434,6 +445,15 @@ def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: tor
                                  num_stages=c["num_stages"]) for c in _GPU_CONFIGS[name]]
         _AUTOTUNED[name] = triton.autotune(configs, key=["S", "C", "DS"])(kernel)
     return _AUTOTUNED[name], {}
+
+
+def _pow2_divisor(n: int, cap: int = 8) -> int:
+    """The largest power of two <= cap dividing n (S = 196 -> 4: 8-byte loads of bf16 fc1 rows; the JIT
+    itself only specialises multiples of 16)."""
+    d = 1
+    while d < cap and n % (2 * d) == 0:
+        d *= 2
+    return d
 
 
 def _off64(*tensors) -> bool:
@@ -466,7 +486,7 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     kernel[grid](
         x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, b2, scale, out, S, C, DS, *x.stride(),
         HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, out),
-        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), **meta)
+        S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), **meta)
     return out, mean, rstd
 
 
@@ -491,7 +511,7 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     scale = sample_scale if sample_scale is not None else mean
     path = _blocks_for(S, C)
     common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
-                  INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
+                  S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
     dt = empty((B, S, C), device=x.device, dtype=x.dtype)
     if B * S * C > 0:
         kernel, meta = _kernel_and_grid_meta("dt", _token_mixing_bwd_dt_kernel, S, C, DS, cdt)
@@ -621,7 +641,7 @@ def _compile_cases(name):
                     args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
                                 W1=dtype, B1=dtype, W2=dtype, Scale=torch.float32, S=S, C=C, DS=DS,
                                 s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, **path,
-                                OFF64=False, INTERPRET=False,
+                                OFF64=False, S_DIV=_pow2_divisor(S), INTERPRET=False,
                                 INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee",
                                 BLOCK_C=cfg["BLOCK_C"], BLOCK_H=cfg["BLOCK_H"])
                     if name == "fwd":
@@ -635,7 +655,8 @@ def _compile_cases(name):
                                                                    path["BLOCK_SO"])
                         args.update(DW1p=torch.float32, DW2p=torch.float32, DB1p=torch.float32, DB2p=torch.float32,
                                     N_CT=n_ct, N_ITEMS=n_items, ITEMS_PER_PART=per)
-                    label = f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
+                    label = (f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
+                             f"s{cfg['num_stages']}")
                     out.append(CompileCase(label, args, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                            expect_no_spills=True))
         return out
