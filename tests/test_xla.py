@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from functools import partial
 
 import pytest
 import torch
-from helpers import assert_close, layernorm_params, linear_params, perturb_
+from helpers import LOWP_ATOL, LOWP_FACTOR, assert_close, layernorm_params, linear_params, perturb_, rel_err
 from torch import nn
 
 import mixer_kernels as mk
@@ -112,6 +113,38 @@ def test_function_matches_float64(xdev, kind, approximate, recompute, drop_path)
     assert_close(f"{kind} out", out.cpu(), ref_out)
     for name, leaf, ref in zip(NAMES, leaves, ref_grads, strict=True):
         assert_close(f"{kind} grad {name}", leaf.grad.cpu(), ref)
+
+
+@pytest.mark.xla
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_function_under_autocast_bf16(xdev, kind):
+    """torch.autocast("xla", bfloat16), the usual mixed precision on a TPU: the graph's matmuls are bf16,
+    and output and gradients (fp32, as in eager) are within DESIGN.md §5's rule for bf16 (2x the error of
+    eager CPU autocast + 1e-3) against float64. Bias gradients get 8x: XLA's CPU backend sums bf16 in bf16
+    (measured: a 4096-row bf16 column sum has relative error 1e-2 there, 1.7e-3 in eager), and a bias
+    gradient is such a sum of the bf16 gradient of the linear's output."""
+    import torch_xla
+    inputs = _half_inputs(kind, B=4, S=49, C=64, DS=32, DC=256)
+    grad_out = torch.randn_like(inputs[0])
+    with torch.autocast("xla", dtype=torch.bfloat16):
+        out, leaves = _run_half(kind, inputs, xdev)
+    hlo = torch_xla._XLAC._get_xla_tensors_hlo([out])
+    assert re.search(r"= bf16\[[0-9,]+\]\S* dot\(", hlo), "no bf16 matmul in the autocast graph"
+    out.backward(grad_out.to(xdev))
+    torch_xla.sync()
+    eager_leaves = [t.clone().requires_grad_() for t in inputs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        eager = (mk_xla.token_mixing if kind == "token" else mk_xla.channel_mixing)(*eager_leaves)  # torch_math
+    eager.backward(grad_out)
+    ref_out, ref_grads = _reference_half(kind, inputs, "none", None, grad_out)
+    results = zip(("out",) + NAMES, [out] + [t.grad for t in leaves], [eager] + [t.grad for t in eager_leaves],
+                  [ref_out] + ref_grads, strict=True)
+    for name, got, eager_got, ref in results:
+        assert got.dtype == torch.float32, name
+        factor = 8.0 if name.endswith("_bias") and name.startswith("fc") else LOWP_FACTOR
+        err, eager_err = rel_err(got.cpu(), ref), rel_err(eager_got, ref)
+        bound = factor * eager_err + LOWP_ATOL[torch.bfloat16]
+        assert err <= bound, f"{kind} {name}: relative error {err:.3g} > {bound:.3g} (eager: {eager_err:.3g})"
 
 
 @pytest.mark.xla
