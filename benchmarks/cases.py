@@ -39,6 +39,7 @@ class RunConfig:
     rounds: int = 5              # interleaved measuring rounds per case
     round_ms: float = 100.0      # target time per provider per round
     l2_bytes: int = 0            # the card's L2 size (rotation sets must exceed it)
+    kernels: bool = False        # profile per-kernel device time after timing
 
 
 @dataclass

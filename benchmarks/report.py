@@ -63,6 +63,8 @@ def case_record(case, cfg, presults: dict, seconds: float) -> dict:
                        rate=case.work / (q[0] * 1e-3) / (1e12 if case.unit == "flop" else 1e9))
         if cfg.smoke:
             rec.update(n_timed=0, peak_mib=None)
+        if r.kernels is not None:
+            rec["kernels"] = r.kernels
         provs[p] = rec
     speedup = {}
     mk = provs.get(MK, {}).get("median_ms")
@@ -116,6 +118,27 @@ def markdown_full(meta: dict, records: list[dict]) -> str:
                          f"{_f(rec.get('pct_matmul'), '{:.0f}%')} | {_f(rec['peak_mib'], '{:.0f}')} | "
                          f"{_f(rec['rel_err'], '{:.1e}')} | {_f(r['speedup'].get(p), '{:.2f}x')} | {_status(rec)} |")
     return "\n".join(lines)
+
+
+def markdown_kernels(records: list[dict]) -> str:
+    """Per case and provider, the kernels that take the device time (--kernels)."""
+    lines = []
+    for r in records:
+        for p, rec in r["providers"].items():
+            k = rec.get("kernels")
+            if not k:
+                continue
+            total = k["error"] if "error" in k else f"{_f(k['total_us_per_step'], '{:.1f}')} us of kernels per step"
+            lines += ["", f"**{r['family']} {r['name']} B={r['batch']} {r['mode']}, {p}**: {total}"]
+            if "error" in k:
+                continue
+            lines += ["", "| kernel | calls/step | us/step | share |", "|---|---|---|---|"]
+            for row in k["kernels"]:
+                name = row["kernel"].replace("|", "/")
+                name = name if len(name) <= 90 else name[:87] + "..."
+                lines.append(f"| `{name}` | {row['calls_per_step']:.3g} | {_f(row['us_per_step'], '{:.1f}')} | "
+                             f"{_f(row['share'], '{:.0%}')} |")
+    return "\n".join(["", "## Device time per kernel (3 profiled steps, after timing)"] + lines) if lines else ""
 
 
 def markdown_summary(meta: dict, records: list[dict]) -> str:
@@ -189,6 +212,7 @@ def write_files(out_dir: str, meta: dict, records: list[dict], plot: bool) -> li
         md_full = md_summary = markdown_smoke(meta, records)
     else:
         md_full, md_summary = markdown_full(meta, records), markdown_summary(meta, records)
+    md_full += markdown_kernels(records)
     for name, text in (("results.md", md_full), ("summary.md", md_summary)):
         path = os.path.join(out_dir, name)
         with open(path, "w") as f:

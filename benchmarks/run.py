@@ -15,6 +15,8 @@ import sys
 import time
 import traceback
 
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")    # the profiler's C++ chatter (--kernels) off stderr
+
 FAMILIES = ("anchors", "token", "channel", "block", "model")
 
 
@@ -50,6 +52,8 @@ def parse_args(argv):
                    help="start no new case after this many seconds (the rest are listed as skipped)")
     p.add_argument("--out", default=None, help="results folder (default $OUT, else benchmarks/results/<card>/)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--kernels", action="store_true",
+                   help="also profile 3 steps per provider (after timing): device time per kernel")
     return p.parse_args(argv)
 
 
@@ -156,6 +160,14 @@ def run_case(case, cfg) -> dict:
                 res[p].peak_mib = peak_memory_mib(built.steps[p])
             except Exception as e:
                 fail(p, e)
+    if cfg.kernels:
+        from .kernel_times import kernel_times
+        for p in times:
+            if res[p].status in ("ok", "mismatch"):
+                try:
+                    res[p].kernels = kernel_times(built.steps[p], cuda)
+                except Exception as e:      # a profiler problem is reported, not a provider failure
+                    res[p].kernels = dict(error=f"{type(e).__name__}: {e}"[:300])
     del built
     gc.collect()
     if cuda:
@@ -194,6 +206,7 @@ def main(argv=None) -> int:
         if os.environ.pop("MIXER_KERNELS_POISON", "0") == "1":
             print("MIXER_KERNELS_POISON=1 ignored: NaN-filling outputs would be timed", file=sys.stderr)
     cfg = _config(a)
+    cfg.kernels = a.kernels
 
     from .report import SMOKE_BANNER, add_matmul_percent, card_slug, case_record, environment, write_files
     for attr in ("cache_size_limit", "recompile_limit"):

@@ -25,6 +25,7 @@ class ProviderResult:
     triton_launches: int | None = None
     times_ms: list[float] = field(default_factory=list)
     peak_mib: float | None = None    # peak memory of one step above what was allocated before it
+    kernels: dict | None = None      # kernel_times.kernel_times() of the provider, when asked for
 
 
 def _sync(cuda: bool):

@@ -17,7 +17,7 @@ def test_smoke_run(tmp_path):
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path),
                         "--families", "anchors,token,channel,block,model", "--modes", "fwd+bwd",
-                        "--model-sources", "timm", "--model-modes", "infer"],
+                        "--model-sources", "timm", "--model-modes", "infer", "--kernels"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     assert "CPU smoke run: correctness only, no speed claims" in r.stdout
@@ -34,6 +34,8 @@ def test_smoke_run(tmp_path):
     rows = list(csv.DictReader((tmp_path / "results.csv").open()))
     assert rows and all(row["smoke"] == "True" for row in rows)
     assert "no speed claims" in (tmp_path / "summary.md").read_text()
+    kernels = data["results"][2]["providers"]["eager"]["kernels"]      # token mixing, eager: CPU operators
+    assert kernels["kernels"] and all(k["us_per_step"] is None for k in kernels["kernels"])
     assert not (tmp_path / "results.png").exists()
 
 
