@@ -166,6 +166,20 @@ def test_function_no_fallback_no_host_sync(xdev, kind):
 
 
 @pytest.mark.xla
+def test_bad_input_on_xla_is_a_clear_error(xdev):
+    """The input checks read shapes and devices only: a clear error, and nothing executed on the device."""
+    cpu_inputs = _half_inputs("token")
+    x, nw, nb, w1, b1, w2, b2 = (t.to(xdev) for t in cpu_inputs)
+    _clear_metrics()
+    with pytest.raises(ValueError, match="fc1_weight"):
+        mk.token_mixing(x, nw, nb, w1.T, b1, w2, b2)
+    with pytest.raises(ValueError, match="norm_weight: expected a tensor on x's device"):
+        fc = [t.to(xdev) for t in (*linear_params(20, 10), *linear_params(10, 20))]
+        mk.channel_mixing(x, cpu_inputs[1], nb, *fc)
+    assert _samples("ExecuteTime") == 0 and _samples("TransferFromDeviceTime") == 0
+
+
+@pytest.mark.xla
 def test_recompute_survives_xla_cse(tmp_path):
     """With recompute=True the optimized HLO of a channel-mixing forward+backward holds one more dot
     (fc1 recomputed in the backward) than without: XLA's CSE did not merge the recomputation back into
