@@ -36,6 +36,11 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
     `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
     `recompute` matters only on the XLA path (the Triton path always recomputes the hidden activation).
     Returns a tensor shaped and typed like x.
+
+    Triton path (ops/token_mixing.py): two launches forward (row statistics, one fused kernel). S <= 256
+    (all Mixers at 224 px) keeps the hidden activation [B, DS, C] on chip; S > 256 (e.g. 576 at 384 px)
+    runs a correct tiled fallback that recomputes fc1 per 128-token output tile. The backward saves only
+    x and the fp32 row statistics and gives deterministic (bitwise reproducible) gradients.
     """
     args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     if _nvtx.ENABLED:

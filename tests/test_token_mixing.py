@@ -142,6 +142,21 @@ def test_non_contiguous(device):
     check_all(out, grads, ref_out, ref_grads)
 
 
+def test_strided_parameters(device):
+    """Parameters and sample_scale as strided views (e.g. slices of a packed buffer, a transposed weight)."""
+    B, S, C, DS = 2, 49, 8, 20
+    x, nw, nb, w1, b1, w2, b2 = make_inputs(B, S, C, DS, device=device)
+    packed = torch.stack([nw, nb], dim=1)                       # [C, 2]: columns are stride-2 views
+    w1_t = w1.t().contiguous().t()                             # [DS, S] with strides (1, DS)
+    inputs = [x, packed[:, 0], packed[:, 1], w1_t, b1, w2, b2]
+    assert not inputs[1].is_contiguous() and not inputs[3].is_contiguous()
+    scale = torch.tensor([0.5, 9.0, 2.0, 9.0], device=device)[::2]
+    dy = torch.randn(B, S, C, device=device)
+    out, grads = run(inputs, dy, sample_scale=scale)
+    ref_out, ref_grads = reference(inputs, dy, sample_scale=scale)
+    check_all(out, grads, ref_out, ref_grads)
+
+
 def test_sample_scale(device):
     """drop_path: each sample's branch is multiplied by its scale (0 drops it); no gradient for the scale."""
     B, S, C, DS = 3, 49, 8, 20

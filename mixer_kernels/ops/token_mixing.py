@@ -40,29 +40,35 @@ B/16, batch 256). So the backward is two fused kernels plus the shared LayerNorm
      3 matmuls of the forward's size. Writes dT [B, S, C] (x's dtype, as eager's LayerNorm receives it).
   2. `layernorm_backward(dT, x, mean, rstd, norm_weight, dresidual=dy)`: dx (with the residual's dy),
      dnorm_weight, dnorm_bias, deterministic (ops/layernorm_backward.py).
-  3. `_token_mixing_bwd_dw_kernel`, one program per (hidden chunk, partition of the B*C/BLOCK_C
-     (sample, channel tile) work items): W1[h] and W2[:, h] stay resident; the program walks its
-     work items in a fixed order, recomputes H and dA for its hidden chunk (2 matmuls) and accumulates
-     dW1[h] += dH T^T, dW2[:, h]^T += A G^T (2 matmuls, K = BLOCK_C) in fp32 registers, with db1, db2.
-     Each program writes its partial [BLOCK_H, S] blocks once to [P, ...] fp32 buffers, summed in a fixed
-     order by torch: deterministic, no atomics, bitwise equal run to run. P depends only on the shape.
-     Programs of one partition are adjacent in the grid, so they read the same x/dy tiles at about the
-     same time and the re-reads (DS/BLOCK_H per tile) are mostly L2 hits.
-  Cost: 7 forward-sized matmuls instead of eager's 4 (+2 forward), traded for not writing or reading
-  the [B, DS, C] hidden activations (eager saves two of them, 2 x 77 MB at B/16 batch 256 bf16) and
-  for the transposes and LN output round trips. A recompute of H costs ~0.05 ms at B/16 batch 256;
-  a round trip of one hidden tensor through HBM costs ~0.05 ms too, so the recompute wins on memory
-  and is about even on time. When no weight needs a gradient, kernel 3 is skipped.
+  3. `_token_mixing_bwd_dw_kernel`, one program per (hidden chunk, partition of the B*ceil(C/BLOCK_C)
+     (sample, channel tile) work items). The program walks its work items in a fixed order; per item it
+     loads and normalises T^T, G^T, recomputes H^T and dA^T for its hidden chunk (2 matmuls, M = BLOCK_C)
+     and accumulates dW1[h]^T += T dH^T, dW2[:, h] += G A^T (2 matmuls, M = S_pad: wgmma-sized, K =
+     BLOCK_C) in fp32 registers, with db1 and db2 (fp32 sums, db2 from the fp32 G). Each program writes
+     its [S, BLOCK_H] partials once to [P, ...] fp32 buffers, which torch sums over P in a fixed order:
+     deterministic, no atomics, bitwise equal run to run; P and the tiles depend on the shape only, not
+     on the device. The grid runs the hidden chunks of one partition side by side, so the DS/BLOCK_H
+     re-reads of each x/dy tile are mostly L2 hits; the weight slices are re-read per item from L1/L2
+     (holding them across items spilled).
+  Cost: 7 forward-sized matmuls (2 recomputations of H) where eager does 4 (+ the forward's 2), traded
+  for never writing or reading a [B, C, DS] hidden tensor: eager saves H and GELU(H), 151 MB each at
+  B/16 batch 256 bf16, plus the LayerNorm output and transposed copies. One recomputation of H is
+  ~30 GFLOP there (~0.06 ms at 500 TFLOP/s); one hidden tensor's round trip through HBM moves 302 MB
+  (~0.1 ms at 3 TB/s): recomputing is not slower and saves all activation memory but x and the stats.
+  When no fc weight needs a gradient, kernel 3 is skipped.
   Large S: both kernels take the same tiled path as the forward (output-token tiles, K loops).
 
 Numerics: dot operands in the compute dtype (the fc weights' dtype: bf16/fp16 use tensor cores, fp32
 honours torch.get_float32_matmul_precision()), every accumulation, the LayerNorm, GELU and its
-derivative in fp32. Offsets: the sample offset is 64-bit always; token/channel offsets become 64-bit
-(OFF64) when a strided view could address past 2^31 elements.
+derivative in fp32. Casts to bf16 round to nearest even under the interpreter too (ops/_round.py).
+Offsets: the sample offset is 64-bit always; token/channel offsets become 64-bit (OFF64) when a strided
+view could address past 2^31 elements.
 
-Tiles on GPU: the forward and dT kernels autotune BLOCK_C/BLOCK_H/num_warps over configs that compile
-without spills for sm_90 (tests/test_compile.py), keyed on (S, C, DS) and dtypes. The dW kernel uses
-one shape-determined config so that its reduction order, hence its result, is the same in every
+Tiles on GPU (the table `_CONFIGS` below says why each): the forward and dT kernels autotune
+BLOCK_C/BLOCK_H/num_warps/num_stages over configs that compile without spills for sm_90
+(tests/test_compile.py), keyed on (S, C, DS) and the dtypes; the first call of a shape benchmarks them
+(warm up before CUDA-graph capture; MIXER_KERNELS_AUTOTUNE=0 takes the table's config). The dW kernel
+uses one shape-determined config so that its reduction order, hence its result, is the same in every
 process. Under the interpreter every kernel runs one config (multi-config autotune crashes there).
 """
 
@@ -81,7 +87,8 @@ from .layernorm_stats import layernorm_stats
 MAX_RESIDENT_S = 256      # S above this takes the tiled path
 TILED_BLOCK_SO = 128      # tiled path: output tokens per program
 TILED_BLOCK_SK = 64       # tiled path: tokens per step of the first matmul's K loop
-DW_TARGET_PROGRAMS = 256  # dW kernel: aim for about this many programs (fixed: results depend on it)
+DW_TARGET_PROGRAMS = 528  # dW kernel: about this many programs (4 full waves on 132 SMs); a constant, not
+                          # the device's SM count, so the reduction order depends on the shape only
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,7 +486,8 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     if B * S * C == 0:
         return out, mean, rstd
     w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
-    scale = sample_scale if sample_scale is not None else mean
+    norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
+    scale = sample_scale.contiguous() if sample_scale is not None else mean
     path = _blocks_for(S, C)
     kernel, meta = _kernel_and_grid_meta("fwd", _token_mixing_fwd_kernel, S, C, DS, w1.dtype)
     grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
@@ -508,7 +516,8 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     DS = fc1_weight.shape[0]
     w1, b1, w2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight))
     cdt = w1.dtype
-    scale = sample_scale if sample_scale is not None else mean
+    norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
+    scale = sample_scale.contiguous() if sample_scale is not None else mean
     path = _blocks_for(S, C)
     common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
                   S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
