@@ -114,7 +114,8 @@ def run_case(case, cfg) -> dict:
 
     def fail(p, e):
         first_line = str(e).splitlines()[0][:300] if str(e) else ""
-        res[p] = ProviderResult(status="error", reason=f"{type(e).__name__}: {first_line}")
+        r = res.setdefault(p, ProviderResult())        # keeps what was measured before the failure
+        r.status, r.reason = "error", f"{type(e).__name__}: {first_line}"
         print(f"  {p} failed on {case.label}:\n{traceback.format_exc()}", file=sys.stderr)
 
     try:
@@ -175,6 +176,19 @@ def run_case(case, cfg) -> dict:
     return res
 
 
+STICKY_CUDA_ERRORS = ("illegal memory access", "unspecified launch failure", "illegal instruction",
+                      "misaligned address", "device-side assert", "CUDA error: an illegal")
+
+
+def cuda_context_lost(rec: dict) -> str | None:
+    """The reason, if a provider failed with an error that leaves the CUDA context unusable (every later
+    CUDA call fails): the run stops instead of reporting a cascade of unrelated failures."""
+    for p, r in rec["providers"].items():
+        if r["status"] == "error" and any(m in r["reason"] for m in STICKY_CUDA_ERRORS):
+            return f"{p}: {r['reason']}"
+    return None
+
+
 def _progress(k, n, case, rec, smoke, seconds):
     parts = []
     for p, r in rec["providers"].items():
@@ -224,17 +238,17 @@ def main(argv=None) -> int:
     cases = build_cases(a, cfg)
     print(f"{len(cases)} cases on {meta['card']} ({meta['dtype']}), providers {', '.join(cfg.providers)}; "
           f"results to {out_dir}", file=sys.stderr, flush=True)
-    records, failed, interrupted = [], False, False
+    records, failed, interrupted, lost = [], False, False, None
     t_start = time.perf_counter()
     for k, case in enumerate(cases, 1):
-        if a.budget_s is not None and time.perf_counter() - t_start > a.budget_s:
+        over = a.budget_s is not None and time.perf_counter() - t_start > a.budget_s
+        if over or lost:
             from .timing import ProviderResult
-            res = {p: ProviderResult(status="skipped", reason="time budget spent")
+            why = f"CUDA context lost ({lost})" if lost else f"time budget of {a.budget_s:g} s spent"
+            res = {p: ProviderResult(status="skipped", reason=why)
                    for p in (["torch"] if case.family == "anchor" else cfg.providers)}
-            rec = case_record(case, cfg, res, 0.0)
-            records.append(rec)
-            print(f"[{k}/{len(cases)}] {case.label}: skipped (time budget of {a.budget_s:g} s spent)",
-                  file=sys.stderr, flush=True)
+            records.append(case_record(case, cfg, res, 0.0))
+            print(f"[{k}/{len(cases)}] {case.label}: skipped ({why})", file=sys.stderr, flush=True)
             continue
         t0 = time.perf_counter()
         try:
@@ -247,6 +261,7 @@ def main(argv=None) -> int:
         rec = case_record(case, cfg, res, time.perf_counter() - t0)
         records.append(rec)
         failed |= any(r["status"] in ("error", "mismatch") for r in rec["providers"].values())
+        lost = None if cfg.smoke else cuda_context_lost(rec)
         meta["matmul_tflops"] = add_matmul_percent(records)
         _progress(k, len(cases), case, rec, cfg.smoke, time.perf_counter() - t0)
         write_files(out_dir, meta, records, plot=False)     # partial results survive a timeout

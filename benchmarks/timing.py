@@ -91,14 +91,16 @@ class _LaunchCounter:
 def first_call(step, provider: str, count_launches: bool, cuda: bool):
     """The first step (compilation, autotuning happen here; never timed). Returns its outputs and how
     many Triton kernels it launched."""
+    launches = None
     if count_launches:
         with _LaunchCounter() as c:
             outs = step(0)
             _sync(cuda)
-        return outs, c.count
-    outs = step(0)
-    _sync(cuda)
-    return outs, None
+        launches = c.count
+    else:
+        outs = step(0)
+        _sync(cuda)
+    return tuple(t.detach() for t in outs), launches      # no autograd graph kept alive for the check
 
 
 def _timed(step, start: int, iters: int, cuda: bool):

@@ -77,3 +77,38 @@ def test_report_formats(tmp_path):
         assert "results.png" not in names
     else:
         assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+def test_failures_are_recorded_per_provider():
+    """A provider that fails on its first call or in the middle of the timed rounds is reported as an
+    error; the others are still checked and measured; a wrong answer is a mismatch."""
+    import torch
+
+    from benchmarks.cases import Built, Case, RunConfig
+    from benchmarks.run import cuda_context_lost, run_case
+
+    x = torch.randn(8)
+
+    def raises_after(n):
+        calls = []
+
+        def step(i):
+            calls.append(i)
+            if len(calls) > n:
+                raise RuntimeError("boom")
+            return (x * 2,)
+        return step
+
+    def build(cfg):
+        return Built(steps={"eager": lambda i: (x * 2,), "mixer-kernels": raises_after(0),
+                            "compile": raises_after(4), "compile-max": lambda i: (x * 3,)})
+
+    cfg = RunConfig(device="cpu", dtype=torch.float32, smoke=True,
+                    providers=["mixer-kernels", "eager", "compile", "compile-max"], rounds=2, round_ms=0.0)
+    res = run_case(Case("token", "fake", 1, "fwd", 1.0, build), cfg)
+    assert res["eager"].status == "ok" and res["eager"].times_ms
+    assert res["mixer-kernels"].status == "error" and "boom" in res["mixer-kernels"].reason
+    assert res["compile"].status == "error" and res["compile"].rel_err == 0.0
+    assert res["compile-max"].status == "mismatch" and res["compile-max"].times_ms
+    rec = dict(providers={"p": dict(status="error", reason="RuntimeError: CUDA error: an illegal memory access")})
+    assert cuda_context_lost(rec)
