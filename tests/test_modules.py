@@ -45,7 +45,10 @@ def test_fused_model_matches_timm_float64_reference(device):
     assert_close("logits", out, out_ref)
     ref_grads = _grads(ref)
     for name, g in _grads(fused).items():
-        assert_close(f"grad {name}", g, ref_grads[name])
+        # mlp_tokens.fc2.bias adds a per-token constant that every later LayerNorm removes: its exact
+        # gradient is 0, so its rounding noise is judged against the fc2 weight gradient's size.
+        scale = ref_grads[name.replace("fc2.bias", "fc2.weight")].norm().item() if "mlp_tokens.fc2.bias" in name else 0
+        assert_close(f"grad {name}", g, ref_grads[name], scale=scale)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
