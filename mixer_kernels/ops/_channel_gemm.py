@@ -154,14 +154,15 @@ def _gelu_and_grad(z, APPROX_TANH: tl.constexpr):
 
 
 @triton.jit
-def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, APPROX_TANH: tl.constexpr,
-                         INTERPRET: tl.constexpr):
+def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, WRITE_ACT: tl.constexpr,
+                         APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr):
     offs = rows64[:, None] * N_SIZE + cols[None, :]
     omask = rmask[:, None] & (cols < N_SIZE)[None, :]
     z = tl.load(Z + offs, mask=omask, other=0.0).to(tl.float32)
     act, dact = _gelu_and_grad(z, APPROX_TANH)
     tl.store(DZ + offs, to_dtype(acc * dact, DZ.dtype.element_ty, INTERPRET), mask=omask)
-    tl.store(Act + offs, to_dtype(act, Act.dtype.element_ty, INTERPRET), mask=omask)
+    if WRITE_ACT:
+        tl.store(Act + offs, to_dtype(act, Act.dtype.element_ty, INTERPRET), mask=omask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -231,9 +232,9 @@ def _channel_hidden_kernel(
         # stores) spilled 124 bytes at 128x128 on sm_90.
         acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
         cols_lo = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
-        _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, rows64, rmask, cols_lo, N_SIZE, APPROX_TANH, INTERPRET)
-        _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, rows64, rmask, cols_lo + BLOCK_N // 2, N_SIZE, APPROX_TANH,
-                             INTERPRET)
+        _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, rows64, rmask, cols_lo, N_SIZE, WRITE_ACT, APPROX_TANH, INTERPRET)
+        _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, rows64, rmask, cols_lo + BLOCK_N // 2, N_SIZE, WRITE_ACT,
+                             APPROX_TANH, INTERPRET)
     else:
         bias = tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)
         # z rounded to the compute dtype first: the saved z, the activation used here and the one the
@@ -455,18 +456,19 @@ def hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, 
     return z, act
 
 
-def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate):
-    """dz = (sample_scale * grad_out) @ fc2_weight * GELU'(z) and act = GELU(z), [M, DC] compute dtype."""
+def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate, write_act=True):
+    """dz = (sample_scale * grad_out) @ fc2_weight * GELU'(z) and act = GELU(z) (None unless
+    write_act), [M, DC] in the compute dtype."""
     B, S, C = grad_out.shape
     M, DC = z.shape
     dt = fc2_weight.dtype
     dz = empty((M, DC), device=z.device, dtype=dt)
-    act = empty((M, DC), device=z.device, dtype=dt)
+    act = empty((M, DC), device=z.device, dtype=dt) if write_act else None
     sc = sample_scale if sample_scale is not None else z
     _channel_hidden_kernel[_grid_2d(M, DC)](
-        grad_out, z, z, z, z, sc, fc2_weight, z, z, act, dz,
+        grad_out, z, z, z, z, sc, fc2_weight, z, z, act if write_act else dz, dz,
         M, S, DC, C, m_bucket(M), *_strides3(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
-        BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=True,
+        BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act,
         APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
     )
     return dz, act

@@ -71,11 +71,14 @@ def _(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sam
 def channel_mixing_bwd(grad_out: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
                        z: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
                        fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
-                       sample_scale: Optional[torch.Tensor], approximate: str  # noqa: UP045
+                       sample_scale: Optional[torch.Tensor], approximate: str,  # noqa: UP045
+                       need_input: bool, need_fc1: bool, need_fc2: bool
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                   torch.Tensor, torch.Tensor]:
     """Gradients (dx, d norm_weight, d norm_bias, d fc1_weight, d fc1_bias, d fc2_weight, d fc2_bias),
-    each in its input's dtype. z: the saved pre-activation, or [0, DC] to recompute it."""
+    each in its input's dtype. z: the saved pre-activation, or [0, DC] to recompute it. need_input
+    (x and the LayerNorm parameters), need_fc1, need_fc2: which gradients to compute; the others come
+    back as empty [0] tensors and their kernels are skipped (frozen layers)."""
     B, S, C = x.shape
     M = B * S
     cdt = fc1_weight.dtype
@@ -83,30 +86,48 @@ def channel_mixing_bwd(grad_out: torch.Tensor, x: torch.Tensor, mean: torch.Tens
         return (torch.zeros_like(x), torch.zeros_like(norm_weight), torch.zeros_like(norm_bias),
                 torch.zeros_like(fc1_weight), torch.zeros_like(fc1_bias), torch.zeros_like(fc2_weight),
                 torch.zeros((C,), device=x.device, dtype=fc2_weight.dtype))
+    # skipped gradients: distinct empty tensors (custom-op outputs may not alias each other)
+    dx, dnw, dnb, dw1, db1, dw2, db2 = (torch.empty((0,), device=x.device, dtype=cdt) for _ in range(7))
+    if not (need_input or need_fc1 or need_fc2):
+        return dx, dnw, dnb, dw1, db1, dw2, db2
     if z.shape[0] != M:     # recompute=True: only x and the statistics were saved
         z, _ = hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias,
                               approximate=approximate, write_z=True, write_act=False)
-    dz, act = hidden_backward(grad_out, sample_scale, fc2_weight, z, approximate=approximate)
+    dz, act = hidden_backward(grad_out, sample_scale, fc2_weight, z, approximate=approximate, write_act=need_fc2)
     del z
-    dw2, db2, _ = wgrad(grad_out, act, sample_scale=sample_scale, transpose_out=False, p_sum=True, q_sum=False,
-                        out_dtype=fc2_weight.dtype)
+    if need_fc2:
+        dw2, db2, _ = wgrad(grad_out, act, sample_scale=sample_scale, transpose_out=False, p_sum=True,
+                            q_sum=False, out_dtype=fc2_weight.dtype)
+        db2 = db2.to(fc2_weight.dtype)
     del act
-    dw1, _, db1 = wgrad(x, dz, mean=mean, rstd=rstd, norm_weight=norm_weight, norm_bias=norm_bias,
-                        transpose_out=True, p_sum=False, q_sum=True, out_dtype=cdt)
-    dn = out_backward(dz, fc1_weight, B, S)
-    del dz
-    dx, dnw, dnb = layernorm_backward(dn, x, mean, rstd, norm_weight, dresidual=grad_out)
-    return (dx, dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype), dw1, db1.to(fc1_bias.dtype), dw2,
-            db2.to(fc2_weight.dtype))
+    if need_fc1:
+        dw1, _, db1 = wgrad(x, dz, mean=mean, rstd=rstd, norm_weight=norm_weight, norm_bias=norm_bias,
+                            transpose_out=True, p_sum=False, q_sum=True, out_dtype=cdt)
+        db1 = db1.to(fc1_bias.dtype)
+    if need_input:
+        dn = out_backward(dz, fc1_weight, B, S)
+        del dz
+        dx, dnw, dnb = layernorm_backward(dn, x, mean, rstd, norm_weight, dresidual=grad_out)
+        dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
+    return dx, dnw, dnb, dw1, db1, dw2, db2
 
 
 @channel_mixing_bwd.register_fake
 def _(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale,
-      approximate):
+      approximate, need_input, need_fc1, need_fc2):
     C = x.shape[2]
-    return (x.new_empty(x.shape), torch.empty_like(norm_weight), torch.empty_like(norm_bias),
-            torch.empty_like(fc1_weight), torch.empty_like(fc1_bias), torch.empty_like(fc2_weight),
-            fc2_weight.new_empty((C,)))
+    if x.shape[0] * x.shape[1] == 0:
+        need_input = need_fc1 = need_fc2 = True
+
+    def none():
+        return fc1_weight.new_empty((0,))
+    return (x.new_empty(x.shape) if need_input else none(),
+            torch.empty_like(norm_weight) if need_input else none(),
+            torch.empty_like(norm_bias) if need_input else none(),
+            torch.empty_like(fc1_weight) if need_fc1 else none(),
+            torch.empty_like(fc1_bias) if need_fc1 else none(),
+            torch.empty_like(fc2_weight) if need_fc2 else none(),
+            fc2_weight.new_empty((C,)) if need_fc2 else none())
 
 
 def _setup_context(ctx, inputs, output):
@@ -119,10 +140,11 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _gmean, _grstd, _gz):
     x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
-    dx, dnw, dnb, dw1, db1, dw2, db2 = channel_mixing_bwd(grad_out, x, mean, rstd, z, norm_weight, norm_bias,
-                                                          fc1_weight, fc1_bias, fc2_weight, sample_scale,
-                                                          ctx.approximate)
-    return dx, dnw, dnb, dw1, db1, dw2, db2, None, None, None, None
+    need = ctx.needs_input_grad
+    need_input, need_fc1, need_fc2 = any(need[0:3]), any(need[3:5]), any(need[5:7])
+    grads = channel_mixing_bwd(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                               sample_scale, ctx.approximate, need_input, need_fc1, need_fc2)
+    return (*(g if n else None for g, n in zip(grads, need[:7], strict=True)), None, None, None, None)
 
 
 channel_mixing_fwd.register_autograd(_backward, setup_context=_setup_context)
