@@ -41,6 +41,11 @@ class RunConfig:
     l2_bytes: int = 0            # the card's L2 size (rotation sets must exceed it)
     kernels: bool = False        # profile per-kernel device time after timing
 
+    @property
+    def cuda(self) -> bool:
+        """Time with CUDA events and read CUDA memory statistics."""
+        return self.device == "cuda"
+
 
 @dataclass
 class Built:

@@ -109,7 +109,7 @@ def run_case(case, cfg) -> dict:
     from .cases import MK
     from .report import check_tolerance
     from .timing import ProviderResult, first_call, max_rel_err, measure, peak_memory_mib
-    cuda = cfg.device == "cuda"
+    cuda = cfg.cuda
     res: dict[str, ProviderResult] = {}
 
     def fail(p, e):
