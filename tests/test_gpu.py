@@ -156,70 +156,6 @@ def test_channel_mixing(shape, dtype):
     _run_and_judge("channel", shape, DTYPES[dtype])
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=list(DTYPES))
-def test_channel_mixing_recompute(dtype):
-    _run_and_judge("channel", "B/16", DTYPES[dtype], recompute=True)
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_tanh_gelu(kind, dtype):
-    _run_and_judge(kind, "B/16", DTYPES[dtype], approximate="tanh")
-
-
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_sample_scale(kind, dtype):
-    """drop_path's per-sample scale, applied to the branch before the residual."""
-    _run_and_judge(kind, "B/16", DTYPES[dtype], sample_scale=True)
-
-
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_noncontiguous_x(kind):
-    _run_and_judge(kind, "B/16", torch.bfloat16, noncontiguous=True)
-
-
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_autocast_bf16(kind):
-    """fp32 tensors under torch.autocast(bfloat16): as close to float64 as eager under autocast is."""
-    op, math = _op(kind)
-    ins64 = _inputs64(kind, "B/16")
-    leaves = _leaves(ins64, torch.float32)
-    with torch.autocast(DEVICE, dtype=torch.bfloat16), count_launches() as n:
-        out = op(*leaves)
-    _assert_kernels_ran(n, KERNEL_PREFIX[kind], "an autocast forward")
-    with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        eager = math(*_leaves(leaves))
-    assert out.dtype == eager.dtype, f"autocast output dtype {out.dtype}, eager gives {eager.dtype}"
-    ref = math(*[t.double() for t in leaves])
-    err, eager_err = rel_err(out, ref), rel_err(eager, ref)
-    assert err <= 2 * eager_err + 1e-3, f"autocast: relative error {err:.3g} > 2 x eager's {eager_err:.3g} + 1e-3"
-
-
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_backward_is_deterministic(kind):
-    op, _ = _op(kind)
-    leaves = _leaves(_inputs64(kind, "B/16", B=8), torch.bfloat16)
-    gout = torch.randn(leaves[0].shape, device=DEVICE, dtype=torch.bfloat16)
-    runs = [torch.autograd.grad(op(*leaves), leaves, gout) for _ in range(2)]
-    for name, a, b in zip(GRAD_NAMES, *runs, strict=True):
-        assert torch.equal(a, b), f"grad {name}: two backward runs differ (max {(a - b).abs().max().item():.3g})"
-
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_layernorm_stats(shape):
-    from mixer_kernels.ops.layernorm_stats import layernorm_stats
-    S, C, _, _ = SHAPES[shape]
-    x = (3.0 + 2.0 * torch.randn(BATCH[shape], S, C, device=DEVICE)).to(torch.bfloat16)
-    with count_launches() as n:
-        mean, rstd = layernorm_stats(x, 1e-6)
-    assert n["_layernorm_stats_kernel"] == 1
-    x64 = x.double()
-    torch.testing.assert_close(mean.double(), x64.mean(-1).reshape(-1), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rstd.double(), (x64.var(-1, unbiased=False) + 1e-6).rsqrt().reshape(-1),
-                               rtol=1e-5, atol=0)
-
-
 # -------------------------------------------------------------------------------------------------
 # The modules.
 
@@ -411,3 +347,70 @@ def test_cuda_graph_fused_timm_model():
     g.replay()
     torch.cuda.synchronize()
     assert torch.equal(static, fn()), "graph replay of the fused model differs from a direct call"
+
+
+# -------------------------------------------------------------------------------------------------
+# Variants of the functions: last, so that a run stopped by gpu_check.sh's time limit loses these first.
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=list(DTYPES))
+def test_channel_mixing_recompute(dtype):
+    _run_and_judge("channel", "B/16", DTYPES[dtype], recompute=True)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_tanh_gelu(kind, dtype):
+    _run_and_judge(kind, "B/16", DTYPES[dtype], approximate="tanh")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_sample_scale(kind, dtype):
+    """drop_path's per-sample scale, applied to the branch before the residual."""
+    _run_and_judge(kind, "B/16", DTYPES[dtype], sample_scale=True)
+
+
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_noncontiguous_x(kind):
+    _run_and_judge(kind, "B/16", torch.bfloat16, noncontiguous=True)
+
+
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_autocast_bf16(kind):
+    """fp32 tensors under torch.autocast(bfloat16): as close to float64 as eager under autocast is."""
+    op, math = _op(kind)
+    ins64 = _inputs64(kind, "B/16")
+    leaves = _leaves(ins64, torch.float32)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16), count_launches() as n:
+        out = op(*leaves)
+    _assert_kernels_ran(n, KERNEL_PREFIX[kind], "an autocast forward")
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        eager = math(*_leaves(leaves))
+    assert out.dtype == eager.dtype, f"autocast output dtype {out.dtype}, eager gives {eager.dtype}"
+    ref = math(*[t.double() for t in leaves])
+    err, eager_err = rel_err(out, ref), rel_err(eager, ref)
+    assert err <= 2 * eager_err + 1e-3, f"autocast: relative error {err:.3g} > 2 x eager's {eager_err:.3g} + 1e-3"
+
+
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_backward_is_deterministic(kind):
+    op, _ = _op(kind)
+    leaves = _leaves(_inputs64(kind, "B/16", B=8), torch.bfloat16)
+    gout = torch.randn(leaves[0].shape, device=DEVICE, dtype=torch.bfloat16)
+    runs = [torch.autograd.grad(op(*leaves), leaves, gout) for _ in range(2)]
+    for name, a, b in zip(GRAD_NAMES, *runs, strict=True):
+        assert torch.equal(a, b), f"grad {name}: two backward runs differ (max {(a - b).abs().max().item():.3g})"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layernorm_stats(shape):
+    from mixer_kernels.ops.layernorm_stats import layernorm_stats
+    S, C, _, _ = SHAPES[shape]
+    x = (3.0 + 2.0 * torch.randn(BATCH[shape], S, C, device=DEVICE)).to(torch.bfloat16)
+    with count_launches() as n:
+        mean, rstd = layernorm_stats(x, 1e-6)
+    assert n["_layernorm_stats_kernel"] == 1
+    x64 = x.double()
+    torch.testing.assert_close(mean.double(), x64.mean(-1).reshape(-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rstd.double(), (x64.var(-1, unbiased=False) + 1e-6).rsqrt().reshape(-1),
+                               rtol=1e-5, atol=0)
