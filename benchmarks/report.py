@@ -57,7 +57,8 @@ def case_record(case, cfg, presults: dict, seconds: float) -> dict:
     for p, r in presults.items():
         q = None if cfg.smoke else quantiles(r.times_ms)
         rec = dict(status=r.status, reason=r.reason, rel_err=r.rel_err, triton_launches=r.triton_launches,
-                   median_ms=None, p20_ms=None, p80_ms=None, rate=None, peak_mib=r.peak_mib, n_timed=len(r.times_ms))
+                   median_ms=None, p20_ms=None, p80_ms=None, rate=None, peak_mib=r.peak_mib, n_timed=len(r.times_ms),
+                   n_input_sets=r.n_sets)
         if q is not None:
             rec.update(median_ms=q[0], p20_ms=q[1], p80_ms=q[2],
                        rate=case.work / (q[0] * 1e-3) / (1e12 if case.unit == "flop" else 1e9))

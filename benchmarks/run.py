@@ -169,6 +169,9 @@ def run_case(case, cfg) -> dict:
                     res[p].kernels = kernel_times(built.steps[p], cuda)
                 except Exception as e:      # a profiler problem is reported, not a provider failure
                     res[p].kernels = dict(error=f"{type(e).__name__}: {e}"[:300])
+    for p in built.steps:
+        if p in res:
+            res[p].n_sets = built.n_sets
     del built
     gc.collect()
     if cuda:

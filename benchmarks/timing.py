@@ -26,6 +26,7 @@ class ProviderResult:
     times_ms: list[float] = field(default_factory=list)
     peak_mib: float | None = None    # peak memory of one step above what was allocated before it
     kernels: dict | None = None      # kernel_times.kernel_times() of the provider, when asked for
+    n_sets: int | None = None        # input sets its steps rotated through
 
 
 def _sync(cuda: bool):
