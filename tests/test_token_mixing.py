@@ -142,6 +142,16 @@ def test_non_contiguous(device):
     check_all(out, grads, ref_out, ref_grads)
 
 
+def test_broadcast_gradient(device):
+    """out.sum().backward() hands the backward an expanded dy (all strides 0)."""
+    inputs = make_inputs(2, 49, 8, 20, device=device)
+    p = leaves(inputs)
+    mixer_kernels.token_mixing(*p).sum().backward()
+    ref_out, ref_grads = reference(inputs, torch.ones(2, 49, 8, device=device))
+    for name, t, r in zip(NAMES, p, ref_grads, strict=True):
+        assert_close(f"d{name}", t.grad, r)
+
+
 def test_strided_parameters(device):
     """Parameters and sample_scale as strided views (e.g. slices of a packed buffer, a transposed weight)."""
     B, S, C, DS = 2, 49, 8, 20

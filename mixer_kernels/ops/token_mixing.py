@@ -215,6 +215,7 @@ def _token_mixing_bwd_dt_kernel(
     BLOCK_SK: tl.constexpr,
     OFF64: tl.constexpr,
     S_DIV: tl.constexpr,
+    REUSE_W1: tl.constexpr,   # resident 16-bit path: W1[h] loaded once per chunk, transposed on chip
     INTERPRET: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -263,7 +264,10 @@ def _token_mixing_bwd_dt_kernel(
                 dacc = dot(gk, w2, dacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
-        w1 = _w_tile(W1, h[:, None], so[None, :], DS, S_w)                                     # [BH, BSO]
+        if REUSE_W1:   # the fc1 slice loaded above, transposed on chip instead of re-read from L2
+            w1 = tl.trans(w1t)                                                               # [BH, BS]
+        else:
+            w1 = _w_tile(W1, h[:, None], so[None, :], DS, S_w)                               # [BH, BSO]
         acc = dot(dh, w1, acc, INTERPRET, INPUT_PRECISION)
     mask = cmask[:, None] & (so < S)[None, :]
     tl.store(DT + b * S * C + so[None, :] * C + c[:, None], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
@@ -395,8 +399,9 @@ def _blocks_for(S: int, C: int) -> dict:
 # L/16 (tests/test_compile.py; numbers from `python -m mixer_kernels.ops._compile_check --only token`):
 #   fwd, bf16: 64x32, 8 warps: wgmma, 0 spills (hidden chunk 64 or 4 warps spill: DESIGN.md §6).
 #   fwd, fp32: 32x32, 8 warps: 0 spills (64x32 spilled 304 B: the fp32 T^T tile is twice as big).
-#   dt, bf16: 64x16, 8 warps: wgmma, 0 spills; T^T, G^T and the accumulator are all resident, so the
-#     hidden chunk halves against the forward (64x32 spilled 12 B).
+#   dt, bf16: 64x32, 8 warps: wgmma, 0 spills, with the fc1 slice loaded once per chunk and transposed
+#     on chip for the dT matmul (loading it twice, from L2, spilled 12 B at 64x32; fp32 keeps the
+#     second load: its transpose spilled 476 B).
 #   dw, bf16: 32x16, 8 warps: wgmma, 0 spills; two [256 x BLOCK_H] fp32 accumulators plus T^T, G^T
 #     per item (32x32 spilled 44 B, 64x16 244 B, keeping the weight slices resident across items 140+ B).
 #   dw, fp32: 16x32, 8 warps: 0 spills (32x16 spilled 8 B).
@@ -405,7 +410,7 @@ def _blocks_for(S: int, C: int) -> dict:
 #   shared memory (131 KB) also fits an A100 (2 stages: 168 KB > 163 KB).
 _CONFIGS = {
     ("fwd", True, False): (64, 32, 8, 2), ("fwd", True, True): (32, 32, 8, 2),
-    ("dt", True, False): (64, 16, 8, 2), ("dt", True, True): (32, 32, 8, 1),
+    ("dt", True, False): (64, 32, 8, 2), ("dt", True, True): (32, 32, 8, 1),
     ("dw", True, False): (32, 16, 8, 2), ("dw", True, True): (16, 32, 8, 2),
     ("fwd", False, False): (64, 32, 8, 2), ("fwd", False, True): (64, 32, 8, 2),
     ("dt", False, False): (64, 32, 8, 2), ("dt", False, True): (32, 32, 8, 2),
@@ -432,7 +437,8 @@ _GPU_CONFIGS = {
             dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=3),
             dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=3),
             dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=2)],
-    "dt": [dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=2),
+    "dt": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=2),
+           dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=2),
            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=3),
            dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1)],
 }
@@ -526,7 +532,8 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
         kernel, meta = _kernel_and_grid_meta("dt", _token_mixing_bwd_dt_kernel, S, C, DS, cdt)
         grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
         kernel[grid](x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, S, C, DS,
-                     *x.stride(), *dy.stride(), **common, **meta)
+                     *x.stride(), *dy.stride(), **common, REUSE_W1=path["RESIDENT"] and cdt != torch.float32,
+                     **meta)
     dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
     dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
     if not weight_grads:
@@ -658,7 +665,7 @@ def _compile_cases(name):
                     else:
                         args.update(DY=dtype, s_gb=S * C, s_gs=C, s_gc=1)
                     if name == "dt":
-                        args.update(DT=dtype)
+                        args.update(DT=dtype, REUSE_W1=path["RESIDENT"] and dtype != torch.float32)
                     if name == "dw":
                         n_ct, n_items, parts, per = _dw_partitions(256, S, C, DS, cfg["BLOCK_C"], cfg["BLOCK_H"],
                                                                    path["BLOCK_SO"])
