@@ -136,6 +136,31 @@ def test_noncontiguous(device):
         assert_close(f"d{name}", g, r)
 
 
+def test_strided_parameters_and_broadcast_grad(device):
+    """Parameters as strided views (transposed weights, every-other-element vectors, a strided
+    sample_scale) and an output gradient with zero strides (out.sum().backward())."""
+    B, S, C, DC = 2, 11, 40, 24
+    ts64 = _inputs(B, S, C, DC)
+    ts = []
+    for t in ts64:
+        t = t.to(device=device, dtype=torch.float32)
+        if t.dim() == 1:
+            t = torch.stack([t, torch.zeros_like(t)], 1).reshape(-1)[::2]           # stride 2
+        elif t.dim() == 2:
+            t = t.t().contiguous().t()                                              # column-major
+        ts.append(t.detach().requires_grad_())
+    assert ts[1].stride() == (2,) and ts[3].stride() == (1, DC)
+    scale = torch.tensor([0.5, 0.0, 2.0, 0.0], device=device)[::2]
+    out = mixer_kernels.channel_mixing(*ts, sample_scale=scale)
+    out.sum().backward()
+    ref = _leaves(ts64, torch.float64, "cpu")
+    ref_out = channel_math(*ref, sample_scale=scale.cpu().double())
+    ref_out.sum().backward()
+    assert_close("out", out, ref_out.detach())
+    for name, t, r in zip(NAMES, ts, ref, strict=True):
+        assert_close(f"d{name}", t.grad, r.grad)
+
+
 def test_no_grad_and_inference(device):
     """Without autograd the forward writes no pre-activation; results equal the training forward."""
     ts64 = _inputs(2, 9, 8, 40)

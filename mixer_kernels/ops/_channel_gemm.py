@@ -111,9 +111,11 @@ def _prune(weight_arg):
 
 def _autotune(kind, weight_arg, mode_arg):
     """GPU: the short config list of `kind`, tuned once per (sizes, M bucket, mode, dtypes): the key
-    names the mode constexpr too, so forward and backward launches of one kernel tune separately."""
+    names the mode constexpr too, so forward and backward launches of one kernel tune separately.
+    cache_results: the choice is kept in Triton's on-disk cache, so a new process does not re-benchmark."""
     return triton.autotune(configs=_configs(kind), key=["N_SIZE", "K_SIZE", "M_BUCKET", mode_arg],
-                           prune_configs_by={"early_config_prune": _prune(weight_arg)}, do_bench=_bench)
+                           prune_configs_by={"early_config_prune": _prune(weight_arg)}, do_bench=_bench,
+                           cache_results=True)
 
 
 def m_bucket(M: int) -> int:

@@ -161,8 +161,10 @@ def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, 
                                                fc2_bias, eps, approximate, sample_scale)
     params = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in params)
+    # The kernels index 1-D tensors with unit stride (x, grad_out and the weights take any strides).
+    norm_weight, norm_bias, fc1_bias, fc2_bias = (t.contiguous() for t in (norm_weight, norm_bias, fc1_bias, fc2_bias))
     if sample_scale is not None:
-        sample_scale = sample_scale.detach()
+        sample_scale = sample_scale.detach().contiguous()
     out, _, _, _ = channel_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                       sample_scale, float(eps), approximate, bool(needs_grad and not recompute))
     return out
