@@ -327,9 +327,9 @@ def test_torch_compile_fullgraph(device, backend):
     torch._dynamo.reset()
 
 
-def test_custom_op_fake_shapes():
+def test_custom_op_fake_shapes(device):
     """The fake implementations agree with the real ones on shapes and dtypes (torch.library's checker)."""
-    inputs = make_inputs(2, 49, 8, 20)
+    inputs = make_inputs(2, 49, 8, 20, device=device)
     torch.library.opcheck(torch.ops.mixer_kernels.token_mixing_fwd.default, (*inputs, 1e-6, False, None),
                           test_utils=("test_schema", "test_faketensor"))
     out, mean, rstd = torch.ops.mixer_kernels.token_mixing_fwd(*inputs, 1e-6, False, None)
