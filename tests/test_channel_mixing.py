@@ -228,6 +228,16 @@ def test_fp32_matmul_precision(device, precision, expected):
     assert len(seen) == 6 and set(seen) == {expected}   # 2 forward + 4 backward GEMM launches
 
 
+def test_autotune_keys_bucket_the_batch():
+    """Autotuning keys name the GEMM sizes, the mode and a bucketed M, never the exact row count, so a
+    new batch size reuses the tuned configs."""
+    from mixer_kernels.ops import _channel_gemm as g
+    for k in (g._channel_hidden_kernel, g._channel_out_kernel, g._channel_wgrad_kernel):
+        assert "M_BUCKET" in k.keys and "M" not in k.keys and "S" not in k.keys, k.keys
+    assert g.m_bucket(256 * 196) == g.m_bucket(200 * 196) == 65536
+    assert g.m_bucket(1) == 1 and g.m_bucket(0) == 1
+
+
 @pytest.mark.parametrize("backend", [
     "aot_eager",
     pytest.param("inductor", marks=pytest.mark.skipif(

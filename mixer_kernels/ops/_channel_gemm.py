@@ -43,8 +43,8 @@ the compile check on triton 3.8):
 * Weight gradients: the [C, DC] output has only 144 tiles at B/16 (1.1 waves on 132 SMs), so K = M is
   split into `split` contiguous row ranges chosen to fill whole waves (_wgrad_split).
 
-Autotuning (GPU only): two configs per kernel and dtype, keyed on the sizes C, DC (N, K) and
-M_BUCKET = next power of two of M, never the exact batch. Under the interpreter: one config.
+Autotuning (GPU only): two configs per kernel and dtype, keyed on C, DC, the mode and M_BUCKET = next
+power of two of M, never the exact batch. Under the interpreter: one config.
 """
 from __future__ import annotations
 
@@ -65,8 +65,9 @@ from ._round import to_dtype
 
 
 def _bench(kernel_call, quantiles):
-    # Short benchmarking: a few configs of multi-ms kernels separate clearly in 25 ms; keeps first-call
-    # tuning of a whole fwd+bwd well under 10 s (compiles dominate).
+    # Short benchmarking: two configs of sub-ms to ms kernels separate clearly in 25 ms; compiles
+    # (~1-2 s per config) dominate first-call tuning.
+    import triton.testing
     return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
 
 
@@ -75,8 +76,8 @@ def _cfg(bm, bn, bk, warps, stages, group_m=8):
                          num_warps=warps, num_stages=stages)
 
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel; first entry of each list is the
-# one registered as "the" config for the compile check. 16-bit operands use BLOCK_K = 64, fp32 32.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel and operand width (16-bit operands use
+# BLOCK_K = 64, fp32 32). All are compile cases (fp32: the first only).
 GPU_CONFIGS = {
     "hidden": {16: [(128, 128, 64, 8, 3), (64, 256, 64, 8, 3)],
                32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
@@ -109,11 +110,12 @@ def _prune(weight_arg):
     return prune
 
 
-def _autotune(kind, weight_arg, mode_arg):
-    """GPU: the short config list of `kind`, tuned once per (sizes, M bucket, mode, dtypes): the key
-    names the mode constexpr too, so forward and backward launches of one kernel tune separately.
-    cache_results: the choice is kept in Triton's on-disk cache, so a new process does not re-benchmark."""
-    return triton.autotune(configs=_configs(kind), key=["N_SIZE", "K_SIZE", "M_BUCKET", mode_arg],
+def _autotune(kind, weight_arg, key):
+    """GPU: the short config list of `kind`, tuned once per key (the two GEMM sizes other than M, the M
+    bucket and the mode constexpr, so forward and backward launches of one kernel tune separately) and
+    tensor dtypes (Triton adds those). cache_results: the choice is kept in Triton's on-disk cache, so
+    a new process does not re-benchmark."""
+    return triton.autotune(configs=_configs(kind), key=key,
                            prune_configs_by={"early_config_prune": _prune(weight_arg)}, do_bench=_bench,
                            cache_results=True)
 
@@ -171,7 +173,7 @@ def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, WRITE_ACT
 # GEMM 1 (K = C): forward fc1 + bias + GELU with LayerNorm on the A tiles; backward hidden gradient
 
 
-@_autotune("hidden", "W", "BACKWARD")
+@_autotune("hidden", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "BACKWARD"])
 @triton.jit
 def _channel_hidden_kernel(
     X,               # [B, S, C] any strides: forward the block input x, backward grad_out
@@ -268,7 +270,7 @@ def _out_epilogue(acc, Bias, Res, Out, rows64, rmask, r_row, row_scale, cols, N_
     tl.store(Out + rows64[:, None] * N_SIZE + cols[None, :], to_dtype(acc, Out.dtype.element_ty, INTERPRET), mask=omask)
 
 
-@_autotune("out", "W", "HAS_RES")
+@_autotune("out", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "HAS_RES"])
 @triton.jit
 def _channel_out_kernel(
     A,               # [M, DC] contiguous, compute dtype: forward GELU activation, backward dz
@@ -358,7 +360,7 @@ def _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, o
     return acc, psum, qsum
 
 
-@_autotune("wgrad", "Q", "P_LN")
+@_autotune("wgrad", "Q", ["M_SIZE", "N_SIZE", "M_BUCKET", "P_LN"])
 @triton.jit
 def _channel_wgrad_kernel(
     P,               # [B, S, C] any strides: x (P_LN) or grad_out
@@ -372,7 +374,6 @@ def _channel_wgrad_kernel(
     M, S,
     M_SIZE,          # C (output rows i)
     N_SIZE,          # DC (output columns j)
-    K_SIZE,          # unused in the body (= M); autotuning key slot kept uniform with the others
     M_BUCKET,        # autotuning key only
     ROWS_PER_SPLIT,  # rows of the K = M reduction per split
     stride_pb, stride_ps, stride_pc,
@@ -563,7 +564,7 @@ def wgrad(p, q, *, mean=None, rstd=None, norm_weight=None, norm_bias=None, sampl
     _channel_wgrad_kernel[lambda meta: (triton.cdiv(C, meta["BLOCK_M"]) * triton.cdiv(DC, meta["BLOCK_N"]), split)](
         p, mean if p_ln else q, rstd if p_ln else q, norm_weight if p_ln else q, norm_bias if p_ln else q,
         sample_scale if sample_scale is not None else q, q, dw, dbp, dbq,
-        M, S, C, DC, M, m_bucket(M), rows, pb, ps, pc, dws, sti, stj,
+        M, S, C, DC, m_bucket(M), rows, pb, ps, pc, dws, sti, stj,
         P_LN=p_ln, HAS_SCALE=sample_scale is not None, P_FLAT=flat, P_SUM=p_sum, Q_SUM=q_sum,
         INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(q.dtype),
     )
@@ -634,7 +635,7 @@ def _wgrad_cases():
                 for fc1 in (True, False):
                     args = dict(P=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, Q=dt,
                                 DW=torch.float32, DBP=torch.float32, DBQ=torch.float32, M=M, S=S, M_SIZE=C,
-                                N_SIZE=DC, K_SIZE=M, M_BUCKET=m_bucket(M), ROWS_PER_SPLIT=10240,
+                                N_SIZE=DC, M_BUCKET=m_bucket(M), ROWS_PER_SPLIT=10240,
                                 stride_pb=S * C, stride_ps=C, stride_pc=1, stride_dws=C * DC,
                                 stride_dwi=1 if fc1 else DC, stride_dwj=C if fc1 else 1,
                                 P_LN=fc1, HAS_SCALE=not fc1, P_FLAT=True, P_SUM=not fc1, Q_SUM=fc1,
