@@ -402,16 +402,18 @@ def _blocks_for(S: int, C: int) -> dict:
 #   dt, bf16: 64x32, 8 warps: wgmma, 0 spills, with the fc1 slice loaded once per chunk and transposed
 #     on chip for the dT matmul (loading it twice, from L2, spilled 12 B at 64x32; fp32 keeps the
 #     second load: its transpose spilled 476 B).
-#   dw, bf16: 32x16, 8 warps: wgmma, 0 spills; two [256 x BLOCK_H] fp32 accumulators plus T^T, G^T
-#     per item (32x32 spilled 44 B, 64x16 244 B, keeping the weight slices resident across items 140+ B).
-#   dw, fp32: 16x32, 8 warps: 0 spills (32x16 spilled 8 B).
+#   dw, bf16 and fp32: 16x32, 8 warps: wgmma, 0 spills; two [256 x BLOCK_H] fp32 accumulators plus T^T,
+#     G^T per item. BLOCK_H sets how often each x/dy tile is re-read (DS/BLOCK_H times, from L2: 1.85 GB
+#     at B/16 batch 256 with 32, twice that with 16), so the hidden chunk gets the registers and the
+#     channel tile shrinks (32x32 spilled 36-56 B, 64x16 244 B, 32x16 fits but re-reads twice as
+#     much; keeping the weight slices resident across items spilled 140+ B).
 #   tiled path (S > 256): the tiles are [BLOCK_C, 128 or 64], so 64x32 fits (fp32 dW: 1 stage, 2 spilled).
 #   num_stages 2 pipelines the weight tiles of the hidden loop (cp.async); fp32 dT keeps 1 stage so its
 #   shared memory (131 KB) also fits an A100 (2 stages: 168 KB > 163 KB).
 _CONFIGS = {
     ("fwd", True, False): (64, 32, 8, 2), ("fwd", True, True): (32, 32, 8, 2),
     ("dt", True, False): (64, 32, 8, 2), ("dt", True, True): (32, 32, 8, 1),
-    ("dw", True, False): (32, 16, 8, 2), ("dw", True, True): (16, 32, 8, 2),
+    ("dw", True, False): (16, 32, 8, 2), ("dw", True, True): (16, 32, 8, 2),
     ("fwd", False, False): (64, 32, 8, 2), ("fwd", False, True): (64, 32, 8, 2),
     ("dt", False, False): (64, 32, 8, 2), ("dt", False, True): (32, 32, 8, 2),
     ("dw", False, False): (64, 32, 8, 2), ("dw", False, True): (64, 32, 8, 1),
