@@ -73,6 +73,9 @@ def case_record(case, cfg, presults: dict, seconds: float) -> dict:
         bm = provs.get(b, {}).get("median_ms")
         if mk and bm:
             speedup[b] = bm / mk
+    if case.family == "model":
+        for rec in provs.values():
+            rec["images_per_s"] = case.batch / (rec["median_ms"] * 1e-3) if rec["median_ms"] else None
     return dict(family=case.family, name=case.name, batch=case.batch, mode=case.mode, work=case.work,
                 unit=case.unit, rate_unit="TFLOP/s" if case.unit == "flop" else "GB/s", providers=provs,
                 speedup=speedup, seconds=round(seconds, 2))
@@ -158,8 +161,9 @@ def markdown_summary(meta: dict, records: list[dict]) -> str:
         eager = r["providers"].get("eager", {})
         problems = [f"{p} {_status(v)}" for p, v in r["providers"].items() if v["status"] != "ok"]
         sp = r["speedup"]
+        ips = f" ({mk['images_per_s']:.0f} img/s)" if mk.get("images_per_s") else ""
         lines.append(f"| {r['family']} {r['name']} | {r['mode']} | {r['batch']} | "
-                     f"{_f(mk.get('median_ms'), '{:.4g}')} | "
+                     f"{_f(mk.get('median_ms'), '{:.4g}')}{ips} | "
                      f"{_f(mk.get('rate'), '{:.4g}')} | {_f(mk.get('pct_matmul'), '{:.0f}%')} | "
                      f"{_f(sp.get('eager'), '{:.2f}')} | {_f(sp.get('compile'), '{:.2f}')} | "
                      f"{_f(sp.get('compile-max'), '{:.2f}')} | {_f(mk.get('peak_mib'), '{:.0f}')} / "
