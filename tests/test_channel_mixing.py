@@ -228,6 +228,24 @@ def test_fp32_matmul_precision(device, precision, expected):
     assert len(seen) == 6 and set(seen) == {expected}   # 2 forward + 4 backward GEMM launches
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_saved_activations(device, recompute):
+    """What autograd keeps: x, the fp32 row statistics, the parameters and, unless recompute, the
+    pre-activation [B*S, DC] in the compute dtype. Nothing else of activation size."""
+    B, S, C, DC = 2, 9, 8, 40
+    ts = _leaves(_inputs(B, S, C, DC), torch.bfloat16, device)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = mixer_kernels.channel_mixing(*ts, recompute=recompute)
+    params = {id(t) for t in ts[1:]} | {t.data_ptr() for t in ts[1:]}
+    acts = sorted((tuple(t.shape), t.dtype) for t in saved if t.data_ptr() not in params and t.numel() > 0)
+    expected = [((B * S,), torch.float32), ((B * S,), torch.float32), ((B, S, C), torch.bfloat16)]
+    if not recompute:
+        expected.append(((B * S, DC), torch.bfloat16))
+    assert acts == sorted(expected), acts
+    out.sum().backward()
+
+
 def test_autotune_keys_bucket_the_batch():
     """Autotuning keys name the GEMM sizes, the mode and a bucketed M, never the exact row count, so a
     new batch size reuses the tuned configs."""
