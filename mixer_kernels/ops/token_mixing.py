@@ -72,6 +72,8 @@ uses one shape-determined config so that its reduction order, hence its result, 
 process. Under the interpreter every kernel runs one config (multi-config autotune crashes there).
 """
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -451,7 +453,6 @@ _AUTOTUNED: dict = {}
 def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
     """(callable kernel, extra launch kwargs): a single fixed config under the interpreter or when
     MIXER_KERNELS_AUTOTUNE=0; else triton.autotune over the spill-free configs, keyed on shapes."""
-    import os
     default = _default_config(name, S, C, DS, dtype)
     if triton_interpret() or os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0" or name not in _GPU_CONFIGS:
         return kernel, default
