@@ -69,7 +69,10 @@ BLOCK_C/BLOCK_H/num_warps/num_stages over configs that compile without spills fo
 (tests/test_compile.py), keyed on (S, C, DS) and the dtypes; the first call of a shape benchmarks them
 (warm up before CUDA-graph capture; MIXER_KERNELS_AUTOTUNE=0 takes the table's config). The dW kernel
 uses one shape-determined config so that its reduction order, hence its result, is the same in every
-process. Under the interpreter every kernel runs one config (multi-config autotune crashes there).
+process; within a process every kernel is bitwise deterministic. Across processes the autotuner may pick
+another forward/dT config (same math, other fp32 summation order): MIXER_KERNELS_AUTOTUNE=0 makes
+results identical across processes too. Under the interpreter every kernel runs one config
+(multi-config autotune crashes there).
 """
 
 import os
