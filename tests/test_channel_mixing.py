@@ -396,3 +396,52 @@ def test_bad_input(device):
         f(x, nw, nb, w1, b1, w2, b2, recompute="yes")
     with pytest.raises(TypeError):
         f(x, nw, nb, "w1", b1, w2, b2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Compiled kernels on a GPU (`pytest -m gpu`): the split-K weight-gradient path at a real width and
+# batch, bitwise determinism there, and first-call autotuning time.
+
+
+@pytest.mark.gpu
+def test_gpu_b16_split_k_deterministic():
+    """Mixer-B/16 channel mixing at batch 64 (M = 12544: the weight gradients split K = M into
+    several row ranges), bf16, every gradient judged by DESIGN.md §5, two backward runs bitwise equal."""
+    B, S, C, DC = 64, 196, 768, 3072
+    ts64 = [t.cuda() for t in _inputs(B, S, C, DC)]
+    grad64 = torch.randn(B, S, C, dtype=torch.float64, device="cuda")
+    ref = [t.clone().requires_grad_() for t in ts64]
+    ref_out = channel_math(*ref)
+    ref_out.backward(grad64)
+    eager = [t.detach().to(torch.bfloat16).requires_grad_() for t in ts64]
+    eager_out = channel_math(*eager)
+    eager_out.backward(grad64.to(torch.bfloat16))
+    runs = []
+    for _ in range(2):
+        ts = [t.detach().to(torch.bfloat16).requires_grad_() for t in ts64]
+        runs.append(_run(ts, grad64.to(torch.bfloat16)))
+    out, grads = runs[0]
+    assert_close("out", out, ref_out.detach(), eager_out.detach())
+    for name, g, r, e in zip(NAMES, grads, ref, eager, strict=True):
+        assert_close(f"d{name}", g, r.grad, e.grad)
+    for name, a, b in zip(NAMES, runs[0][1], runs[1][1], strict=True):
+        assert torch.equal(a, b), f"d{name} differs between two identical runs"
+
+
+@pytest.mark.gpu
+def test_gpu_first_call_tuning_time():
+    """First forward and backward at a fresh shape (autotuning: compiles + short benchmarks). Prints the
+    times; the bound is generous (compile times vary with the host), the target is well under 10 s."""
+    import time
+    B, S, C, DC = 37, 196, 640, 2560       # a shape no other test tunes
+    ts = _leaves(_inputs(B, S, C, DC), torch.bfloat16, "cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    out = mixer_kernels.channel_mixing(*ts)
+    torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    out.backward(torch.randn_like(out))
+    torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    print(f"\nfirst call at B={B} S={S} C={C} DC={DC} bf16: forward {t1 - t0:.1f} s, backward {t2 - t1:.1f} s")
+    assert t1 - t0 < 60 and t2 - t1 < 120

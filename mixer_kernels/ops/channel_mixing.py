@@ -7,7 +7,7 @@ Forward, three launches, no LayerNorm output and no separate GELU pass in device
      pre-activation z [M, DC] (compute dtype): the only activation saved besides x and the stats.
   3. _channel_out_kernel: fc2 + bias, * sample_scale, + residual x in the epilogue.
 
-Backward (`channel_mixing_backward`):
+Backward (`channel_mixing_bwd`; kernels of gradients autograd does not need are skipped):
   0. recompute=True only: _channel_hidden_kernel recomputes z (nothing but x and the stats is saved).
   1. _channel_hidden_kernel (BACKWARD): dz = (s * g) @ W2 * GELU'(z), the GELU derivative in the
      epilogue; also writes GELU(z) for the fc2 weight gradient.
@@ -21,6 +21,7 @@ Backward (`channel_mixing_backward`):
 The custom ops `mixer_kernels::channel_mixing_fwd` / `_bwd` (torch.library, with fake kernels and
 registered autograd) make torch.compile(fullgraph=True) trace through without graph breaks.
 float64 inputs (accepted by the checks) take the plain PyTorch path: no Triton dot for them.
+Direct callers of the custom ops pass contiguous 1-D tensors (the `channel_mixing` wrapper ensures it).
 """
 from __future__ import annotations
 
