@@ -25,6 +25,7 @@ Direct callers of the custom ops pass contiguous 1-D tensors (the `channel_mixin
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -37,6 +38,11 @@ from .layernorm_stats import layernorm_stats
 _OP = "mixer_kernels::channel_mixing"
 
 
+def _device_of(x):
+    """Launch on x's GPU even when another one is current (Triton launches on the current device)."""
+    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+
+
 @torch.library.custom_op(_OP + "_fwd", mutates_args=())
 def channel_mixing_fwd(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
                        fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
@@ -44,6 +50,13 @@ def channel_mixing_fwd(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: to
                        eps: float, approximate: str, save_preact: bool
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out, mean, rstd, z): z is the pre-activation [M, DC] if save_preact, else an empty [0, DC]."""
+    with _device_of(x):
+        return _forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale, eps,
+                        approximate, save_preact)
+
+
+def _forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale, eps, approximate,
+             save_preact):
     B, S, C = x.shape
     M, DC = B * S, fc1_weight.shape[0]
     if M == 0:
@@ -80,6 +93,13 @@ def channel_mixing_bwd(grad_out: torch.Tensor, x: torch.Tensor, mean: torch.Tens
     each in its input's dtype. z: the saved pre-activation, or [0, DC] to recompute it. need_input
     (x and the LayerNorm parameters), need_fc1, need_fc2: which gradients to compute; the others come
     back as empty [0] tensors and their kernels are skipped (frozen layers)."""
+    with _device_of(x):
+        return _backward_impl(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                              sample_scale, approximate, need_input, need_fc1, need_fc2)
+
+
+def _backward_impl(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                   sample_scale, approximate, need_input, need_fc1, need_fc2):
     B, S, C = x.shape
     M = B * S
     cdt = fc1_weight.dtype
