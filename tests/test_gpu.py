@@ -320,12 +320,14 @@ def test_cuda_graph_block(mode):
     g, static, n = _capture(fn)
     _assert_kernels_ran(n, "_token", "CUDA-graph capture")
     _assert_kernels_ran(n, "_channel", "CUDA-graph capture")
+    before = static[0].clone()
     fresh = _block_inputs(torch.bfloat16)
     with torch.no_grad():
         for dst, src in zip(leaves, fresh, strict=True):
             dst.copy_(src)
     g.replay()
     torch.cuda.synchronize()
+    assert not torch.equal(before, static[0]), "graph replay did not recompute the output from the new inputs"
     expected = fn()
     for i, (a, b) in enumerate(zip(static, expected, strict=True)):
         assert torch.equal(a, b), f"output {i}: graph replay differs from a direct call by {rel_err(a, b):.3g}"
@@ -343,10 +345,14 @@ def test_cuda_graph_fused_timm_model():
 
     g, static, n = _capture(fn)
     _assert_kernels_ran(n, "_token", "CUDA-graph capture of the fused model")
+    before = static.clone()
     images.copy_(torch.randn_like(images))
     g.replay()
     torch.cuda.synchronize()
-    assert torch.equal(static, fn()), "graph replay of the fused model differs from a direct call"
+    assert not torch.equal(before, static), "graph replay did not recompute the logits from the new images"
+    # The stem and head run cuDNN/cuBLAS, whose algorithm under capture may differ: a tolerance, not equality.
+    err = rel_err(static, fn())
+    assert err <= 1e-2, f"graph replay of the fused model differs from a direct call by {err:.3g}"
 
 
 # -------------------------------------------------------------------------------------------------
