@@ -102,9 +102,10 @@ def _prune(weight_arg):
     def prune(configs, named_args, **kwargs):
         if len(configs) <= 1:
             return configs
-        bits = 32 if named_args[weight_arg].element_size() >= 4 else 16
+        w = named_args[weight_arg]
+        bits = 32 if w.element_size() >= 4 else 16
         keep = [c for c in configs if (c.kwargs["BLOCK_K"] == 32) == (bits == 32)]
-        if torch.cuda.get_device_capability(named_args[weight_arg].device)[0] < 9:
+        if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
             keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
         return keep or configs
     return prune
