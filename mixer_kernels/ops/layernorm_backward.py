@@ -17,8 +17,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .._config import empty
+from .._config import empty, triton_interpret
 from ._registry import CompileCase, register_kernel
+from ._round import to_dtype
 
 
 @triton.jit
@@ -41,6 +42,7 @@ def _layernorm_bwd_kernel(
     HAS_DRES: tl.constexpr,   # add DRes to dx
     BLOCK_M: tl.constexpr,    # rows per block
     BLOCK_C: tl.constexpr,    # channels per chunk
+    INTERPRET: tl.constexpr,  # under the interpreter: round dx to bf16 by hand (ops/_round.py)
 ):
     pid = tl.program_id(0)
     G = tl.num_programs(0)
@@ -83,7 +85,7 @@ def _layernorm_bwd_kernel(
             if HAS_DRES:
                 r = tl.load(DRes + (b * s_r_b + s * s_r_s)[:, None] + c[None, :] * s_r_c, mask=mask, other=0.0)
                 dx += r.to(tl.float32)
-            tl.store(DX + rows[:, None] * C + c[None, :], dx.to(DX.dtype.element_ty), mask=mask)
+            tl.store(DX + rows[:, None] * C + c[None, :], to_dtype(dx, DX.dtype.element_ty, INTERPRET), mask=mask)
             part = pid.to(tl.int64) * C + c
             tl.store(DWp + part, tl.load(DWp + part, mask=cmask) + tl.sum(dn * xhat, axis=0), mask=cmask)
             tl.store(DBp + part, tl.load(DBp + part, mask=cmask) + tl.sum(dn, axis=0), mask=cmask)
@@ -118,7 +120,8 @@ def layernorm_backward(dn, x, mean, rstd, weight, dresidual=None):
         _layernorm_bwd_kernel[(G,)](
             dn3, x3, mean, rstd, weight, rr, dx, dwp, dbp, M, S, C,
             *dn3.stride(), *x3.stride(), *rr.stride(),
-            HAS_DRES=r3 is not None, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=num_warps,
+            HAS_DRES=r3 is not None, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, INTERPRET=triton_interpret(),
+            num_warps=num_warps,
         )
     dx = dx.squeeze(0) if squeeze else dx
     return dx, dwp.sum(0), dbp.sum(0)
@@ -135,7 +138,7 @@ def _compile_cases() -> list[CompileCase]:
                 f"{name} {str(dtype)[6:]}",
                 dict(DN=torch.float32, X=dtype, Mean=torch.float32, Rstd=torch.float32, W=dtype, DRes=dtype,
                      DX=dtype, DWp=torch.float32, DBp=torch.float32, M=256 * S, S=S, C=C, **strides,
-                     HAS_DRES=True, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C),
+                     HAS_DRES=True, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, INTERPRET=False),
                 num_warps=num_warps, num_stages=1))
     return cases
 
