@@ -17,7 +17,9 @@ MODES = ("fwd", "fwd+bwd", "infer")
 MODE_HELP = {"fwd": "forward (training: autograd records)", "fwd+bwd": "forward + backward",
              "infer": "inference (no_grad)"}
 MK = "mixer-kernels"
+MK_COMPILE = "mixer-kernels+compile"     # opt-in: torch.compile around the fused ops (what a user may do)
 BASELINES = ("eager", "compile", "compile-max")
+PROVIDERS = (MK, MK_COMPILE, *BASELINES)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 # Paper Table 1 (DESIGN.md §1) at 224 px, patch 16: S = 196.
@@ -189,11 +191,12 @@ def build_op_case(cfg: RunConfig, mode: str, make_set: Callable[[torch.Generator
                      for i in range(n_sets)]
     built = Built(steps={}, n_sets=n_sets)
     fns = baseline_fns(eager_fn, cfg)
-    if MK in cfg.providers:
-        if mk_skip:
-            built.skipped[MK] = mk_skip
-        else:
-            fns[MK] = mk_fn
+    for p in (MK, MK_COMPILE):
+        if p in cfg.providers:
+            if mk_skip:
+                built.skipped[p] = mk_skip
+            else:
+                fns[p] = mk_fn if p == MK else compiled(mk_fn, "compile")
     for p in cfg.providers:
         if p in fns:
             built.steps[p] = op_step(fns[p], sets, grad_outs, mode)

@@ -11,7 +11,19 @@ import copy
 import torch
 
 from .block import block_flops
-from .cases import MK, SHAPES, Built, Case, RunConfig, compiled, generator, mode_factor, op_available, rotation_sets
+from .cases import (
+    MK,
+    MK_COMPILE,
+    SHAPES,
+    Built,
+    Case,
+    RunConfig,
+    compiled,
+    generator,
+    mode_factor,
+    op_available,
+    rotation_sets,
+)
 
 TIMM_NAMES = {"S/16": "mixer_s16_224", "B/16": "mixer_b16_224", "L/16": "mixer_l16_224"}
 NUM_CLASSES = 1000
@@ -97,17 +109,19 @@ def _build(source: str, shape: str, B: int, mode: str):
                      for i in range(n_sets)] if mode == "fwd+bwd" else None
         names = [n for n, _ in model.named_parameters()]
         models, built = {}, Built(steps={}, n_sets=n_sets)
+        fused, why = None, None             # one fused copy, shared by mixer-kernels and its compiled form
         for p in cfg.providers:
             if p == "eager":
                 models[p] = model
             elif p in ("compile", "compile-max"):
                 models[p] = compiled(model, p)        # shares the eager model's parameters
-            elif p == MK:
-                fused, why = _fuse(model)
+            elif p in (MK, MK_COMPILE):
+                if fused is None and why is None:
+                    fused, why = _fuse(model)
                 if fused is None:
                     built.skipped[p] = why
                 else:
-                    models[p] = fused
+                    models[p] = fused if p == MK else compiled(fused, "compile")
         for p, m in models.items():
             built.steps[p] = _model_step(m, names, images, grad_outs, mode)
         return built

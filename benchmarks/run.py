@@ -42,8 +42,8 @@ def parse_args(argv):
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                    help="default bf16 (fp32 in the smoke run)")
     p.add_argument("--providers", type=_csv, default=None,
-                   help="mixer-kernels,eager,compile[,compile-max] (default mixer-kernels,eager,compile; "
-                        "smoke: mixer-kernels,eager)")
+                   help="mixer-kernels,eager,compile[,compile-max][,mixer-kernels+compile] (default "
+                        "mixer-kernels,eager,compile; smoke: mixer-kernels,eager)")
     p.add_argument("--max-autotune", action="store_true",
                    help="add torch.compile(mode='max-autotune-no-cudagraphs') (long compile times)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds per case")
@@ -76,7 +76,7 @@ def _config(a):
 
 def build_cases(a, cfg):
     from . import anchors, block, channel_mixing, models, token_mixing
-    from .cases import MODES, SHAPES
+    from .cases import MODES, PROVIDERS, SHAPES
     smoke = cfg.smoke
     shapes = a.shapes or (["tiny"] if smoke else ["B/16", "L/16"])
     batches = a.batches or ([2] if smoke else [1, 8, 64, 256])
@@ -87,6 +87,9 @@ def build_cases(a, cfg):
         bad = [v for v in values if v not in allowed]
         if bad:
             raise SystemExit(f"{name}: unknown {bad}; expected some of {list(allowed)}")
+    bad = [p for p in cfg.providers if p not in PROVIDERS]
+    if bad:
+        raise SystemExit(f"--providers: unknown {bad}; expected some of {list(PROVIDERS)}")
     cases = []
     for fam in a.families:
         if fam == "anchors":
@@ -129,9 +132,9 @@ def run_case(case, cfg) -> dict:
     outs = {}
     for p, step in built.steps.items():
         try:
-            outs[p], launches = first_call(step, p, count_launches=(p == MK), cuda=cuda)
+            outs[p], launches = first_call(step, p, count_launches=p.startswith(MK), cuda=cuda)
             res[p] = ProviderResult(triton_launches=launches)
-            if p == MK and not launches:
+            if p.startswith(MK) and not launches:
                 res[p] = ProviderResult(status="error", triton_launches=launches,
                                         reason="no Triton kernel launched (a PyTorch fallback answered)")
         except Exception as e:
