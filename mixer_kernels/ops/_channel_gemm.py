@@ -31,7 +31,10 @@ the compile check on triton 3.8):
   64x256x64 with 8 warps (165): the second halves the LayerNorm prologue work per FLOP (the A tile is
   normalised once per column tile). 128x256 with the LN prologue spilled 228 bytes. The backward
   epilogue (z load, GELU and GELU', two stores) runs on two column halves in turn: as one
-  [128, 128] piece it spilled 124-236 bytes; split, 170 registers.
+  [128, 128] piece it spilled 124-236 bytes; split, 170 registers. Third: 64x128x64 with 4 warps
+  (161-166 registers, 66 KB of shared memory), so three CTAs fit on an SM and one's epilogue overlaps
+  the others' main loops: with K = C = 768 the main loop is only 12 steps and the erf-GELU epilogue
+  is estimated at well over half of it, which the one-CTA-per-SM configs above leave exposed.
 * GEMM 2: 128x256x64, 8 warps, 3 stages (Triton's best H100 matmul tile; 235 registers with the
   residual epilogue, again done on two column halves: 204 bytes of spills in one piece), or
   128x128x64 with 4 stages.
@@ -43,7 +46,7 @@ the compile check on triton 3.8):
 * Weight gradients: the [C, DC] output has only 144 tiles at B/16 (1.1 waves on 132 SMs), so K = M is
   split into `split` contiguous row ranges chosen to fill whole waves (_wgrad_split).
 
-Autotuning (GPU only): two configs per kernel and dtype, keyed on C, DC, the mode and M_BUCKET = next
+Autotuning (GPU only): two or three configs per kernel and dtype, keyed on C, DC, the mode and M_BUCKET = next
 power of two of M, never the exact batch. Under the interpreter: one config.
 """
 from __future__ import annotations
@@ -79,7 +82,7 @@ def _cfg(bm, bn, bk, warps, stages, group_m=8):
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel and operand width (16-bit operands use
 # BLOCK_K = 64, fp32 32). All are compile cases (fp32: the first only).
 GPU_CONFIGS = {
-    "hidden": {16: [(128, 128, 64, 8, 3), (64, 256, 64, 8, 3)],
+    "hidden": {16: [(128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3)],
                32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
     "out": {16: [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)],
             32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
