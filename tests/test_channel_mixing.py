@@ -30,6 +30,12 @@ def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample
     return x + h
 
 
+def _repo_pythonpath():
+    """PYTHONPATH for a subprocess that imports mixer_kernels from this working tree."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.pathsep.join([root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
+
 def _inputs(B, S, C, DC):
     """x and the six parameters in float64 (CPU), away from their init; x with a non-zero mean."""
     x = 0.5 + torch.randn(B, S, C, dtype=torch.float64)
@@ -327,6 +333,7 @@ def test_cpu_without_interpreter_takes_torch_path():
             "assert 'mixer_kernels.ops.channel_mixing' not in sys.modules\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["CUDA_VISIBLE_DEVICES"] = ""
+    env["PYTHONPATH"] = _repo_pythonpath()
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
 
@@ -440,19 +447,23 @@ def test_gpu_b16_split_k_deterministic():
 
 
 @pytest.mark.gpu
-def test_gpu_first_call_tuning_time():
-    """First forward and backward at a fresh shape (autotuning: compiles + short benchmarks). Prints the
-    times; the bound is generous (compile times vary with the host), the target is well under 10 s."""
-    import time
-    B, S, C, DC = 37, 196, 640, 2560       # a shape no other test tunes
-    ts = _leaves(_inputs(B, S, C, DC), torch.bfloat16, "cuda")
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    out = mixer_kernels.channel_mixing(*ts)
-    torch.cuda.synchronize()
-    t1 = time.perf_counter()
-    out.backward(torch.randn_like(out))
-    torch.cuda.synchronize()
-    t2 = time.perf_counter()
-    print(f"\nfirst call at B={B} S={S} C={C} DC={DC} bf16: forward {t1 - t0:.1f} s, backward {t2 - t1:.1f} s")
-    assert t1 - t0 < 60 and t2 - t1 < 120
+def test_gpu_first_call_tuning_time(tmp_path):
+    """First forward and backward in a fresh process with an empty Triton cache (every kernel compiled,
+    every autotuned launch benchmarked), bf16 at B/16 batch 256. Prints the times; the bound is generous
+    (compile times vary with the host), the target is well under 10 s per call."""
+    code = (
+        "import time, torch, mixer_kernels\n"
+        "B, S, C, DC = 256, 196, 768, 3072\n"
+        "mk = lambda *s: (torch.randn(*s, device='cuda') * 0.1).to(torch.bfloat16).requires_grad_()\n"
+        "ts = [mk(B, S, C), mk(C), mk(C), mk(DC, C), mk(DC), mk(C, DC), mk(C)]\n"
+        "torch.cuda.synchronize(); t0 = time.perf_counter()\n"
+        "out = mixer_kernels.channel_mixing(*ts); torch.cuda.synchronize(); t1 = time.perf_counter()\n"
+        "out.backward(torch.randn_like(out)); torch.cuda.synchronize(); t2 = time.perf_counter()\n"
+        "print(f'{t1 - t0:.2f} {t2 - t1:.2f}')\n")
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path / "triton-cache"), PYTHONPATH=_repo_pythonpath())
+    env.pop("TRITON_INTERPRET", None)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    fwd, bwd = (float(v) for v in r.stdout.split()[-2:])
+    print(f"\nfirst call, cold Triton cache, B/16 batch 256 bf16: forward {fwd:.1f} s, backward {bwd:.1f} s")
+    assert fwd < 60 and bwd < 120
