@@ -69,9 +69,9 @@ def case_record(case, cfg, presults: dict, seconds: float) -> dict:
         provs[p] = rec
     speedup = {}
     mk = provs.get(MK, {}).get("median_ms")
-    for b in BASELINES:
-        bm = provs.get(b, {}).get("median_ms")
-        if mk and bm:
+    for b in provs:
+        bm = provs[b].get("median_ms")
+        if b != MK and mk and bm:
             speedup[b] = bm / mk
     if case.family == "model":
         for rec in provs.values():
