@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -449,7 +450,7 @@ def test_gpu_b16_split_k_deterministic():
 @pytest.mark.gpu
 def test_gpu_first_call_tuning_time(tmp_path):
     """First forward and backward in a fresh process with an empty Triton cache (every kernel compiled,
-    every autotuned launch benchmarked), bf16 at B/16 batch 256. Prints the times; the bound is generous
+    every autotuned launch benchmarked), bf16 at B/16 batch 256. Reports the times as a warning; the bound is generous
     (compile times vary with the host), the target is well under 10 s per call."""
     code = (
         "import time, torch, mixer_kernels\n"
@@ -465,5 +466,7 @@ def test_gpu_first_call_tuning_time(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     fwd, bwd = (float(v) for v in r.stdout.split()[-2:])
-    print(f"\nfirst call, cold Triton cache, B/16 batch 256 bf16: forward {fwd:.1f} s, backward {bwd:.1f} s")
+    # a warning, so the figure reaches the log of a quiet (-q) run that passes
+    warnings.warn(f"channel mixing first call, cold Triton cache, B/16 batch 256 bf16: forward {fwd:.1f} s, "
+                  f"backward {bwd:.1f} s", stacklevel=1)
     assert fwd < 60 and bwd < 120
