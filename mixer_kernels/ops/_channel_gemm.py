@@ -47,11 +47,13 @@ the compile check on triton 3.8):
   split into `split` contiguous row ranges chosen to fill whole waves (_wgrad_split).
 
 Autotuning (GPU only): two or three configs per kernel and dtype, keyed on C, DC, the mode and M_BUCKET = next
-power of two of M, never the exact batch. Under the interpreter: one config.
+power of two of M, never the exact batch. Under the interpreter: one config. MIXER_KERNELS_AUTOTUNE=0
+(as for token mixing): the first config of each list, no benchmarking.
 """
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -101,7 +103,9 @@ def _configs(kind):
 
 def _prune(weight_arg):
     """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32); before
-    sm_90 drop 128x256 tiles (the weight-gradient one spills 136-380 bytes on sm_80)."""
+    sm_90 drop 128x256 tiles (the weight-gradient one spills 136-380 bytes on sm_80). With
+    MIXER_KERNELS_AUTOTUNE=0 keep only the first (no benchmarking: the same config in every process,
+    hence bitwise-equal results across processes, not only within one)."""
     def prune(configs, named_args, **kwargs):
         if len(configs) <= 1:
             return configs
@@ -110,7 +114,10 @@ def _prune(weight_arg):
         keep = [c for c in configs if (c.kwargs["BLOCK_K"] == 32) == (bits == 32)]
         if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
             keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
-        return keep or configs
+        keep = keep or configs
+        if os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0":
+            keep = keep[:1]
+        return keep
     return prune
 
 

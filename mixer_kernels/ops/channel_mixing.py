@@ -16,7 +16,9 @@ Backward (`channel_mixing_bwd`; kernels of gradients autograd does not need are 
   4. _channel_out_kernel: dn = dz @ W1, the gradient at the LayerNorm output.
   5. layernorm_backward: dx (+ the residual gradient g), dgamma, dbeta (deterministic partials).
   Weight/bias gradients accumulate in fp32 over fixed row ranges and are summed in a fixed order:
-  bitwise reproducible. (Plus small torch reductions of the split-K partials.)
+  bitwise reproducible. (Plus small torch reductions of the split-K partials.) Across processes the
+  autotuner may pick another tile config (the same BLOCK_K and row ranges, but not guaranteed to give
+  the same bits); MIXER_KERNELS_AUTOTUNE=0 fixes the configs.
 
 The custom ops `mixer_kernels::channel_mixing_fwd` / `_bwd` (torch.library, with fake kernels and
 registered autograd) make torch.compile(fullgraph=True) trace through without graph breaks.
