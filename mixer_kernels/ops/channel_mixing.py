@@ -25,8 +25,8 @@ registered autograd) make torch.compile(fullgraph=True) trace through without gr
 float64 inputs (accepted by the checks) take the plain PyTorch path: no Triton dot for them.
 Direct callers of the custom ops pass contiguous 1-D tensors (the `channel_mixing` wrapper ensures it).
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations`: torch.library infers the op schemas from real annotation
+# objects (string annotations need a newer torch to resolve).
 import contextlib
 from typing import Optional
 
