@@ -43,11 +43,14 @@ echo "gpu_check: $("$PY" -c 'import torch, triton; print("torch", torch.__versio
 [ "$HAS_CUDA" = 1 ] || echo "gpu_check: no CUDA device: a dry run (GPU tests skip; CPU smoke run, no speed claims)"
 
 # 1. The GPU tests (all of `pytest -m gpu`), a per-test timeout where pytest-timeout is installed and
-#    a stack dump of any test running over 90 s either way.
+#    a stack dump of any test running over 90 s either way. tests/test_gpu.py (the broad suite) runs
+#    first, then the gpu tests of the other files, so a slow one there cannot starve it of time.
 TIMEOUT_ARGS=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_ARGS=(--timeout 120)
+TEST_FILES=(tests/test_gpu.py)
+for f in tests/test_*.py; do [ "$f" = tests/test_gpu.py ] || TEST_FILES+=("$f"); done
 timeout -k 10 -s INT "$PYTEST_S" "$PY" -m pytest -m gpu -q -p no:cacheprovider -o faulthandler_timeout=90 \
-  "${TIMEOUT_ARGS[@]}" 2>&1 | tee "$DEST/pytest_gpu.log" | tail -n 40
+  "${TIMEOUT_ARGS[@]}" "${TEST_FILES[@]}" 2>&1 | tee "$DEST/pytest_gpu.log" | tail -n 40
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 124 ] && echo "pytest: stopped after ${PYTEST_S} s" | tee -a "$DEST/pytest_gpu.log"
 record "pytest -m gpu" "$rc"
