@@ -35,8 +35,8 @@ fi
 mkdir -p "$DEST"
 STATUS=()
 FAILED=0
-record() {  # record <stage> <exit status>
-  if [ "$2" -eq 0 ]; then STATUS+=("| $1 | ok |"); else STATUS+=("| $1 | FAILED (exit $2) |"); FAILED=1; fi
+record() {  # record <stage> <exit status> [detail]
+  if [ "$2" -eq 0 ]; then STATUS+=("| $1 | ok | ${3:-} |"); else STATUS+=("| $1 | FAILED (exit $2) | ${3:-} |"); FAILED=1; fi
 }
 echo "gpu_check: $("$PY" -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, \
 "cuda", torch.cuda.get_device_name() if torch.cuda.is_available() else "none")' 2>&1); results to $DEST"
@@ -53,7 +53,8 @@ timeout -k 10 -s INT "$PYTEST_S" "$PY" -m pytest -m gpu -q -p no:cacheprovider -
   "${TIMEOUT_ARGS[@]}" "${TEST_FILES[@]}" 2>&1 | tee "$DEST/pytest_gpu.log" | tail -n 40
 rc=${PIPESTATUS[0]}
 [ "$rc" -eq 124 ] && echo "pytest: stopped after ${PYTEST_S} s" | tee -a "$DEST/pytest_gpu.log"
-record "pytest -m gpu" "$rc"
+record "pytest -m gpu" "$rc" "$(grep -E '(passed|failed|error|skipped|no tests ran)' "$DEST/pytest_gpu.log" \
+  | grep -E ' in [0-9.]+s' | tail -n 1 | tr -d '=|' | sed 's/^ *//; s/ *$//')"
 
 # 2. Registers, spills and shared memory of every registered kernel, compiled for sm_90.
 timeout -k 5 "$COMPILE_S" "$PY" -m mixer_kernels.ops._compile_check --arch 90 > "$DEST/compile_check.log" 2>&1
@@ -87,8 +88,8 @@ record "benchmarks" "$rc"
 # The short table, last.
 {
   echo
-  echo "| gpu_check stage | result |"
-  echo "|---|---|"
+  echo "| gpu_check stage | result | detail |"
+  echo "|---|---|---|"
   printf '%s\n' "${STATUS[@]}"
   echo
   echo "total ${SECONDS} s"
