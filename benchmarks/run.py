@@ -65,13 +65,15 @@ def _config(a):
         a.smoke = True
         providers = a.providers or [MK, "eager"]
         dtype = DTYPES[a.dtype or "fp32"]
-        return RunConfig(device="cpu", dtype=dtype, smoke=True, providers=providers, rounds=1, round_ms=0.0)
+        return RunConfig(device="cpu", dtype=dtype, smoke=True, providers=providers, rounds=1, round_ms=0.0,
+                         kernels=a.kernels)
     providers = a.providers or [MK, "eager", "compile"]
     if a.max_autotune and "compile-max" not in providers:
         providers.append("compile-max")
     props = torch.cuda.get_device_properties(0)
     return RunConfig(device="cuda", dtype=DTYPES[a.dtype or "bf16"], smoke=False, providers=providers,
-                     rounds=a.rounds, round_ms=a.round_ms, l2_bytes=int(getattr(props, "L2_cache_size", 50 << 20)))
+                     rounds=a.rounds, round_ms=a.round_ms, l2_bytes=int(getattr(props, "L2_cache_size", 50 << 20)),
+                     kernels=a.kernels)
 
 
 def build_cases(a, cfg):
@@ -226,7 +228,6 @@ def main(argv=None) -> int:
         if os.environ.pop("MIXER_KERNELS_POISON", "0") == "1":
             print("MIXER_KERNELS_POISON=1 ignored: NaN-filling outputs would be timed", file=sys.stderr)
     cfg = _config(a)
-    cfg.kernels = a.kernels
 
     from .report import SMOKE_BANNER, add_matmul_percent, card_slug, case_record, environment, write_files
     for attr in ("cache_size_limit", "recompile_limit"):
