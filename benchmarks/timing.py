@@ -91,7 +91,8 @@ class _LaunchCounter:
 
 def first_call(step, provider: str, count_launches: bool, cuda: bool):
     """The first step (compilation, autotuning happen here; never timed). Returns its outputs and how
-    many Triton kernels it launched."""
+    many launches of registered Triton kernels it made (on a GPU that includes the autotuner's
+    benchmark launches: the count proves the kernels ran, it is not the launches per step)."""
     launches = None
     if count_launches:
         with _LaunchCounter() as c:
