@@ -97,8 +97,10 @@ def perturb_(module: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
             p.copy_(1.0 + scale * torch.randn_like(p))
         elif p.dim() == 1:
             p.copy_(scale * torch.randn_like(p))
+        elif p.std() < 1e-6:   # zero-initialised (timm's classifier head): give it fan-in-scaled weights
+            p.copy_(torch.randn_like(p) * p[0].numel() ** -0.5)
         else:
-            p.add_(scale * p.std().clamp_min(1e-3) * torch.randn_like(p))
+            p.add_(scale * p.std() * torch.randn_like(p))
     return module
 
 
