@@ -82,8 +82,13 @@ def _check_mlp(mlp: nn.Module, in_features: int, where: str) -> str:
 
 
 def _dropout_p(mlp: nn.Module) -> float:
-    return max((getattr(mlp, n).p for n in ("drop1", "drop2", "drop") if isinstance(getattr(mlp, n, None),
-                                                                                 nn.Dropout)), default=0.0)
+    # a plain loop: torch 2.11's dynamo cannot trace max(generator, default=...) (a graph break)
+    p = 0.0
+    for name in ("drop1", "drop2", "drop"):
+        d = getattr(mlp, name, None)
+        if isinstance(d, nn.Dropout) and d.p > p:
+            p = d.p
+    return p
 
 
 class MixerBlock(nn.Module):
