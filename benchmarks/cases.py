@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 
 MODES = ("fwd", "fwd+bwd", "infer")
+MODEL_MODES = MODES + ("train",)    # train: a whole-model training step (models only; see models.py)
 MODE_HELP = {"fwd": "forward (training: autograd records)", "fwd+bwd": "forward + backward",
              "infer": "inference (no_grad)"}
 MK = "mixer-kernels"
@@ -85,7 +86,7 @@ def channel_flops(B, S, C, DC) -> float:
 
 
 def mode_factor(mode: str) -> float:
-    return 3.0 if mode == "fwd+bwd" else 1.0
+    return 3.0 if mode in ("fwd+bwd", "train") else 1.0
 
 
 # -------------------------------------------------------------------------------------------------

@@ -1,8 +1,13 @@
 """Whole MLP-Mixer models (Mixer-B/16, L/16), built by the reference model (reference/mlp_mixer.py) or
 by timm: eager, torch.compile'd, and fused by `mixer_kernels.fuse_mixer_blocks(model)`.
 
-Weights are cast to the run's dtype (`model.to(dtype)`), images too. fwd+bwd runs the forward and a
-backward from a random logits gradient (no optimizer step); gradients are freed after each step.
+fwd, fwd+bwd, infer: weights are cast to the run's dtype (`model.to(dtype)`), images too; fwd+bwd runs
+the forward and a backward from a random logits gradient (no optimizer step); gradients are freed after
+each step. train: what a timm training loop does, a mixed-precision step: fp32 weights, the forward
+under torch.autocast in the run's dtype (plain fp32 for --dtype fp32), cross-entropy on random labels,
+backward, and an AdamW step. Every provider trains its own copy of the same initial model (so their
+first steps, which the correctness check compares, start from the same weights); the logits and loss
+of the step are returned.
 """
 from __future__ import annotations
 
@@ -94,7 +99,56 @@ def _model_step(model, names, images, grad_outs, mode):
     return step
 
 
+def _train_step(model, images, labels, dtype):
+    """One mixed-precision training step of `model` (its own AdamW); returns (logits, loss)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    device_type = images[0].device.type
+    n = len(images)
+
+    def step(i):
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+            out = model(images[i % n])
+            loss = torch.nn.functional.cross_entropy(out.float(), labels[i % n])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return out.detach(), loss.detach()
+    return step
+
+
+def _build_train(source: str, shape: str, B: int):
+    def build(cfg: RunConfig) -> Built:
+        torch.manual_seed(0)
+        model = _perturb(_make_model(source, shape).to(cfg.device), cfg).train()     # fp32 master weights
+        img = 32 if shape == "tiny" else IMG
+        n_sets = rotation_sets(B * 3 * img * img * 4, cfg)
+        images = [torch.randn(B, 3, img, img, generator=generator(cfg, i), device=cfg.device) for i in range(n_sets)]
+        labels = [torch.randint(0, model.num_classes, (B,), generator=generator(cfg, 1000 + i), device=cfg.device)
+                  for i in range(n_sets)]
+        built = Built(steps={}, n_sets=n_sets)
+        for p in cfg.providers:
+            if p == "eager":
+                m = copy.deepcopy(model)
+            elif p in ("compile", "compile-max"):
+                m = compiled(copy.deepcopy(model), p)
+            elif p in (MK, MK_COMPILE):
+                m, why = _fuse(model)
+                if m is None:
+                    built.skipped[p] = why
+                    continue
+                m = m if p == MK else compiled(m, "compile")
+            else:
+                continue
+            built.steps[p] = _train_step(m, images, labels, cfg.dtype)
+        return built
+
+    return build
+
+
 def _build(source: str, shape: str, B: int, mode: str):
+    if mode == "train":
+        return _build_train(source, shape, B)
+
     def build(cfg: RunConfig) -> Built:
         torch.manual_seed(0)
         model = _perturb(_make_model(source, shape).to(cfg.device), cfg).to(cfg.dtype)

@@ -38,7 +38,11 @@ def parse_args(argv):
     p.add_argument("--models", type=_csv, default=None, help="model sizes (default B/16,L/16)")
     p.add_argument("--model-sources", type=_csv, default=["ref", "timm"], help="ref (reference/), timm, or both")
     p.add_argument("--model-batches", type=_ints, default=None, help="model batches (default: --batches)")
-    p.add_argument("--model-modes", type=_csv, default=None, help="model modes (default: --modes)")
+    p.add_argument("--model-infer-batches", type=_ints, default=None,
+                   help="model batches for the infer mode (default: --model-batches), e.g. 1024")
+    p.add_argument("--model-modes", type=_csv, default=None,
+                   help="model modes: fwd,fwd+bwd,infer,train (default: --modes); train = forward, backward and "
+                        "an AdamW step under autocast with fp32 weights")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
                    help="default bf16 (fp32 in the smoke run)")
     p.add_argument("--providers", type=_csv, default=None,
@@ -78,14 +82,15 @@ def _config(a):
 
 def build_cases(a, cfg):
     from . import anchors, block, channel_mixing, models, token_mixing
-    from .cases import MODES, PROVIDERS, SHAPES
+    from .cases import MODEL_MODES, MODES, PROVIDERS, SHAPES
     smoke = cfg.smoke
     shapes = a.shapes or (["tiny"] if smoke else ["B/16", "L/16"])
     batches = a.batches or ([2] if smoke else [1, 8, 64, 256])
     modes = a.modes or list(MODES)
     sizes = a.models or (["tiny"] if smoke else ["B/16", "L/16"])
-    for name, values, allowed in (("--shapes", shapes + sizes, SHAPES), ("--modes", modes + (a.model_modes or []),
-                                  MODES), ("--families", a.families, FAMILIES)):
+    for name, values, allowed in (("--shapes", shapes + sizes, SHAPES), ("--modes", modes, MODES),
+                                  ("--model-modes", a.model_modes or [], MODEL_MODES),
+                                  ("--families", a.families, FAMILIES)):
         bad = [v for v in values if v not in allowed]
         if bad:
             raise SystemExit(f"{name}: unknown {bad}; expected some of {list(allowed)}")
@@ -103,7 +108,10 @@ def build_cases(a, cfg):
         elif fam == "block":
             cases += block.cases(shapes, batches, modes)
         elif fam == "model":
-            cases += models.cases(a.model_sources, sizes, a.model_batches or batches, a.model_modes or modes)
+            model_batches, model_modes = a.model_batches or batches, a.model_modes or modes
+            cases += models.cases(a.model_sources, sizes, model_batches, [m for m in model_modes if m != "infer"])
+            if "infer" in model_modes:
+                cases += models.cases(a.model_sources, sizes, a.model_infer_batches or model_batches, ["infer"])
     return cases
 
 
