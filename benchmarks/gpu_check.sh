@@ -12,7 +12,8 @@
 # Benchmarks run here (a subset of the full sweep, to fit the time): B/16 token mixing, channel mixing
 # and the whole block at batch 256 (fwd, fwd+bwd, inference) and timm Mixer-B/16 (a mixed-precision
 # training step with AdamW at batch 256, inference at batch 1024: issue 5's targets), bf16, providers
-# mixer-kernels, eager, torch.compile default, with the device time per kernel (--kernels). Cases that do not fit the time budget are listed as skipped.
+# mixer-kernels, eager, torch.compile default, with the device time per kernel (--kernels). Cases that
+# do not fit the time budget are listed as skipped.
 # Without a CUDA device it is a dry run of the same stages: GPU tests skip, and the benchmark stage is
 # the CPU smoke run (correctness only, no speed claims).
 set -uo pipefail
