@@ -131,6 +131,12 @@ def _autotune(kind, weight_arg, key):
                            cache_results=True)
 
 
+# Arguments that change with the batch size: the JIT does not specialise on them (no divisibility-by-16
+# or ==1 variants), so a new batch size (a last partial batch, a benchmark at another batch) reuses the
+# compiled kernels instead of compiling every config again. They only bound masks and loops.
+_BATCH_ARGS = ["M", "M_BUCKET"]
+
+
 def m_bucket(M: int) -> int:
     """Autotuning key for the row count: the next power of two, so a new batch size does not retune."""
     return triton.next_power_of_2(max(int(M), 1))
@@ -185,7 +191,7 @@ def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, WRITE_ACT
 
 
 @_autotune("hidden", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "BACKWARD"])
-@triton.jit
+@triton.jit(do_not_specialize=_BATCH_ARGS)
 def _channel_hidden_kernel(
     X,               # [B, S, C] any strides: forward the block input x, backward grad_out
     Mean, Rstd,      # [M] fp32 row statistics of x (forward)
@@ -282,7 +288,7 @@ def _out_epilogue(acc, Bias, Res, Out, rows64, rmask, r_row, row_scale, cols, N_
 
 
 @_autotune("out", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "HAS_RES"])
-@triton.jit
+@triton.jit(do_not_specialize=_BATCH_ARGS)
 def _channel_out_kernel(
     A,               # [M, DC] contiguous, compute dtype: forward GELU activation, backward dz
     W,               # forward fc2_weight [C, DC] (stride_wk=1, stride_wn=DC); backward fc1_weight [DC, C]
@@ -372,7 +378,7 @@ def _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, o
 
 
 @_autotune("wgrad", "Q", ["M_SIZE", "N_SIZE", "M_BUCKET", "P_LN"])
-@triton.jit
+@triton.jit(do_not_specialize=_BATCH_ARGS)
 def _channel_wgrad_kernel(
     P,               # [B, S, C] any strides: x (P_LN) or grad_out
     Mean, Rstd,      # [M] fp32 row statistics (P_LN)

@@ -61,12 +61,13 @@ _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "b
 def signature_of(kernel, args: dict[str, Any]):
     """Signature, constexprs and attrs as the JIT would specialise a launch with these arguments:
     integer arguments equal to 1 become constants; pointers and integers divisible by 16 carry
-    tt.divisibility=16 (DESIGN.md §6)."""
+    tt.divisibility=16 (DESIGN.md §6); integers named in the kernel's do_not_specialize get neither."""
     import inspect
     kernel = jit_function(kernel)
     fn = kernel.fn
     params = list(inspect.signature(fn).parameters)
     constexpr_names = {p.name for p in kernel.params if p.is_constexpr}
+    unspecialised = {p.name for p in kernel.params if getattr(p, "do_not_specialize", False)}
     missing = [p for p in params if p not in args]
     extra = [a for a in args if a not in params]
     if missing or extra:
@@ -82,6 +83,8 @@ def signature_of(kernel, args: dict[str, Any]):
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif isinstance(v, bool):
             signature[p] = "i1"
+        elif isinstance(v, int) and p in unspecialised:
+            signature[p] = "i64" if abs(v) >= 2**31 else "i32"
         elif isinstance(v, int):
             if v == 1:
                 signature[p] = "constexpr"

@@ -22,7 +22,7 @@ from ._registry import CompileCase, register_kernel
 from ._round import to_dtype
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size (it only bounds masks, loops)
 def _layernorm_bwd_kernel(
     # pointers
     DN,           # [B, S, C] gradient w.r.t. the LayerNorm output

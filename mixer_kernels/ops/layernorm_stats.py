@@ -15,7 +15,7 @@ from .._config import empty
 from ._registry import CompileCase, register_kernel
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size (it only bounds masks)
 def _layernorm_stats_kernel(
     # pointers
     X,            # input  [B, S, C], any dtype

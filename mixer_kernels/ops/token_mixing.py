@@ -278,7 +278,8 @@ def _token_mixing_bwd_dt_kernel(
     tl.store(DT + b * S * C + so[None, :] * C + c[:, None], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
 
 
-@triton.jit
+# N_ITEMS and ITEMS_PER_PART change with the batch size: not specialised (no recompile per batch size)
+@triton.jit(do_not_specialize=["N_ITEMS", "ITEMS_PER_PART"])
 def _token_mixing_bwd_dw_kernel(
     # pointers
     X, Mean, Rstd, NW, NB,    # as in the forward
