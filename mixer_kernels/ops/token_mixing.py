@@ -454,6 +454,13 @@ _GPU_CONFIGS = {
 _AUTOTUNED: dict = {}
 
 
+def _bench(kernel_call, quantiles):
+    # As the channel GEMMs' autotuner (ops/_channel_gemm.py): 5 ms warm-up, 25 ms of repetitions per
+    # config instead of Triton's default 25 + 100 ms, so first-call tuning is mostly compilation.
+    import triton.testing
+    return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
+
+
 def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
     """(callable kernel, extra launch kwargs): a single fixed config under the interpreter or when
     MIXER_KERNELS_AUTOTUNE=0; else triton.autotune over the spill-free configs, keyed on shapes."""
@@ -463,7 +470,7 @@ def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: tor
     if name not in _AUTOTUNED:
         configs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
                                  num_stages=c["num_stages"]) for c in _GPU_CONFIGS[name]]
-        _AUTOTUNED[name] = triton.autotune(configs, key=["S", "C", "DS"])(kernel)
+        _AUTOTUNED[name] = triton.autotune(configs, key=["S", "C", "DS"], do_bench=_bench)(kernel)
     return _AUTOTUNED[name], {}
 
 
@@ -474,6 +481,13 @@ def _pow2_divisor(n: int, cap: int = 8) -> int:
     while d < cap and n % (2 * d) == 0:
         d *= 2
     return d
+
+
+def _scale_arg(sample_scale, mean):
+    """The Scale pointer: sample_scale in fp32 (the kernels read it as fp32 anyway, so this is exact), or
+    the fp32 stats when there is none. One dtype either way: triton.autotune keys on every tensor's
+    dtype, and a bf16 scale would re-tune (and compile every config of) the forward and dT kernels."""
+    return sample_scale.to(torch.float32).contiguous() if sample_scale is not None else mean
 
 
 def _off64(*tensors) -> bool:
@@ -500,7 +514,7 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
         return out, mean, rstd
     w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
     norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
-    scale = sample_scale.contiguous() if sample_scale is not None else mean
+    scale = _scale_arg(sample_scale, mean)
     path = _blocks_for(S, C)
     kernel, meta = _kernel_and_grid_meta("fwd", _token_mixing_fwd_kernel, S, C, DS, w1.dtype)
     grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
@@ -530,7 +544,7 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     w1, b1, w2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight))
     cdt = w1.dtype
     norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
-    scale = sample_scale.contiguous() if sample_scale is not None else mean
+    scale = _scale_arg(sample_scale, mean)
     path = _blocks_for(S, C)
     common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
                   S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
