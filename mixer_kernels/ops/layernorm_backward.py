@@ -9,8 +9,9 @@ x, mean and rstd of every row, and the LayerNorm weight w:
 
 Design: a fixed grid of G programs; program p takes row blocks p, p+G, ... For each block it makes two
 passes over C in BLOCK_C chunks (row sums, then dx), so any C works with bounded registers. Weight and
-bias gradients accumulate in fp32 into row p of a [G, C] scratch that only program p touches, then one
-ordered sum over G: deterministic, no atomics. The read-modify-write of that row costs C*8 bytes per
+bias gradients accumulate in fp32 into row p of a [G, C] scratch that only program p touches (a CTA
+barrier after each update orders its threads' read-modify-writes), then one ordered sum over G:
+deterministic, no atomics. The read-modify-write of that row costs C*8 bytes per
 BLOCK_M rows, against 3*BLOCK_M*C*itemsize for the row data. Row offsets are 64-bit.
 """
 import torch
@@ -89,6 +90,10 @@ def _layernorm_bwd_kernel(
             part = pid.to(tl.int64) * C + c
             tl.store(DWp + part, tl.load(DWp + part, mask=cmask) + tl.sum(dn * xhat, axis=0), mask=cmask)
             tl.store(DBp + part, tl.load(DBp + part, mask=cmask) + tl.sum(dn, axis=0), mask=cmask)
+            # The [BLOCK_C] sums may be replicated across threads, and the thread that stores an
+            # element need not be the one that loads it on the next row block: a CTA barrier makes
+            # this block's stores visible before any thread reads the row again.
+            tl.debug_barrier()
 
 
 def _block_sizes(C: int) -> tuple[int, int, int]:
