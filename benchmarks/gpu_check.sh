@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # One run on a GPU machine with torch and triton preinstalled and no network (the project's H100 has
-# torch 2.11 + triton 3.6): the GPU tests, the sm_90 compile report, then the benchmarks, in under
-# 8 minutes including compilation and autotuning. Runs from the working tree (PYTHONPATH=.).
+# torch 2.11 + triton 3.6): the GPU tests (240 s at most), the sm_90 compile report (only with
+# COMPILE_CHECK=1), then the benchmarks in the time left, in under 8 minutes including compilation and
+# autotuning. Runs from the working tree (PYTHONPATH=.).
 #
 #   bash benchmarks/gpu_check.sh            # results to $OUT when set, else benchmarks/results/<card>/
 #   MAX_AUTOTUNE=1 bash benchmarks/gpu_check.sh   # also torch.compile max-autotune (needs more time)
 #
 # Stages never stop the script: each one's failure is recorded and the next runs; the exit status is
-# non-zero if any stage failed. Files (at most 8, flat): pytest_gpu.log, compile_check.log, bench.log,
+# non-zero if any stage failed. Files (at most 8, flat): pytest_gpu.log, [compile_check.log,] bench.log,
 # results.{json,csv,md,png}, summary.md. The short summary table is printed last.
 # Benchmarks run here (a subset of the full sweep, to fit the time): B/16 token mixing, channel mixing
 # and the whole block at batch 256 (fwd, fwd+bwd, inference) and timm Mixer-B/16 (a mixed-precision
@@ -22,7 +23,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 unset TRITON_INTERPRET
 PY=${PYTHON:-$(command -v python || command -v python3)}
 TOTAL_S=${GPU_CHECK_TOTAL_S:-450}        # the whole script; the machine allows 8 minutes
-PYTEST_S=${GPU_CHECK_PYTEST_S:-200}
+PYTEST_S=${GPU_CHECK_PYTEST_S:-240}
 COMPILE_S=${GPU_CHECK_COMPILE_S:-60}
 
 HAS_CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
@@ -58,10 +59,14 @@ record "pytest -m gpu" "$rc" "$(grep -E '(passed|failed|error|skipped|no tests r
   | grep -E ' in [0-9.]+s' | tail -n 1 | tr -d '=|' | sed 's/^ *//; s/ *$//')"
 
 # 2. Registers, spills and shared memory of every registered kernel, compiled for sm_90.
-timeout -k 5 "$COMPILE_S" "$PY" -m mixer_kernels.ops._compile_check --arch 90 > "$DEST/compile_check.log" 2>&1
-rc=$?
-tail -n 30 "$DEST/compile_check.log"
-record "compile check (sm_90)" "$rc"
+#    Off by default (COMPILE_CHECK=1 turns it on): .ci/run already compiles every kernel for sm_90 with
+#    triton 3.6, this machine's version, on every submission, and the GPU minutes go to the tests.
+if [ "${COMPILE_CHECK:-0}" = 1 ]; then
+  timeout -k 5 "$COMPILE_S" "$PY" -m mixer_kernels.ops._compile_check --arch 90 > "$DEST/compile_check.log" 2>&1
+  rc=$?
+  tail -n 30 "$DEST/compile_check.log"
+  record "compile check (sm_90)" "$rc"
+fi
 
 # 3. The benchmarks, in the time left: the runner starts no case after its budget and writes its files
 #    after every case, so a stop by `timeout` keeps what was measured.
