@@ -437,8 +437,8 @@ def _default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) ->
     return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
 
 
-# GPU autotune lists: every entry compiles without spills for sm_90 in bf16 at B/16 and L/16 (fp32 runs
-# them too; some spill there, and the autotuner weighs that). num_stages 2-3 software-pipelines the
+# GPU autotune lists for fp16/bf16 operands: every entry compiles without spills for sm_90 in bf16 at
+# B/16 and L/16 (fp32 operands take their spill-free default config, untuned). num_stages 2-3 software-pipelines the
 # fc weight tiles of the hidden loop through shared memory (cp.async); 1 loads them synchronously.
 _GPU_CONFIGS = {
     "fwd": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=2),
@@ -462,10 +462,13 @@ def _bench(kernel_call, quantiles):
 
 
 def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
-    """(callable kernel, extra launch kwargs): a single fixed config under the interpreter or when
-    MIXER_KERNELS_AUTOTUNE=0; else triton.autotune over the spill-free configs, keyed on shapes."""
+    """(callable kernel, extra launch kwargs): a single fixed config under the interpreter, for fp32
+    operands (the tuned list is spill-free for 16-bit operands only; the fp32 default is spill-free, and
+    fp32 is not the path worth GPU seconds of tuning) or when MIXER_KERNELS_AUTOTUNE=0; else
+    triton.autotune over the spill-free configs, keyed on shapes."""
     default = _default_config(name, S, C, DS, dtype)
-    if triton_interpret() or os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0" or name not in _GPU_CONFIGS:
+    if (triton_interpret() or os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0" or name not in _GPU_CONFIGS
+            or dtype == torch.float32):
         return kernel, default
     if name not in _AUTOTUNED:
         configs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
