@@ -66,7 +66,7 @@ def check_mlp_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, f
         if t.device != x.device:
             raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got {t.device}")
     if x.device.type in ("cuda", "cpu") and x.dtype not in SUPPORTED_DTYPES and x.dtype != torch.float64:
-        raise TypeError(f"x: expected float32, float16 or bfloat16, got {x.dtype}")
+        raise TypeError(f"x: expected float32, float16 or bfloat16 (float64 runs the PyTorch math), got {x.dtype}")
     if not autocast_enabled(x):
         for name, t in named[:6]:
             if t.dtype != x.dtype:
