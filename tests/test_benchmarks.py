@@ -39,6 +39,25 @@ def test_smoke_run(tmp_path):
     assert not (tmp_path / "results.png").exists()
 
 
+
+def test_gpu_check_dry_run(tmp_path):
+    """benchmarks/gpu_check.sh, the one script a GPU session runs, as a dry run without CUDA: every stage
+    runs and passes, the files it leaves under $OUT fit what the GPU machine sends back (at most 8 files,
+    flat), and the summary table comes last."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "COMPILE_CHECK", "MAX_AUTOTUNE")}
+    env.update(OUT=str(tmp_path), PYTHON=sys.executable)
+    r = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    assert "no CUDA device: a dry run" in r.stdout
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert all((tmp_path / f).is_file() for f in files) and len(files) <= 8, files
+    assert {"pytest_gpu.log", "bench.log", "results.json", "summary.md"} <= set(files), files
+    tail = r.stdout.strip().splitlines()
+    assert tail[-1].startswith("total ") and "| pytest -m gpu | ok |" in r.stdout and "| benchmarks | ok |" in r.stdout
+    assert "skipped" in (tmp_path / "pytest_gpu.log").read_text()      # the gpu tests were collected
+    assert json.loads((tmp_path / "results.json").read_text())["meta"]["smoke"] is True
+
 def _fake_records():
     """Two made-up cases, to exercise the number formatting: not measurements."""
     from benchmarks.cases import MK
