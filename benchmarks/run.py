@@ -81,7 +81,7 @@ def _config(a):
 
 
 def build_cases(a, cfg):
-    from . import anchors, block, channel_mixing, models, token_mixing
+    from . import anchors, block, mixing, models
     from .cases import MODEL_MODES, MODES, PROVIDERS, SHAPES
     smoke = cfg.smoke
     shapes = a.shapes or (["tiny"] if smoke else ["B/16", "L/16"])
@@ -101,10 +101,8 @@ def build_cases(a, cfg):
     for fam in a.families:
         if fam == "anchors":
             cases += anchors.cases(smoke)
-        elif fam == "token":
-            cases += token_mixing.cases(shapes, batches, modes)
-        elif fam == "channel":
-            cases += channel_mixing.cases(shapes, batches, modes)
+        elif fam in mixing.FAMILIES:
+            cases += mixing.cases(fam, shapes, batches, modes)
         elif fam == "block":
             cases += block.cases(shapes, batches, modes)
         elif fam == "model":
