@@ -127,6 +127,30 @@ def _w_tile(W, r, k, R, K):
 
 
 @triton.jit
+def _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
+                         s_xb, s_xs, s_xc, s_gb, s_gs, s_gc,
+                         OFF64: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+                         BLOCK_SK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Tiled path (S > 256) of the backward kernels: (H^T - b1, dA^T), each [len(c), len(h)] fp32, for
+    hidden chunk h, as K loops over the tokens in BLOCK_SK steps that re-load and re-normalise x and
+    re-load (scale * dy) from L2: H^T = T^T W1[h]^T, dA^T = G^T W2[:, h]."""
+    cdt = W1.dtype.element_ty
+    hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+    dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
+    for k0 in range(0, S, BLOCK_SK):
+        sk = k0 + tl.arange(0, BLOCK_SK)
+        if OFF64:
+            sk = sk.to(tl.int64)
+        tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
+        w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
+        hacc = dot(tk, w1k, hacc, INTERPRET, INPUT_PRECISION)
+        gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
+        w2k = _w_tile(W2, sk[:, None], h[None, :], S_w, DS)
+        dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
+    return hacc, dacc
+
+
+@triton.jit
 def _token_mixing_fwd_kernel(
     # pointers
     X,              # [B, S, C] input, any strides
@@ -257,16 +281,9 @@ def _token_mixing_bwd_dt_kernel(
             w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                 # [BS, BH]
             dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         else:
-            for k0 in range(0, S, BLOCK_SK):
-                sk = k0 + tl.arange(0, BLOCK_SK)
-                if OFF64:
-                    sk = sk.to(tl.int64)
-                tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
-                hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
-                gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
-                w2 = _w_tile(W2, sk[:, None], h[None, :], S_w, DS)
-                dacc = dot(gk, w2, dacc, INTERPRET, INPUT_PRECISION)
+            hacc, dacc = _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
+                                              s_xb, s_xs, s_xc, s_gb, s_gs, s_gc, OFF64, INTERPRET,
+                                              INPUT_PRECISION, BLOCK_SK, BLOCK_C, BLOCK_H)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
         if REUSE_W1:   # the fc1 slice loaded above, transposed on chip instead of re-read from L2
@@ -356,16 +373,9 @@ def _token_mixing_bwd_dw_kernel(
             hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
             dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         else:
-            for k0 in range(0, S, BLOCK_SK):
-                sk = k0 + tl.arange(0, BLOCK_SK)
-                if OFF64:
-                    sk = sk.to(tl.int64)
-                tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-                w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
-                hacc = dot(tk, w1k, hacc, INTERPRET, INPUT_PRECISION)
-                gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
-                w2k = _w_tile(W2, sk[:, None], h[None, :], S_w, DS)
-                dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
+            hacc, dacc = _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
+                                              s_xb, s_xs, s_xc, s_gb, s_gs, s_gc, OFF64, INTERPRET,
+                                              INPUT_PRECISION, BLOCK_SK, BLOCK_C, BLOCK_H)
             t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
             gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
             db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
