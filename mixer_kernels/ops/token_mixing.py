@@ -127,6 +127,22 @@ def _w_tile(W, r, k, R, K):
 
 
 @triton.jit
+def _program_tile(NW, NB, C, OFF64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_SO: tl.constexpr):
+    """The (sample, channel tile, output-token tile) of a program of the forward and dT grids: sample b
+    (int64), channels c, output tokens so, and the LayerNorm weight and bias of c in fp32 (0 outside C)."""
+    b = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    so = tl.program_id(2) * BLOCK_SO + tl.arange(0, BLOCK_SO)
+    if OFF64:
+        c = c.to(tl.int64)
+        so = so.to(tl.int64)
+    cmask = c < C
+    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
+    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+    return b, c, so, nw, nb
+
+
+@triton.jit
 def _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
                          s_xb, s_xs, s_xc, s_gb, s_gs, s_gc,
                          OFF64: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
@@ -177,20 +193,11 @@ def _token_mixing_fwd_kernel(
     BLOCK_C: tl.constexpr,         # channels per program (dot M)
     BLOCK_H: tl.constexpr,         # hidden units per chunk
 ):
-    b = tl.program_id(0).to(tl.int64)
-    pid_c = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    cdt = W1.dtype.element_ty
-    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
-    if OFF64:
-        c = c.to(tl.int64)
-        so = so.to(tl.int64)
+    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_SO)
     cmask = c < C
     somask = so < S
-    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
-    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+    cdt = W1.dtype.element_ty
+    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
     hh = tl.arange(0, BLOCK_H)
     if RESIDENT:
         t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
@@ -250,19 +257,10 @@ def _token_mixing_bwd_dt_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    pid_c = tl.program_id(1)
-    pid_s = tl.program_id(2)
+    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_SO)
+    cmask = c < C
     cdt = W1.dtype.element_ty
     S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
-    if OFF64:
-        c = c.to(tl.int64)
-        so = so.to(tl.int64)
-    cmask = c < C
-    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
-    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
     scale = 1.0
     if HAS_SCALE:
         scale = tl.load(Scale + b).to(tl.float32)
