@@ -602,67 +602,46 @@ def _case_dtypes(size_name):
     return ((torch.bfloat16, 16), (torch.float32, 32)) if size_name == "B/16" else ((torch.bfloat16, 16),)
 
 
-def _case_configs(kind, bits):
-    return GPU_CONFIGS[kind][bits] if bits == 16 else GPU_CONFIGS[kind][bits][:1]
-
-
-def _hidden_cases():
+def _cases(kind, variants, kernel_args):
+    """Every (size, dtype, GPU config, variant) launch of one kernel. kernel_args(dt, S, C, DC, M, variant)
+    gives the kernel-specific arguments; the tile meta-parameters are added here."""
     cases = []
     for name, S, C, DC in _SIZES:
         M = 256 * S
         for dt, bits in _case_dtypes(name):
-            for (bm, bn, bk, w, st) in _case_configs("hidden", bits):
-                for bwd in (False, True):
-                    args = dict(X=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, W=dt, Bias=dt,
-                                Z=dt, Act=dt, DZ=dt, M=M, S=S, N_SIZE=DC, K_SIZE=C, M_BUCKET=m_bucket(M),
-                                stride_xb=S * C, stride_xs=C, stride_xc=1,
-                                stride_wk=DC if bwd else 1, stride_wn=1 if bwd else C,
-                                BACKWARD=bwd, HAS_SCALE=bwd, WRITE_Z=not bwd, WRITE_ACT=True, APPROX_TANH=False,
+            configs = GPU_CONFIGS[kind][bits] if bits == 16 else GPU_CONFIGS[kind][bits][:1]
+            for (bm, bn, bk, w, st) in configs:
+                for label, variant in variants:
+                    args = dict(kernel_args(dt, S, C, DC, M, variant), M=M, S=S, M_BUCKET=m_bucket(M),
                                 INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
                                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-                    cases.append(CompileCase(f"{name} {'bwd' if bwd else 'fwd'} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}",
-                                             args, num_warps=w, num_stages=st))
+                    cases.append(CompileCase(f"{name} {label} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}", args,
+                                             num_warps=w, num_stages=st))
     return cases
 
 
-def _out_cases():
-    cases = []
-    for name, S, C, DC in _SIZES:
-        M = 256 * S
-        for dt, bits in _case_dtypes(name):
-            for (bm, bn, bk, w, st) in _case_configs("out", bits):
-                for bwd in (False, True):
-                    args = dict(A=dt, W=dt, Bias=dt, Scale=dt, Res=dt, Out=dt, M=M, S=S, N_SIZE=C, K_SIZE=DC,
-                                M_BUCKET=m_bucket(M), stride_wk=C if bwd else 1, stride_wn=1 if bwd else DC,
-                                stride_rb=S * C, stride_rs=C, stride_rc=1,
-                                HAS_BIAS=not bwd, HAS_SCALE=not bwd, HAS_RES=not bwd,
-                                INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
-                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-                    cases.append(CompileCase(f"{name} {'bwd' if bwd else 'fwd'} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}",
-                                             args, num_warps=w, num_stages=st))
-    return cases
+def _hidden_args(dt, S, C, DC, M, bwd):
+    return dict(X=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, W=dt, Bias=dt, Z=dt, Act=dt,
+                DZ=dt, N_SIZE=DC, K_SIZE=C, stride_xb=S * C, stride_xs=C, stride_xc=1,
+                stride_wk=DC if bwd else 1, stride_wn=1 if bwd else C,
+                BACKWARD=bwd, HAS_SCALE=bwd, WRITE_Z=not bwd, WRITE_ACT=True, APPROX_TANH=False)
 
 
-def _wgrad_cases():
-    cases = []
-    for name, S, C, DC in _SIZES:
-        M = 256 * S
-        for dt, bits in _case_dtypes(name):
-            for (bm, bn, bk, w, st) in _case_configs("wgrad", bits):
-                for fc1 in (True, False):
-                    args = dict(P=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, Q=dt,
-                                DW=torch.float32, DBP=torch.float32, DBQ=torch.float32, M=M, S=S, M_SIZE=C,
-                                N_SIZE=DC, M_BUCKET=m_bucket(M), ROWS_PER_SPLIT=10240,
-                                stride_pb=S * C, stride_ps=C, stride_pc=1, stride_dws=C * DC,
-                                stride_dwi=1 if fc1 else DC, stride_dwj=C if fc1 else 1,
-                                P_LN=fc1, HAS_SCALE=not fc1, P_FLAT=True, P_SUM=not fc1, Q_SUM=fc1,
-                                INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
-                                BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-                    cases.append(CompileCase(f"{name} {'fc1' if fc1 else 'fc2'} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}",
-                                             args, num_warps=w, num_stages=st))
-    return cases
+def _out_args(dt, S, C, DC, M, bwd):
+    return dict(A=dt, W=dt, Bias=dt, Scale=dt, Res=dt, Out=dt, N_SIZE=C, K_SIZE=DC,
+                stride_wk=C if bwd else 1, stride_wn=1 if bwd else DC, stride_rb=S * C, stride_rs=C, stride_rc=1,
+                HAS_BIAS=not bwd, HAS_SCALE=not bwd, HAS_RES=not bwd)
 
 
-register_kernel(_channel_hidden_kernel, _hidden_cases)
-register_kernel(_channel_out_kernel, _out_cases)
-register_kernel(_channel_wgrad_kernel, _wgrad_cases)
+def _wgrad_args(dt, S, C, DC, M, fc1):
+    return dict(P=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, Q=dt, DW=torch.float32,
+                DBP=torch.float32, DBQ=torch.float32, M_SIZE=C, N_SIZE=DC, ROWS_PER_SPLIT=10240,
+                stride_pb=S * C, stride_ps=C, stride_pc=1, stride_dws=C * DC,
+                stride_dwi=1 if fc1 else DC, stride_dwj=C if fc1 else 1,
+                P_LN=fc1, HAS_SCALE=not fc1, P_FLAT=True, P_SUM=not fc1, Q_SUM=fc1)
+
+
+_MODES = [("fwd", False), ("bwd", True)]
+register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _MODES, _hidden_args))
+register_kernel(_channel_out_kernel, lambda: _cases("out", _MODES, _out_args))
+register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args))
