@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
+import shutil
 from collections import Counter
 
+import pytest
 import torch
 
 # --------------------------------------------------------------------------------------------------
@@ -117,3 +119,13 @@ def linear_params(out_features: int, in_features: int, dtype=torch.float32, devi
     w = ((torch.rand(out_features, in_features, dtype=torch.float64) * 2 - 1) * bound).to(device=device, dtype=dtype)
     b = (0.1 * torch.randn(out_features, dtype=torch.float64)).to(device=device, dtype=dtype)
     return w, b
+
+
+# torch.compile backends the custom-op tests trace with: aot_eager (dynamo + AOTAutograd, no codegen) and
+# inductor, which on CPU needs a C++ compiler (CI has one; inductor leaves the custom ops alone either way).
+COMPILE_BACKENDS = [
+    "aot_eager",
+    pytest.param("inductor", marks=pytest.mark.skipif(
+        not (shutil.which("c++") or shutil.which("g++")) and not torch.cuda.is_available(),
+        reason="inductor on CPU needs a C++ compiler")),
+]

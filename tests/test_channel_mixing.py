@@ -4,7 +4,6 @@ precision, torch.compile and bad input. Under the interpreter (CI) the kernels r
 tiles, so the sizes below leave partial tiles everywhere: M = B*S not a multiple of 32, C in
 {8, 40, 130}, DC not a power of two; M > 64 also exercises the split-K weight-gradient path."""
 import os
-import shutil
 import subprocess
 import sys
 import warnings
@@ -12,7 +11,16 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import LOWP_ATOL, LOWP_FACTOR, assert_close, count_launches, layernorm_params, linear_params, rel_err
+from helpers import (
+    COMPILE_BACKENDS,
+    LOWP_ATOL,
+    LOWP_FACTOR,
+    assert_close,
+    count_launches,
+    layernorm_params,
+    linear_params,
+    rel_err,
+)
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
@@ -280,12 +288,7 @@ def test_autotune_keys_bucket_the_batch():
     assert g.m_bucket(1) == 1 and g.m_bucket(0) == 1
 
 
-@pytest.mark.parametrize("backend", [
-    "aot_eager",
-    pytest.param("inductor", marks=pytest.mark.skipif(
-        not (shutil.which("c++") or shutil.which("g++")) and not torch.cuda.is_available(),
-        reason="inductor on CPU needs a C++ compiler")),
-])
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 def test_torch_compile_fullgraph(device, backend):
     """The custom ops trace under torch.compile(fullgraph=True), forward and backward, and run the kernels."""
     torch._dynamo.reset()

@@ -2,13 +2,21 @@
 float64 (DESIGN.md §5). Without a GPU the Triton kernels run under the interpreter on CPU tensors, so the
 shapes are small; the big token counts (196, 197, 576) come with few channels."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
-from helpers import LOWP_ATOL, LOWP_FACTOR, assert_close, count_launches, layernorm_params, linear_params, rel_err
+from helpers import (
+    COMPILE_BACKENDS,
+    LOWP_ATOL,
+    LOWP_FACTOR,
+    assert_close,
+    count_launches,
+    layernorm_params,
+    linear_params,
+    rel_err,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -299,12 +307,7 @@ def test_empty_batch(device):
     assert all(torch.equal(t.grad, torch.zeros_like(t)) for t in p[1:])
 
 
-@pytest.mark.parametrize("backend", [
-    "aot_eager",
-    pytest.param("inductor", marks=pytest.mark.skipif(
-        not (shutil.which("c++") or shutil.which("g++")) and not torch.cuda.is_available(),
-        reason="inductor on CPU needs a C++ compiler")),
-])
+@pytest.mark.parametrize("backend", COMPILE_BACKENDS)
 def test_torch_compile_fullgraph(device, backend):
     """The custom op traces into one graph (fake implementations, registered autograd); forward and
     backward through torch.compile equal the eager kernel call (inductor leaves the op alone)."""
