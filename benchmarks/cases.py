@@ -85,6 +85,23 @@ def channel_flops(B, S, C, DC) -> float:
     return 4.0 * B * S * C * DC
 
 
+def kernel_flops(family: str, name: str, batch: int) -> dict[str, float]:
+    """FLOPs of one call of each mixer-kernels matmul kernel in a case, for per-kernel rates (issue 4:
+    "each GEMM at >= 70% of the matmul rate"). Unpadded sizes, recomputed matmuls counted (the kernel
+    does that work). Channel mixing: every launch of its three kernels is one [B*S, C] x [C, DC]-sized
+    GEMM (fc1, fc2, the two backward data GEMMs, each weight gradient). Token mixing: the forward
+    kernel does 2 token-MLP matmuls, the dT kernel 3, the dW kernel 4 (DESIGN.md §2 sizes)."""
+    shape = name.split()[-1]
+    if family not in ("token", "channel", "block", "model") or shape not in SHAPES:
+        return {}
+    d = SHAPES[shape]
+    tok = token_flops(batch, d["S"], d["C"], d["DS"]) / 2      # one token-MLP matmul
+    ch = channel_flops(batch, d["S"], d["C"], d["DC"]) / 2     # one channel-MLP matmul
+    return {"_token_mixing_fwd_kernel": 2 * tok, "_token_mixing_bwd_dt_kernel": 3 * tok,
+            "_token_mixing_bwd_dw_kernel": 4 * tok, "_channel_hidden_kernel": ch, "_channel_out_kernel": ch,
+            "_channel_wgrad_kernel": ch}
+
+
 def mode_factor(mode: str) -> float:
     return 3.0 if mode in ("fwd+bwd", "train") else 1.0
 

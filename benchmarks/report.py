@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from .cases import BASELINES, MK
+from .cases import BASELINES, MK, kernel_flops
 from .timing import quantiles
 
 SMOKE_BANNER = "CPU smoke run: correctness only, no speed claims"
@@ -82,12 +82,19 @@ def case_record(case, cfg, presults: dict, seconds: float) -> dict:
 
 
 def add_matmul_percent(records: list[dict]) -> float | None:
-    """% of the matmul anchor's rate measured in this run, for every FLOP rate; returns that rate."""
+    """% of the matmul anchor's rate measured in this run, for every FLOP rate, the per-kernel rates of
+    mixer-kernels' matmul kernels (--kernels) included; returns that rate."""
     mm = next((r["providers"]["torch"]["rate"] for r in records
                if r["family"] == "anchor" and r["name"].startswith("matmul")), None)
     for r in records:
+        flops = kernel_flops(r["family"], r["name"], r["batch"])
         for rec in r["providers"].values():
             rec["pct_matmul"] = (100.0 * rec["rate"] / mm) if (mm and rec["rate"] and r["unit"] == "flop") else None
+            for row in (rec.get("kernels") or {}).get("kernels", []):
+                f = flops.get(row["kernel"])
+                us = row["us_per_step"]
+                row["tflops"] = f * row["calls_per_step"] / (us * 1e-6) / 1e12 if (f and us) else None
+                row["pct_matmul"] = 100.0 * row["tflops"] / mm if (mm and row["tflops"]) else None
     return mm
 
 
@@ -136,13 +143,16 @@ def markdown_kernels(records: list[dict]) -> str:
             lines += ["", f"**{r['family']} {r['name']} B={r['batch']} {r['mode']}, {p}**: {total}"]
             if "error" in k:
                 continue
-            lines += ["", "| kernel | calls/step | us/step | share |", "|---|---|---|---|"]
+            lines += ["", "| kernel | calls/step | us/step | share | TFLOP/s | % mm |", "|---|---|---|---|---|---|"]
             for row in k["kernels"]:
                 name = row["kernel"].replace("|", "/")
                 name = name if len(name) <= 90 else name[:87] + "..."
                 lines.append(f"| `{name}` | {row['calls_per_step']:.3g} | {_f(row['us_per_step'], '{:.1f}')} | "
-                             f"{_f(row['share'], '{:.0%}')} |")
-    return "\n".join(["", "## Device time per kernel (3 profiled steps, after timing)"] + lines) if lines else ""
+                             f"{_f(row['share'], '{:.0%}')} | {_f(row.get('tflops'), '{:.0f}')} | "
+                             f"{_f(row.get('pct_matmul'), '{:.0f}%')} |")
+    head = ("## Device time per kernel (3 profiled steps, after timing); TFLOP/s and % mm for mixer-kernels' "
+            "matmul kernels (FLOPs per call: benchmarks/cases.py kernel_flops)")
+    return "\n".join(["", head] + lines) if lines else ""
 
 
 def markdown_summary(meta: dict, records: list[dict]) -> str:

@@ -73,20 +73,29 @@ def _fake_records():
                                            p20_ms=None, p80_ms=None)},
                 speedup={"eager": 4.0}, seconds=3.0)
     case["providers"][MK]["rate"] = 59.2e9 / 0.2e-3 / 1e12
+    case["providers"][MK]["kernels"] = dict(total_us_per_step=120.0, kernels=[
+        dict(kernel="_token_mixing_fwd_kernel", calls_per_step=1.0, us_per_step=100.0, share=100 / 120),
+        dict(kernel="_layernorm_stats_kernel", calls_per_step=1.0, us_per_step=20.0, share=20 / 120)])
     return [anchor, case]
 
 
 def test_report_formats(tmp_path):
-    from benchmarks.report import add_matmul_percent, markdown_full, markdown_summary, write_files
+    from benchmarks.report import add_matmul_percent, markdown_full, markdown_kernels, markdown_summary, write_files
     meta = dict(card="Test Card", compute_capability="9.0", smoke=False, dtype="bfloat16", torch="t", triton="tr",
                 cuda="c", python="p", date="d", commit=None, command="x")
     records = _fake_records()
     mm = add_matmul_percent(records)
     meta["matmul_tflops"] = mm
     assert records[1]["providers"]["mixer-kernels"]["pct_matmul"] == pytest.approx(100 * 296.0 / mm)
+    fwd, stats = records[1]["providers"]["mixer-kernels"]["kernels"]["kernels"]
+    # the fused forward does the block's 2 token matmuls, 2 * 2*B*C*S*DS = 59.2 GFLOP, in 100 us
+    assert fwd["tflops"] == pytest.approx(2 * 2 * 256 * 768 * 196 * 384 / 100e-6 / 1e12)
+    assert fwd["pct_matmul"] == pytest.approx(100 * fwd["tflops"] / mm)
+    assert stats["tflops"] is None and stats["pct_matmul"] is None
     full, summary = markdown_full(meta, records), markdown_summary(meta, records)
     assert "Test Card" in full and "4.00x" in full and "error: RuntimeError: x" in full
     assert "| token B/16 | fwd | 256 | 0.2 |" in summary
+    assert "| `_token_mixing_fwd_kernel` | 1 | 100.0 | 83% | 592 | 108% |" in markdown_kernels(records)
     written = write_files(str(tmp_path), meta, records, plot=True)
     names = {os.path.basename(p) for p in written}
     assert {"results.json", "results.csv", "results.md", "summary.md"} <= names
