@@ -14,6 +14,7 @@ import sys
 import torch
 
 from .cases import BASELINES, MK, kernel_flops
+from .targets import evaluate, markdown_targets
 from .timing import quantiles
 
 SMOKE_BANNER = "CPU smoke run: correctness only, no speed claims"
@@ -178,6 +179,7 @@ def markdown_summary(meta: dict, records: list[dict]) -> str:
                      f"{_f(sp.get('eager'), '{:.2f}')} | {_f(sp.get('compile'), '{:.2f}')} | "
                      f"{_f(sp.get('compile-max'), '{:.2f}')} | {_f(mk.get('peak_mib'), '{:.0f}')} / "
                      f"{_f(eager.get('peak_mib'), '{:.0f}')} | {'; '.join(problems) or 'ok'} |")
+    lines += ["", "**The issues' targets** (benchmarks/targets.py)", markdown_targets(records)]
     return "\n".join(lines)
 
 
@@ -206,7 +208,7 @@ def write_files(out_dir: str, meta: dict, records: list[dict], plot: bool) -> li
     written = []
     path = os.path.join(out_dir, "results.json")
     with open(path, "w") as f:
-        json.dump(dict(meta=meta, results=records), f, indent=1)
+        json.dump(dict(meta=meta, results=records, targets=None if meta["smoke"] else evaluate(records)), f, indent=1)
     written.append(path)
     path = os.path.join(out_dir, "results.csv")
     with open(path, "w", newline="") as f:
