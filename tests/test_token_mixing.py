@@ -297,6 +297,21 @@ def test_64bit_offsets(device, monkeypatch):
     check_all(out, grads, ref_out, ref_grads)
 
 
+def test_saved_activations(device):
+    """What autograd keeps for the backward: x and the fp32 row statistics (mean, rstd) besides the
+    parameters; nothing of the hidden activation's size (the backward recomputes T, H and A)."""
+    B, S, C, DS = 2, 49, 8, 20
+    p = leaves(make_inputs(B, S, C, DS, dtype=torch.bfloat16, device=device))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = mixer_kernels.token_mixing(*p)
+    params = {t.data_ptr() for t in p[1:]}
+    acts = sorted((tuple(t.shape), t.dtype) for t in saved if t.data_ptr() not in params and t.numel() > 0)
+    assert acts == sorted([((B * S,), torch.float32), ((B * S,), torch.float32), ((B, S, C), torch.bfloat16)]), acts
+    out.sum().backward()
+    assert all(t.grad is not None for t in p)
+
+
 def test_empty_batch(device):
     inputs = make_inputs(0, 49, 8, 20, device=device)
     p = leaves(inputs)
