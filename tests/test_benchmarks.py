@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +58,32 @@ def test_gpu_check_dry_run(tmp_path):
     assert tail[-1].startswith("total ") and "| pytest -m gpu | ok |" in r.stdout and "| benchmarks | ok |" in r.stdout
     assert "skipped" in (tmp_path / "pytest_gpu.log").read_text()      # the gpu tests were collected
     assert json.loads((tmp_path / "results.json").read_text())["meta"]["smoke"] is True
+
+def test_saved_memory_is_what_the_ops_promise():
+    """benchmarks/saved_memory.py at Mixer-B/16 size, batch 256, bf16, on fake tensors: a fused block
+    saves x, the fp32 row statistics of each half and (unless recompute) the channel pre-activation
+    [B*S, DC], byte for byte; a timm block saves far more (LN outputs, transposed copies, hidden
+    activations)."""
+    import timm.models.mlp_mixer as tm
+
+    import mixer_kernels
+    from benchmarks.saved_memory import custom_op_dispatch, markdown, model_rows, saved_bytes
+    B, S, C, DC = 256, 196, 768, 3072      # nothing of the token MLP's hidden size DS is saved
+    block = tm.MixerBlock(C, S).to(torch.bfloat16)
+    x = torch.empty(B, S, C, dtype=torch.bfloat16)
+    eager_bytes = saved_bytes(block, x)[0]
+    for recompute in (False, True):
+        fused = mixer_kernels.MixerBlock.from_block(block, recompute=recompute)
+        with custom_op_dispatch():
+            got, shapes = saved_bytes(fused, x)
+        # per half: x in bf16 (the block input, then the token-mixing output) and mean, rstd in fp32
+        expected = 2 * (B * S * C * 2 + 2 * B * S * 4) + (0 if recompute else B * S * DC * 2)
+        assert got == expected, (recompute, shapes)
+    assert eager_bytes > 2.5 * (2 * (B * S * C * 2 + 2 * B * S * 4) + B * S * DC * 2)
+    rows = model_rows(["B/16"], 256, "timm")
+    assert rows[0]["fused"] < 0.6 * rows[0]["eager"] and rows[0]["fused_recompute"] < rows[0]["fused"]
+    assert "| timm B/16 | 256 |" in markdown(rows)
+
 
 def _fake_records():
     """Two made-up cases, to exercise the number formatting: not measurements."""
