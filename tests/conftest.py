@@ -37,6 +37,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_xla)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _bounds_check():
+    """Under the interpreter every kernel load and store is checked against the launch's tensors
+    (tests/bounds_check.py); MIXER_KERNELS_BOUNDS_CHECK=0 turns it off."""
+    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0") or os.environ.get("MIXER_KERNELS_BOUNDS_CHECK") == "0":
+        yield
+        return
+    import bounds_check
+    undo = bounds_check.install()
+    yield
+    undo()
+
+
 @pytest.fixture
 def device() -> str:
     """Where the kernels run: "cuda" with a GPU, else "cpu" (kernels under the interpreter)."""
