@@ -59,7 +59,16 @@ def _check_norm(norm: nn.Module, dim: int, where: str) -> None:
         raise ValueError(f"{where}: expected LayerNorm({dim}) with elementwise affine weight and bias, got {norm}")
 
 
+# The MLP classes whose forward is fc1 -> act -> (dropout) -> fc2, what the kernels compute. timm's gated
+# MLPs (GluMlp, SwiGLU, GatedMlp: gMLP-Mixer, `gmixer_*` models) split or gate the hidden activation.
+_PLAIN_MLPS = {("timm.layers.mlp", "Mlp"), ("reference.mlp_mixer", "Mlp"), (__name__, "Mlp")}
+
+
 def _check_mlp(mlp: nn.Module, in_features: int, where: str) -> str:
+    cls = type(mlp)
+    if (cls.__module__, cls.__name__) not in _PLAIN_MLPS:
+        raise ValueError(f"{where}: the fused MixerBlock computes timm's Mlp (fc1 -> GELU -> fc2) only, got "
+                         f"{cls.__module__}.{cls.__name__}; use the unfused block for other MLPs")
     for name in ("fc1", "act", "fc2"):
         if not hasattr(mlp, name):
             raise ValueError(f"{where}: expected an Mlp with fc1, act, fc2 (timm's layout), missing {name}")

@@ -162,6 +162,9 @@ def test_unsupported_layers_raise():
         mk.MixerBlock(16, 9, norm_layer=lambda d, **kw: torch.nn.BatchNorm1d(d))
     with pytest.raises(ValueError, match="GELU"):
         mk.fuse_mixer_blocks(TimmMlpMixer(**SMALL, act_layer=torch.nn.SiLU))
+    from timm.layers import GluMlp
+    with pytest.raises(ValueError, match="mlp_tokens: the fused MixerBlock computes timm's Mlp .* got timm.*GluMlp"):
+        mk.fuse_mixer_blocks(TimmMlpMixer(**SMALL, mlp_layer=GluMlp, act_layer=torch.nn.SiLU))
     with pytest.raises(ValueError, match="bare MixerBlock"):
         mk.fuse_mixer_blocks(TimmMixerBlock(16, 9))
     with pytest.raises(TypeError, match="model"):
