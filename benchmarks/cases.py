@@ -90,19 +90,16 @@ def kernel_flops(family: str, name: str, batch: int) -> dict[str, float]:
     "each GEMM at >= 70% of the matmul rate"). Unpadded sizes, recomputed matmuls counted (the kernel
     does that work). Channel mixing: every launch of its three kernels is one [B*S, C] x [C, DC]-sized
     GEMM (fc1, fc2, the two backward data GEMMs, each weight gradient). Token mixing: the forward
-    kernel does 2 token-MLP matmuls, the dT kernel 3, the dW kernel 4 (DESIGN.md §2 sizes); its default
-    16-bit weight gradients are 2 launches of the channel weight-gradient kernel, one matmul each. In a
-    block or model that kernel serves both halves (other sizes per call): no rate for it there."""
+    kernel does 2 token-MLP matmuls, the dT kernel 3, the dW kernel 4 (DESIGN.md §2 sizes)."""
     shape = name.split()[-1]
     if family not in ("token", "channel", "block", "model") or shape not in SHAPES:
         return {}
     d = SHAPES[shape]
     tok = token_flops(batch, d["S"], d["C"], d["DS"]) / 2      # one token-MLP matmul
     ch = channel_flops(batch, d["S"], d["C"], d["DC"]) / 2     # one channel-MLP matmul
-    wgrad = {"token": tok, "channel": ch}.get(family)
     return {"_token_mixing_fwd_kernel": 2 * tok, "_token_mixing_bwd_dt_kernel": 3 * tok,
             "_token_mixing_bwd_dw_kernel": 4 * tok, "_channel_hidden_kernel": ch, "_channel_out_kernel": ch,
-            **({"_channel_wgrad_kernel": wgrad} if wgrad else {})}
+            "_channel_wgrad_kernel": ch}
 
 
 def mode_factor(mode: str) -> float:

@@ -433,12 +433,3 @@ def test_tanh_gelu(kind, dtype):
 def test_sample_scale(kind, dtype):
     """drop_path's per-sample scale, applied to the branch before the residual."""
     _run_and_judge(kind, "B/16", DTYPES[dtype], sample_scale=True)
-
-
-def test_token_mixing_fused_weight_gradients(monkeypatch):
-    """MIXER_KERNELS_TOKEN_DW=fused: the dW kernel (H and dA recomputed per hidden chunk) instead of the
-    default 16-bit path (the dT kernel writes T, GELU(H), dH; two weight-gradient GEMMs)."""
-    monkeypatch.setenv("MIXER_KERNELS_TOKEN_DW", "fused")
-    with count_launches() as n:
-        _run_and_judge("token", "B/16", torch.bfloat16)
-    assert n["_token_mixing_bwd_dw_kernel"] >= 1 and n["_channel_wgrad_kernel"] == 0

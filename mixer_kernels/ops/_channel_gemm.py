@@ -101,25 +101,18 @@ def _configs(kind):
     return [_cfg(*c) for bits in (16, 32) for c in GPU_CONFIGS[kind][bits]]
 
 
-def small_output(m_size: int, n_size: int) -> bool:
-    """A weight-gradient output of fewer than 16 tiles of 128x128 (token mixing's [S, DS]: 6 at B/16):
-    split-K fills the GPU, and 128x256 tiles only pad (they also spill 264 B on sm_90 at S = 196)."""
-    return triton.cdiv(m_size, 128) * triton.cdiv(n_size, 128) < 16
-
-
 def _prune(weight_arg):
     """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32); before
-    sm_90, and for small weight-gradient outputs, drop 128x256 tiles (the weight-gradient one spills
-    136-380 bytes on sm_80). With MIXER_KERNELS_AUTOTUNE=0 keep only the first (no benchmarking: the same
-    config in every process, hence bitwise-equal results across processes, not only within one)."""
+    sm_90 drop 128x256 tiles (the weight-gradient one spills 136-380 bytes on sm_80). With
+    MIXER_KERNELS_AUTOTUNE=0 keep only the first (no benchmarking: the same config in every process,
+    hence bitwise-equal results across processes, not only within one)."""
     def prune(configs, named_args, **kwargs):
         if len(configs) <= 1:
             return configs
         w = named_args[weight_arg]
         bits = 32 if w.element_size() >= 4 else 16
         keep = [c for c in configs if (c.kwargs["BLOCK_K"] == 32) == (bits == 32)]
-        if (w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9) or (
-                "M_SIZE" in named_args and small_output(named_args["M_SIZE"], named_args["N_SIZE"])):
+        if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
             keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
         keep = keep or configs
         if os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0":
@@ -533,7 +526,7 @@ def out_backward(dz, fc1_weight, B, S):
 # split-K of the weight gradients
 _MIN_ROWS_PER_SPLIT = 2048      # GPU: >= 32 K steps of 64 per program
 _INTERPRET_ROWS_PER_SPLIT = 64  # interpreter: small test shapes still exercise the split path
-_MAX_SPLIT = 32                 # token mixing's dW: 6 tiles at B/16 fill 132 SMs with split 20
+_MAX_SPLIT = 16
 
 
 @functools.lru_cache(maxsize=16)
@@ -648,31 +641,7 @@ def _wgrad_args(dt, S, C, DC, M, fc1):
                 P_LN=fc1, HAS_SCALE=not fc1, P_FLAT=True, P_SUM=not fc1, Q_SUM=fc1)
 
 
-def _token_wgrad_cases():
-    """Token mixing's weight gradients through this kernel (ops/token_mixing.py, "gemm" mode, bf16): rows
-    m = (sample, channel), K = B*C = 256*C; dW2 [S, DS] from grad_out read as [B, C, S] (strided) and
-    GELU(H) [B*C, DS]; dW1^T from T [B, C, S] and dH [B*C, DS]. S = 196 is no multiple of 16."""
-    bf, f32 = torch.bfloat16, torch.float32
-    cases = []
-    for name, S, C, DS in (("B/16", 196, 768, 384), ("L/16", 196, 1024, 512)):
-        M = 256 * C
-        configs = [c for c in GPU_CONFIGS["wgrad"][16] if not small_output(S, DS) or c[0] * c[1] <= 128 * 128]
-        for (bm, bn, bk, w, st) in configs:
-            for dw2 in (True, False):
-                args = dict(P=bf, Mean=bf, Rstd=bf, NW=bf, NB=bf, Scale=f32, Q=bf, DW=f32,
-                            DBP=f32 if dw2 else bf, DBQ=bf if dw2 else f32, M=M, S=C, M_SIZE=S, N_SIZE=DS,
-                            M_BUCKET=m_bucket(M), ROWS_PER_SPLIT=triton.cdiv(triton.cdiv(M, 20), 256) * 256,
-                            stride_pb=S * C, stride_ps=1 if dw2 else S, stride_pc=C if dw2 else 1,
-                            stride_dws=S * DS, stride_dwi=DS if dw2 else 1, stride_dwj=1 if dw2 else S,
-                            P_LN=False, HAS_SCALE=dw2, P_FLAT=not dw2, P_SUM=dw2, Q_SUM=not dw2, INTERPRET=False,
-                            INPUT_PRECISION="ieee", BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
-                cases.append(CompileCase(f"{name} token {'dW2' if dw2 else 'dW1'} bfloat16 {bm}x{bn}x{bk}/{st}", args,
-                                         num_warps=w, num_stages=st))
-    return cases
-
-
 _MODES = [("fwd", False), ("bwd", True)]
 register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _MODES, _hidden_args))
 register_kernel(_channel_out_kernel, lambda: _cases("out", _MODES, _out_args))
-register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args)
-                + _token_wgrad_cases())
+register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args))

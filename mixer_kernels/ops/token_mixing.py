@@ -34,42 +34,27 @@ With G = scale[b] * dy (the branch gradient), per sample and channel column:
     dW2 = sum_{b,c} G A^T,  dW1 = sum_{b,c} dH T^T,  db2 = sum_{b,c} G,  db1 = sum_{b,c} dH
 `dT` needs a sum over all hidden units, the weight gradients a sum over all (sample, channel); one grid
 cannot own both reductions without atomics or [programs, DS, S] partials per (sample, tile) (1.8 GB at
-B/16, batch 256). So the backward is the dT kernel, the shared LayerNorm backward, and the weight gradients:
+B/16, batch 256). So the backward is two fused kernels plus the shared LayerNorm backward:
   1. `_token_mixing_bwd_dt_kernel`, one program per (sample, channel tile) (the forward's grid): keeps
      T^T and G^T resident, loops over hidden chunks: H^T = T^T W1^T, dA^T = G^T W2, dH, dT^T += dH^T W1.
      3 matmuls of the forward's size. Writes dT [B, S, C] (x's dtype, as eager's LayerNorm receives it).
   2. `layernorm_backward(dT, x, mean, rstd, norm_weight, dresidual=dy)`: dx (with the residual's dy),
      dnorm_weight, dnorm_bias, deterministic (ops/layernorm_backward.py).
-  3. The fc weight and bias gradients, two ways (`dw_mode`; both deterministic):
-     (a) "gemm", the default for S <= 256 with fp16/bf16 weights: kernel 1 also writes T [B, C, S],
-     A = GELU(H) and dH [B, C, DS] in the compute dtype (STORE_WGRAD; 380 MB at B/16 batch 256, transient: freed
-     when the backward returns, never saved from the forward), and the channel weight-gradient GEMM
-     (ops/_channel_gemm.py, split-K with a fixed-order sum) reduces over K = B*C rows (sample, channel):
-     dW2 = G^T A reading dy as [B, C, S] (db2 its row sums), dW1^T = T^T dH (db1 dH's column sums).
-     2 plain GEMMs of the forward's size with M = 128 tiles, against 4 small-M matmuls per item in (b).
-     Chosen by a cost estimate, not yet by a measurement (no GPU has run this code): at B/16 batch 256,
-     (a) writes and reads ~0.8 GB (~0.3 ms at 3 TB/s) for 59 GFLOP of GEMMs; (b) re-reads every x/dy
-     tile DS/BLOCK_H = 12 times from L2 (1.85 GB) behind a chain of 4 dependent M = 16 dots per item
-     with one 184-register, 8-warp program per SM, estimated at several times that. MIXER_KERNELS_TOKEN_DW=fused
-     selects (b); `tests/test_gpu.py` runs both, the benchmark's --kernels table times them.
-     (b) "fused", for S > 256, fp32 (kernel 1 with the extra stores spilled 408 B on sm_90), or on request:
-     `_token_mixing_bwd_dw_kernel`, one program per (hidden chunk, partition of the B*ceil(C/BLOCK_C)
+  3. `_token_mixing_bwd_dw_kernel`, one program per (hidden chunk, partition of the B*ceil(C/BLOCK_C)
      (sample, channel tile) work items). The program walks its work items in a fixed order; per item it
      loads and normalises T^T, G^T, recomputes H^T and dA^T for its hidden chunk (2 matmuls, M = BLOCK_C)
-     and accumulates dW1[h]^T += T dH^T, dW2[:, h] += G A^T (2 matmuls, M = S_pad: wgmma-sized, K = BLOCK_C)
-     in fp32 registers, with db1 and db2 (fp32 sums, db2 from the fp32 G). Each program writes its [S,
-     BLOCK_H] partials once to [P, ...] fp32 buffers, which torch sums over P in a fixed order:
-     deterministic, no atomics, bitwise equal run to run; P and the tiles depend on the shape only, not on
-     the device. The grid runs the hidden chunks of one partition side by side, so the DS/BLOCK_H re-reads
-     of each x/dy tile are mostly L2 hits; the weight slices are re-read per item from L1/L2 (holding them
-     across items spilled).
-  Cost of (b): 7 forward-sized matmuls (2 recomputations of H) where eager does 4 (+ the forward's 2), traded
+     and accumulates dW1[h]^T += T dH^T, dW2[:, h] += G A^T (2 matmuls, M = S_pad: wgmma-sized, K =
+     BLOCK_C) in fp32 registers, with db1 and db2 (fp32 sums, db2 from the fp32 G). Each program writes
+     its [S, BLOCK_H] partials once to [P, ...] fp32 buffers, which torch sums over P in a fixed order:
+     deterministic, no atomics, bitwise equal run to run; P and the tiles depend on the shape only, not
+     on the device. The grid runs the hidden chunks of one partition side by side, so the DS/BLOCK_H
+     re-reads of each x/dy tile are mostly L2 hits; the weight slices are re-read per item from L1/L2
+     (holding them across items spilled).
+  Cost: 7 forward-sized matmuls (2 recomputations of H) where eager does 4 (+ the forward's 2), traded
   for never writing or reading a [B, C, DS] hidden tensor: eager saves H and GELU(H), 151 MB each at
   B/16 batch 256 bf16, plus the LayerNorm output and transposed copies. One recomputation of H is
   ~30 GFLOP there (~0.06 ms at 500 TFLOP/s); one hidden tensor's round trip through HBM moves 302 MB
   (~0.1 ms at 3 TB/s): recomputing is not slower and saves all activation memory but x and the stats.
-  Within the backward the same arithmetic favours (a): there the question is how efficiently the
-  matmuls run (M = 16 chains in (b), M = 128 GEMM tiles in (a)), not how many FLOPs or bytes.
   When no fc weight needs a gradient, kernel 3 is skipped.
   Large S: both kernels take the same tiled path as the forward (output-token tiles, K loops).
 
@@ -97,7 +82,6 @@ import triton
 import triton.language as tl
 
 from .._config import empty, input_precision, triton_interpret
-from ._channel_gemm import wgrad
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
 from ._registry import CompileCase, register_kernel
@@ -254,8 +238,6 @@ def _token_mixing_bwd_dt_kernel(
     DY,                       # [B, S, C] gradient of the output, any strides
     Scale,                    # [B]; unused unless HAS_SCALE
     DT,                       # [B, S, C] output: gradient w.r.t. T = LN(x), contiguous
-    TB, AB, DHB,              # STORE_WGRAD outputs, compute dtype, contiguous: T [B, C, S], A = GELU(H) and
-                              # dH, each [B, C, DS] (the weight-gradient GEMMs' operands)
     # sizes
     S, C, DS,
     # strides (elements)
@@ -270,7 +252,6 @@ def _token_mixing_bwd_dt_kernel(
     OFF64: tl.constexpr,
     S_DIV: tl.constexpr,
     REUSE_W1: tl.constexpr,   # resident 16-bit path: W1[h] loaded once per chunk, transposed on chip
-    STORE_WGRAD: tl.constexpr,  # resident path: also write T, A, dH (the "gemm" weight gradients)
     INTERPRET: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -287,8 +268,6 @@ def _token_mixing_bwd_dt_kernel(
     if RESIDENT:
         t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
         g = to_dtype(_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)                  # [BC, BS]
-        if STORE_WGRAD:
-            tl.store(TB + b * C * S + c[:, None] * S + so[None, :], t, mask=cmask[:, None] & (so < S)[None, :])
     acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
     for h0 in range(0, DS, BLOCK_H):
         h = h0 + hh
@@ -304,13 +283,7 @@ def _token_mixing_bwd_dt_kernel(
                                               s_xb, s_xs, s_xc, s_gb, s_gs, s_gc, OFF64, INTERPRET,
                                               INPUT_PRECISION, BLOCK_SK, BLOCK_C, BLOCK_H)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
-        pre = hacc + b1[None, :]
-        dh = to_dtype(dacc * gelu_grad(pre, APPROX_TANH), cdt, INTERPRET)                                    # [BC, BH]
-        if STORE_WGRAD:
-            hmask = cmask[:, None] & (h < DS)[None, :]
-            hoff = b * C * DS + c[:, None] * DS + h[None, :]
-            tl.store(DHB + hoff, dh, mask=hmask)
-            tl.store(AB + hoff, to_dtype(gelu(pre, APPROX_TANH), cdt, INTERPRET), mask=hmask)
+        dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
         if REUSE_W1:   # the fc1 slice loaded above, transposed on chip instead of re-read from L2
             w1 = tl.trans(w1t)                                                               # [BH, BS]
         else:
@@ -563,22 +536,6 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     return out, mean, rstd
 
 
-DW_MODES = ("gemm", "fused")
-
-
-def dw_mode(S: int, dtype: torch.dtype) -> str:
-    """How the fc weight gradients are computed: "gemm" (resident path S <= 256, fp16/bf16 weights: the
-    default) has the dT kernel also write T, GELU(H) and dH ([B, C, S] and 2x [B, C, DS] in the compute
-    dtype, transient: freed when the backward returns) and reduces them with the channel weight-gradient
-    GEMM over K = B*C; "fused" (the tiled path, fp32, or MIXER_KERNELS_TOKEN_DW=fused) recomputes H and
-    dA in the dW kernel and writes nothing of hidden size. Both are deterministic. fp32 stays fused: its
-    dT kernel with the extra stores spilled 408 B on sm_90."""
-    mode = os.environ.get("MIXER_KERNELS_TOKEN_DW", "gemm")
-    if mode not in DW_MODES:
-        raise ValueError(f"MIXER_KERNELS_TOKEN_DW: expected one of {DW_MODES}, got {mode!r}")
-    return mode if S <= MAX_RESIDENT_S and dtype != torch.float32 else "fused"
-
-
 def _dw_partitions(B: int, S: int, C: int, DS: int, block_c: int, block_h: int, block_so: int):
     n_ct = triton.cdiv(C, block_c)
     n_items = B * n_ct
@@ -603,31 +560,16 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
                   S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
     dt = empty((B, S, C), device=x.device, dtype=x.dtype)
-    gemm_dw = weight_grads and dw_mode(S, cdt) == "gemm" and B * S * C > 0
-    if gemm_dw:   # the weight-gradient GEMMs' operands, written by the dT kernel
-        t_buf = empty((B, C, S), device=x.device, dtype=cdt)
-        a_buf = empty((B, C, DS), device=x.device, dtype=cdt)
-        dh_buf = empty((B, C, DS), device=x.device, dtype=cdt)
-    else:
-        t_buf = a_buf = dh_buf = dt
     if B * S * C > 0:
         kernel, meta = _kernel_and_grid_meta("dt", _token_mixing_bwd_dt_kernel, S, C, DS, cdt)
         grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
-        kernel[grid](x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, t_buf, a_buf, dh_buf,
-                     S, C, DS, *x.stride(), *dy.stride(), **common,
-                     REUSE_W1=path["RESIDENT"] and cdt != torch.float32, STORE_WGRAD=gemm_dw, **meta)
+        kernel[grid](x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, S, C, DS,
+                     *x.stride(), *dy.stride(), **common, REUSE_W1=path["RESIDENT"] and cdt != torch.float32,
+                     **meta)
     dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
     dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
     if not weight_grads:
         return dx, dnw, dnb, None, None, None, None
-    if gemm_dw:
-        # rows m = (sample, channel), K = B*C: dW2 [S, DS] = G^T A with G = scale * dy read as [B, C, S]
-        # (db2: its row sums); dW1 [DS, S] = (T^T dH)^T (db1: dH's column sums). Deterministic split-K.
-        dw2, db2, _ = wgrad(dy.transpose(1, 2), a_buf.view(B * C, DS), sample_scale=sample_scale,
-                            transpose_out=False, p_sum=True, q_sum=False, out_dtype=cdt)
-        dw1, _, db1 = wgrad(t_buf, dh_buf.view(B * C, DS), transpose_out=True, p_sum=False, q_sum=True,
-                            out_dtype=cdt)
-        return dx, dnw, dnb, dw1, db1.to(fc1_bias.dtype), dw2, db2.to(cdt)
     cfg = _default_config("dw", S, C, DS, cdt)
     bc, bh = cfg["BLOCK_C"], cfg["BLOCK_H"]
     n_ct, n_items, parts, items_per_part = _dw_partitions(B, S, C, DS, bc, bh, path["BLOCK_SO"])
@@ -754,10 +696,8 @@ def _compile_cases(name):
                         args.update(B2=dtype, Out=dtype)
                     else:
                         args.update(DY=dtype, s_gb=S * C, s_gs=C, s_gc=1)
-                    if name == "dt":   # resident 16-bit: the default "gemm" weight gradients (T, A, dH written)
-                        args.update(DT=dtype, TB=dtype, AB=dtype, DHB=dtype,
-                                    REUSE_W1=path["RESIDENT"] and dtype != torch.float32,
-                                    STORE_WGRAD=dw_mode(S, dtype) == "gemm")
+                    if name == "dt":
+                        args.update(DT=dtype, REUSE_W1=path["RESIDENT"] and dtype != torch.float32)
                     if name == "dw":
                         n_ct, n_items, parts, per = _dw_partitions(256, S, C, DS, cfg["BLOCK_C"], cfg["BLOCK_H"],
                                                                    path["BLOCK_SO"])
@@ -767,9 +707,6 @@ def _compile_cases(name):
                              f"s{cfg['num_stages']}")
                     out.append(CompileCase(label, args, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
                                            expect_no_spills=True))
-                    if name == "dt" and args["STORE_WGRAD"] and cfg is cfgs[0]:   # MIXER_KERNELS_TOKEN_DW=fused
-                        out.append(CompileCase(label + " fused-dW", dict(args, STORE_WGRAD=False),
-                                               num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
         return out
     return cases
 
