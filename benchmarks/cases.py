@@ -23,7 +23,7 @@ BASELINES = ("eager", "compile", "compile-max")
 PROVIDERS = (MK, MK_COMPILE, *BASELINES)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
-# Paper Table 1 (DESIGN.md §1) at 224 px, patch 16: S = 196.
+# Paper Table 1 (docs/design.md, "The block") at 224 px, patch 16: S = 196.
 SHAPES = {
     "S/16": dict(S=196, C=512, DS=256, DC=2048, depth=8, patch=16),
     "B/16": dict(S=196, C=768, DS=384, DC=3072, depth=12, patch=16),
@@ -75,7 +75,7 @@ class Case:
 
 
 # -------------------------------------------------------------------------------------------------
-# FLOP counts (DESIGN.md §2): forward only; backward is counted as 2x forward.
+# FLOP counts (docs/design.md, "Where the time goes"): forward only; backward is counted as 2x forward.
 
 def token_flops(B, S, C, DS) -> float:
     return 4.0 * B * C * S * DS
@@ -90,7 +90,7 @@ def kernel_flops(family: str, name: str, batch: int) -> dict[str, float]:
     "each GEMM at >= 70% of the matmul rate"). Unpadded sizes, recomputed matmuls counted (the kernel
     does that work). Channel mixing: every launch of its three kernels is one [B*S, C] x [C, DC]-sized
     GEMM (fc1, fc2, the two backward data GEMMs, each weight gradient). Token mixing: the forward
-    kernel does 2 token-MLP matmuls, the dT kernel 3, the dW kernel 4 (DESIGN.md §2 sizes)."""
+    kernel does 2 token-MLP matmuls, the dT kernel 3, the dW kernel 4 (sizes: docs/design.md, "Where the time goes")."""
     shape = name.split()[-1]
     if family not in ("token", "channel", "block", "model") or shape not in SHAPES:
         return {}

@@ -115,7 +115,8 @@ def _status(rec) -> str:
 def markdown_full(meta: dict, records: list[dict]) -> str:
     mm_rate = meta.get("matmul_tflops")
     lines = [_header(meta), "",
-             f"Median ms [20th, 80th percentile]; rates use the FLOPs of DESIGN.md §2 (backward = 2x forward); "
+             "Median ms [20th, 80th percentile]; rates use the FLOPs of docs/design.md, 'Where the time goes' "
+             "(backward = 2x forward); "
              f"% mm = share of the {meta['dtype']} matmul rate measured in this run ({_f(mm_rate, '{:.0f}')} TFLOP/s); "
              "peak = memory of one step above what was allocated before it; err = relative difference from eager; "
              f"speedup = this provider's time / {MK}'s.", "",

@@ -1,5 +1,5 @@
 """Input validation shared by every backend: reads shapes, dtypes and devices only (no host sync), and
-raises ValueError/TypeError naming the argument and what was expected (DESIGN.md §4)."""
+raises ValueError/TypeError naming the argument and what was expected (docs/design.md, "The user contract")."""
 from __future__ import annotations
 
 import torch

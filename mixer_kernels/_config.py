@@ -10,7 +10,8 @@ def triton_interpret() -> bool:
 
 
 def use_triton(t: torch.Tensor) -> bool:
-    """Dispatch rule (DESIGN.md §4): CUDA tensors run the compiled Triton kernels; CPU tensors run them
+    """Dispatch rule (docs/design.md, "The user contract"): CUDA tensors run the compiled Triton kernels; CPU
+    tensors run them
     under the interpreter when TRITON_INTERPRET=1, else the plain PyTorch path."""
     if t.device.type == "cuda":
         return True

@@ -1,6 +1,6 @@
 """Public functions: check the inputs, pick the backend by device, call the op.
 
-Dispatch (DESIGN.md §4):
+Dispatch (docs/design.md, "The user contract"):
 - CUDA tensors: the Triton kernels (a torch.library custom op with registered autograd and a fake
   implementation, so torch.compile(fullgraph=True) traces it).
 - CPU tensors: the same Triton kernels under the interpreter when TRITON_INTERPRET=1 (how the tests run

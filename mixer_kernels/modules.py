@@ -101,7 +101,7 @@ def _dropout_p(mlp: nn.Module) -> float:
 
 
 class MixerBlock(nn.Module):
-    """Fused Mixer block: token mixing then channel mixing, each one fused Triton op (DESIGN.md §1).
+    """Fused Mixer block: token mixing then channel mixing, each one fused Triton op (docs/design.md, "The block").
 
     Same constructor as timm's `MixerBlock`, plus `recompute` (channel mixing saves only its input and
     row statistics for backward; on XLA devices both halves recompute). x [B, S, C] -> [B, S, C].

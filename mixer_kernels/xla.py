@@ -7,7 +7,7 @@ value back to the host, and the whole step (forward, backward, optimizer) become
 the compiler fuses. A Triton-style fused kernel would only hide the graph from XLA. The token half's
 transposes cost nothing there: on XLA's CPU backend a token-mixing forward+backward (B=4, S=49, C=64,
 DS=32) compiles to 6 dots and 6 transposes as written in torch_math.py, against 15 transposes for the
-transpose-free `einsum("ds,bsc->bdc")` form of DESIGN.md §1 and 12 for a broadcast `matmul`.
+transpose-free `einsum("ds,bsc->bdc")` form (docs/design.md, "The block") and 12 for a broadcast `matmul`.
 
 Recompute. forward and backward are one graph, so `torch.utils.checkpoint` is undone by XLA's common
 subexpression elimination: the recomputed forward is identical to the original, gets merged with it,

@@ -28,7 +28,7 @@ CONFIGS = {
 
 def mixer_block_math(x, n1w, n1b, t1w, t1b, t2w, t2b, n2w, n2b, c1w, c1b, c2w, c2b, eps=1e-6,
                      approximate="none"):
-    """One Mixer block as formulas (DESIGN.md §1), any dtype; x [B, S, C] -> [B, S, C]."""
+    """One Mixer block as formulas (docs/design.md, "The block"), any dtype; x [B, S, C] -> [B, S, C]."""
     C = x.shape[-1]
     t = F.layer_norm(x, (C,), n1w, n1b, eps).transpose(1, 2)               # [B, C, S]
     t = F.linear(F.gelu(F.linear(t, t1w, t1b), approximate=approximate), t2w, t2b)

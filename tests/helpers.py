@@ -1,4 +1,5 @@
-"""Shared test helpers: the launch counter, the accuracy rules of DESIGN.md §5 (in one place), and
+"""Shared test helpers: the launch counter, the accuracy rules (docs/design.md, "Accuracy:
+how the tests judge"; in one place), and
 parameter perturbation."""
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def count_launches():
 
 
 # --------------------------------------------------------------------------------------------------
-# Accuracy (DESIGN.md §5). Reference in float64; error = ||out - ref|| / ||ref|| (Frobenius).
+# Accuracy (docs/design.md, "Accuracy: how the tests judge"). Reference in float64; error = ||out - ref|| /
+# ||ref|| (Frobenius).
 
 # fp32 kernels: interpreter dots are exact fp32, and on the GPU the tests ask for ieee precision
 # ("highest"), so the only error is fp32 rounding of sums over at most a few thousand terms.
@@ -68,7 +70,8 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor, scale: float = 0.0) -> float:
 
 def assert_close(name: str, out: torch.Tensor, ref64: torch.Tensor, eager: torch.Tensor | None = None,
                  scale: float = 0.0):
-    """Judge `out` against the float64 reference `ref64` by DESIGN.md §5. For fp16/bf16 `eager` is the
+    """Judge `out` against the float64 reference `ref64` (docs/design.md, "Accuracy: how the tests judge"). For
+    fp16/bf16 `eager` is the
     same quantity computed by eager PyTorch in out's dtype. `scale`: a floor for the reference's norm,
     for tensors that are zero in exact arithmetic (e.g. the token MLP's fc2 bias gradient when a
     LayerNorm follows: it adds a per-token constant that every later LayerNorm removes); pass the norm

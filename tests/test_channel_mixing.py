@@ -1,5 +1,6 @@
 """Fused channel mixing (mixer_kernels.channel_mixing): forward and every gradient against a float64
-reference (DESIGN.md §5), launch counts, determinism, strides, sample_scale, autocast, matmul
+reference (docs/design.md, "Accuracy: how the tests judge"), launch counts, determinism, strides, sample_scale,
+autocast, matmul
 precision, torch.compile and bad input. Under the interpreter (CI) the kernels run with 32x32x32
 tiles, so the sizes below leave partial tiles everywhere: M = B*S not a multiple of 32, C in
 {8, 40, 130}, DC not a power of two; M > 64 also exercises the split-K weight-gradient path."""
@@ -31,7 +32,7 @@ FWD = {"_layernorm_stats_kernel": 1, "_channel_hidden_kernel": 1, "_channel_out_
 
 
 def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
-    """The math written out (DESIGN.md §1), for the float64 reference and eager in the test dtype."""
+    """The math written out (docs/design.md, "The block"), for the float64 reference and eager in the test dtype."""
     h = F.layer_norm(x, (x.shape[-1],), nw, nb, eps)
     h = F.linear(F.gelu(F.linear(h, w1, b1), approximate=approximate), w2, b2)
     if sample_scale is not None:
@@ -434,7 +435,7 @@ def test_bad_input(device):
 @pytest.mark.gpu
 def test_gpu_b16_split_k_deterministic():
     """Mixer-B/16 channel mixing at batch 64 (M = 12544: the weight gradients split K = M into
-    several row ranges), bf16, every gradient judged by DESIGN.md §5, two backward runs bitwise equal."""
+    several row ranges), bf16, every gradient judged by tests/helpers.assert_close, two backward runs bitwise equal."""
     B, S, C, DC = 64, 196, 768, 3072
     ts64 = [t.cuda() for t in _inputs(B, S, C, DC)]
     grad64 = torch.randn(B, S, C, dtype=torch.float64, device="cuda")

@@ -1,7 +1,8 @@
 """The compiled kernels on a CUDA device at real Mixer shapes: `pytest -m gpu` (skipped without CUDA).
 
 Every public function and module, fp32/fp16/bf16, forward and every gradient against a float64
-reference judged by DESIGN.md §5 (tests/helpers.assert_close), plus torch.compile(fullgraph=True) and
+reference judged by tests/helpers.assert_close (docs/design.md, "Accuracy: how the tests judge"), plus
+torch.compile(fullgraph=True) and
 CUDA-graph capture, with the launch counter proving the Triton kernels ran. Small batches keep it fast:
 the shapes that matter are S, C, DS, DC (paper Table 1 at 224 px, patch 16).
 """
@@ -26,7 +27,8 @@ KERNEL_PREFIX = {"token": "_token", "channel": "_channel"}
 
 @pytest.fixture(autouse=True)
 def _ieee_fp32():
-    """fp32 is judged at 1e-5: no tf32 anywhere (kernels honour the matmul precision, DESIGN.md §4)."""
+    """fp32 is judged at 1e-5: no tf32 anywhere (kernels honour the matmul precision: docs/design.md, "The user
+    contract")."""
     prec = torch.get_float32_matmul_precision()
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
     torch.set_float32_matmul_precision("highest")
@@ -38,7 +40,7 @@ def _ieee_fp32():
 
 
 # -------------------------------------------------------------------------------------------------
-# The math, written out (DESIGN.md §1): float64 for the reference, the test dtype for eager.
+# The math, written out (docs/design.md, "The block"): float64 for the reference, the test dtype for eager.
 
 def _residual(x, branch, sample_scale):
     return x + (branch if sample_scale is None else branch * sample_scale.to(branch.dtype)[:, None, None])
@@ -381,7 +383,7 @@ def test_channel_mixing_recompute(dtype):
 
 def test_compile_fullgraph_block():
     """torch.compile(fullgraph=True) over both ops, forward and backward: no graph break, the kernels
-    run, results within DESIGN.md §5."""
+    run, results within docs/design.md, "Accuracy: how the tests judge"."""
     leaves = _block_inputs(torch.bfloat16)
     gout = torch.randn(leaves[0].shape, device=DEVICE, dtype=torch.bfloat16)
     compiled = torch.compile(_block_fn, fullgraph=True)

@@ -1,5 +1,6 @@
 """Fused token mixing (ops/token_mixing.py) through the public `mixer_kernels.token_mixing`, judged against
-float64 (DESIGN.md §5). Without a GPU the Triton kernels run under the interpreter on CPU tensors, so the
+float64 (docs/design.md, "Accuracy: how the tests judge"). Without a GPU the Triton kernels run under the
+interpreter on CPU tensors, so the
 shapes are small; the big token counts (196, 197, 576) come with few channels."""
 import os
 import subprocess

@@ -119,7 +119,8 @@ def test_function_matches_float64(xdev, kind, approximate, recompute, drop_path)
 @pytest.mark.parametrize("kind", ["token", "channel"])
 def test_function_under_autocast_bf16(xdev, kind):
     """torch.autocast("xla", bfloat16), the usual mixed precision on a TPU: the graph's matmuls are bf16,
-    and output and gradients (fp32, as in eager) are within DESIGN.md §5's rule for bf16 (2x the error of
+    and output and gradients (fp32, as in eager) are within the bf16 rule of docs/design.md, "Accuracy: how the
+    tests judge" (2x the error of
     eager CPU autocast + 1e-3) against float64. Bias gradients get 8x: XLA's CPU backend sums bf16 in bf16
     (measured: a 4096-row bf16 column sum has relative error 1e-2 there, 1.7e-3 in eager), and a bias
     gradient is such a sum of the bf16 gradient of the linear's output."""

@@ -1,7 +1,8 @@
 """The one place kernels multiply tiles.
 
 The Triton interpreter cannot do bf16 arithmetic (bf16 values reach numpy as uint16 bit patterns, so a
-bf16 `tl.dot` gives garbage; DESIGN.md §6). Under the interpreter (`INTERPRET=True`, a constexpr the
+bf16 `tl.dot` gives garbage; docs/design.md, "Triton on our machines"). Under the interpreter
+(`INTERPRET=True`, a constexpr the
 launchers pass) operands are upcast to fp32 first; the compiled kernel keeps bf16/fp16 operands for the
 tensor cores. `INPUT_PRECISION` ("ieee" or "tf32") matters only for fp32 operands on the GPU.
 """

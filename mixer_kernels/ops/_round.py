@@ -3,7 +3,8 @@
 The Triton interpreter converts fp32 to bf16 by truncation (round toward zero: its `cast_impl` passes
 no rounding mode to `_convert_float`), while compiled kernels round to nearest even. Truncation
 doubles the rounding error of every bf16 result, so interpreter tests judged against eager bf16
-(DESIGN.md §5: within 2x eager's error) fail for no fault of the kernel. `to_dtype` rounds to nearest
+(docs/design.md, "Accuracy: how the tests judge": within 2x eager's error) fail for no fault of the kernel.
+`to_dtype` rounds to nearest
 even by hand before the cast when interpreted; the compiled kernel is a plain `.to(dtype)`.
 (fp16 needs nothing: the interpreter's numpy astype rounds to nearest even.)
 """

@@ -13,7 +13,7 @@ wgmma warpgroup's M) and N, K in {tokens, hidden chunk}.
 
 Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
 `_token_mixing_fwd_kernel`, one program per (sample, BLOCK_C channels):
-  * resident path, S <= 256 (every model of DESIGN.md §1 at 224 px: S = 49, 196, 256): the program
+  * resident path, S <= 256 (every model of docs/design.md, "The block", at 224 px: S = 49, 196, 256): the program
     loads its x tile once, normalises it while loading (fp32 stats, LN weight/bias upcast to fp32) and
     keeps T^T [BLOCK_C, next_pow2(S)] in registers in the compute dtype. For each hidden chunk of
     BLOCK_H rows it computes H^T = T^T @ W1[h]^T + b1 in fp32, A = GELU(H) in fp32, casts A to the
@@ -21,7 +21,8 @@ Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
     The epilogue adds b2, scales by sample_scale, adds the residual x and writes y once. The hidden
     activation [B, DS, C] never reaches device memory. Registers: the accumulator is 64x256 fp32
     (64 regs/thread at 8 warps), T^T 32 more at bf16; BLOCK_H = 32 keeps the H/A chunk at 8 regs.
-    DESIGN.md §6 measured 12 B of spills at hidden chunk 64 and 744+ B at 4 warps or 128 channels.
+    docs/design.md ("Triton on our machines") measured 12 B of spills at hidden chunk 64 and 744+ B at 4 warps
+    or 128 channels.
   * tiled path, S > 256 (384 px fine-tuning, S = 576): the accumulator no longer fits, so a third
     grid axis splits the output tokens in BLOCK_SO = 128 tiles, and the first matmul loops over the
     tokens in BLOCK_SK = 64 chunks, re-loading (from L2) and re-normalising x chunks. Each output tile
@@ -397,8 +398,9 @@ def _token_mixing_bwd_dw_kernel(
 # ------------------------------------------------------------------------------------------------
 # Tile choices
 #
-# BLOCK_C = 64, BLOCK_H = 32, 8 warps: the forward configuration DESIGN.md §6 measured spill-free on
-# sm_90 with wgmma at B/16 (S padded to 256); larger hidden chunks or channel tiles spilled. The GPU
+# BLOCK_C = 64, BLOCK_H = 32, 8 warps: the forward configuration measured spill-free on sm_90 with
+# wgmma at B/16 (S padded to 256; docs/design.md, "Triton on our machines"); larger hidden chunks or
+# channel tiles spilled. The GPU
 # autotune list holds only configurations that the compile test builds without spills (bf16).
 
 def _blocks_for(S: int, C: int) -> dict:
@@ -411,7 +413,8 @@ def _blocks_for(S: int, C: int) -> dict:
 
 # (kernel, resident path, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps, num_stages. Compiled for sm_90 at B/16 and
 # L/16 (tests/test_compile.py; numbers from `python -m mixer_kernels.ops._compile_check --only token`):
-#   fwd, bf16: 64x32, 8 warps: wgmma, 0 spills (hidden chunk 64 or 4 warps spill: DESIGN.md §6).
+#   fwd, bf16: 64x32, 8 warps: wgmma, 0 spills (hidden chunk 64 or 4 warps spill: docs/design.md, "Triton on
+#   our machines").
 #   fwd, fp32: 32x32, 8 warps: 0 spills (64x32 spilled 304 B: the fp32 T^T tile is twice as big).
 #   dt, bf16: 64x32, 8 warps: wgmma, 0 spills, with the fc1 slice loaded once per chunk and transposed
 #     on chip for the dT matmul (loading it twice, from L2, spilled 12 B at 64x32; fp32 keeps the
