@@ -32,6 +32,12 @@ def poison_outputs() -> bool:
     return os.environ.get("MIXER_KERNELS_POISON", "0") == "1"
 
 
+def nvtx_enabled() -> bool:
+    """MIXER_KERNELS_NVTX=1: NVTX ranges around each fused op (mixer_kernels/_nvtx.py; needs the `nvtx`
+    package, the `[nvtx]` extra). Read once, when mixer_kernels is imported."""
+    return os.environ.get("MIXER_KERNELS_NVTX", "0") == "1"
+
+
 def empty(shape, *, device, dtype) -> torch.Tensor:
     """torch.empty for kernel outputs; NaN-filled when poisoning is on (floating dtypes)."""
     if poison_outputs() and dtype.is_floating_point:

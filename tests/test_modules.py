@@ -216,3 +216,40 @@ def test_ddp_wraps_fused_model(tmp_path, device):
         assert all(p.grad is not None for p in fused.parameters())
     finally:
         dist.destroy_process_group()
+
+
+def test_nvtx_without_the_package_says_how_to_install(monkeypatch):
+    """MIXER_KERNELS_NVTX=1 without the optional nvtx package: an ImportError naming the extra, not a
+    silent run without ranges."""
+    import sys
+
+    from mixer_kernels import _nvtx
+    monkeypatch.setattr(_nvtx, "ENABLED", True)
+    monkeypatch.setattr(_nvtx, "_NVTX", None)
+    monkeypatch.setitem(sys.modules, "nvtx", None)     # `import nvtx` raises ImportError
+    block = mk.MixerBlock(8, 5)
+    with pytest.raises(ImportError, match=r"mixer-kernels\[nvtx\]"):
+        block(torch.randn(1, 5, 8))
+
+
+def test_nvtx_ranges_with_the_package(monkeypatch):
+    """With the nvtx package (the [nvtx] extra), enabled ranges go through nvtx.annotate and the block's
+    output is unchanged."""
+    nvtx = pytest.importorskip("nvtx")
+    from mixer_kernels import _nvtx
+    names = []
+    real = nvtx.annotate
+
+    def recording(name, **kwargs):
+        names.append((name, kwargs.get("domain")))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(_nvtx, "ENABLED", True)
+    monkeypatch.setattr(_nvtx, "_NVTX", None)
+    monkeypatch.setattr(nvtx, "annotate", recording)
+    block = mk.MixerBlock(8, 5)
+    x = torch.randn(1, 5, 8)
+    out = block(x)
+    monkeypatch.setattr(_nvtx, "ENABLED", False)
+    torch.testing.assert_close(out, block(x), rtol=0, atol=0)
+    assert names == [("mixer_kernels.token_mixing", "mixer_kernels"), ("mixer_kernels.channel_mixing", "mixer_kernels")]
