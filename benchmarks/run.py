@@ -229,10 +229,13 @@ def main(argv=None) -> int:
         os.environ["TRITON_INTERPRET"] = "1"
         os.environ["MIXER_KERNELS_POISON"] = "1"     # NaN-filled outputs: an unwritten element fails the check
     else:
-        if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-            raise SystemExit("TRITON_INTERPRET is set: unset it to time the compiled kernels on the GPU")
-        if os.environ.pop("MIXER_KERNELS_POISON", "0") == "1":
-            print("MIXER_KERNELS_POISON=1 ignored: NaN-filling outputs would be timed", file=sys.stderr)
+        from mixer_kernels._config import poison_outputs, triton_interpret  # imports no kernel module
+        if triton_interpret():
+            raise SystemExit(f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']} is set: unset it to time the "
+                             f"compiled kernels on the GPU")
+        if poison_outputs():
+            os.environ.pop("MIXER_KERNELS_POISON")
+            print("MIXER_KERNELS_POISON ignored: NaN-filling outputs would be timed", file=sys.stderr)
     cfg = _config(a)
 
     from .report import SMOKE_BANNER, add_matmul_percent, card_slug, case_record, environment, write_files

@@ -17,9 +17,9 @@ under CUDA autocast (LayerNorm in fp32), more saved fp32 tensors in eager; the G
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import os
+import unittest.mock
 
 import torch
 
@@ -45,19 +45,10 @@ def saved_bytes(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[int, list
     return sum(t.numel() * t.element_size() for t in tensors), [(tuple(t.shape), t.dtype) for t in tensors]
 
 
-@contextlib.contextmanager
 def custom_op_dispatch():
-    """The fused blocks take the custom-op path for CPU tensors only when TRITON_INTERPRET=1; with fake
-    tensors no kernel runs (the custom ops' fake implementations give the shapes). Restored after."""
-    old = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = old
+    """The fused blocks take the custom-op path for CPU tensors only when TRITON_INTERPRET is on; with
+    fake tensors no kernel runs (the custom ops' fake implementations give the shapes). Restored after."""
+    return unittest.mock.patch.dict(os.environ, {"TRITON_INTERPRET": "1"})
 
 
 def model_rows(models, batch: int, source: str) -> list[dict]:

@@ -1,6 +1,7 @@
 """Test harness. Without a CUDA device the Triton kernels run on CPU tensors under the interpreter:
 TRITON_INTERPRET must be set before any kernel module is imported, which is why it happens here, at
-the top of the first file pytest loads."""
+the top of the first file pytest loads. Every variable is then read through mixer_kernels._config (one
+rule for each); importing it here is safe: it imports no kernel module."""
 import os
 
 import torch
@@ -10,6 +11,12 @@ if not torch.cuda.is_available():
 os.environ.setdefault("MIXER_KERNELS_POISON", "1")  # launchers NaN-fill their outputs (see _config.empty)
 
 import pytest  # noqa: E402
+
+from mixer_kernels._config import bounds_check as bounds_check_on  # noqa: E402
+
+# Files whose every test is slow: test_compile.py compiles every registered kernel for sm_90 and sm_80
+# (4-5 minutes on 2 cores). `pytest -m "not slow"` leaves them out.
+SLOW_FILES = ("test_compile.py",)
 
 
 def _has_torch_xla() -> bool:
@@ -41,7 +48,7 @@ def pytest_collection_modifyitems(config, items):
 def _bounds_check():
     """Under the interpreter every kernel load and store is checked against the launch's tensors
     (tests/bounds_check.py); MIXER_KERNELS_BOUNDS_CHECK=0 turns it off."""
-    if os.environ.get("TRITON_INTERPRET", "0") in ("", "0") or os.environ.get("MIXER_KERNELS_BOUNDS_CHECK") == "0":
+    if not bounds_check_on():
         yield
         return
     import bounds_check

@@ -1,15 +1,14 @@
 """The interpreter's out-of-bounds check (tests/bounds_check.py) catches what it is for: a load or store
 past the end of a tensor, or outside a strided view, fails; masked-off lanes and in-bounds accesses pass."""
-import os
-
 import pytest
 import torch
 import triton
 import triton.language as tl
 
-pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET", "0") in ("", "0")
-                                or os.environ.get("MIXER_KERNELS_BOUNDS_CHECK") == "0",
-                                reason="the bounds check runs under the Triton interpreter only")
+from mixer_kernels._config import bounds_check
+
+pytestmark = pytest.mark.skipif(not bounds_check(), reason="the bounds check runs under the Triton interpreter only "
+                                                           "(and not with MIXER_KERNELS_BOUNDS_CHECK=0)")
 
 
 @triton.jit

@@ -53,13 +53,12 @@ power of two of M, never the exact batch. Under the interpreter: one config. MIX
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import triton
 import triton.language as tl
 
-from .._config import empty, input_precision, triton_interpret
+from .._config import autotune, empty, input_precision, triton_interpret
 from ._dot import dot
 from ._gelu import gelu
 from ._registry import CompileCase, register_kernel
@@ -115,7 +114,7 @@ def _prune(weight_arg):
         if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
             keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
         keep = keep or configs
-        if os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0":
+        if not autotune():
             keep = keep[:1]
         return keep
     return prune

@@ -76,13 +76,11 @@ results identical across processes too. Under the interpreter every kernel runs 
 (multi-config autotune crashes there).
 """
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from .._config import empty, input_precision, triton_interpret
+from .._config import autotune, empty, input_precision, triton_interpret
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
 from ._registry import CompileCase, register_kernel
@@ -478,7 +476,7 @@ def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: tor
     fp32 is not the path worth GPU seconds of tuning) or when MIXER_KERNELS_AUTOTUNE=0; else
     triton.autotune over the spill-free configs, keyed on shapes."""
     default = _default_config(name, S, C, DS, dtype)
-    if (triton_interpret() or os.environ.get("MIXER_KERNELS_AUTOTUNE", "1") == "0" or name not in _GPU_CONFIGS
+    if (triton_interpret() or not autotune() or name not in _GPU_CONFIGS
             or dtype == torch.float32):
         return kernel, default
     if name not in _AUTOTUNED:
