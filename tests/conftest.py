@@ -38,6 +38,8 @@ def pytest_collection_modifyitems(config, items):
     skip_xla = pytest.mark.skip(reason="needs torch_xla (see .ci/run's XLA environment)")
     cuda, xla = torch.cuda.is_available(), _has_torch_xla()
     for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
         if "gpu" in item.keywords and not cuda:
             item.add_marker(skip_gpu)
         if "xla" in item.keywords and not xla:

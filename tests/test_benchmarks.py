@@ -13,6 +13,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow   # ~20 s: the runner in a subprocess
 def test_smoke_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "TRITON_INTERPRET")}
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
@@ -41,6 +42,7 @@ def test_smoke_run(tmp_path):
 
 
 
+@pytest.mark.slow   # ~2 minutes: every stage of the GPU script, dry
 def test_gpu_check_dry_run(tmp_path):
     """benchmarks/gpu_check.sh, the one script a GPU session runs, as a dry run without CUDA: every stage
     runs and passes, the files it leaves under $OUT fit what the GPU machine sends back (at most 8 files,

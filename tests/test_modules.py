@@ -83,6 +83,7 @@ def test_reference_blocks_are_fused_too():
     assert all(isinstance(b, mk.MixerBlock) for b in model.blocks)
 
 
+@pytest.mark.slow   # ~17 s on 2 cores under the interpreter
 def test_optimizer_steps_stay_together(device):
     unfused, fused = _timm_pair()
     unfused, fused = unfused.to(device), fused.to(device)
@@ -100,6 +101,7 @@ def test_optimizer_steps_stay_together(device):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
+@pytest.mark.slow   # ~50 s on 2 cores under the interpreter
 def test_create_model_with_block_layer_and_state_dict_round_trip(tmp_path, device):
     kw = dict(pretrained=False, num_classes=5, img_size=64)                  # S/32 at 64 px: S = 4 tokens
     fused = timm.create_model("mixer_s32_224", block_layer=mk.MixerBlock, **kw)
