@@ -13,7 +13,6 @@ from .cases import (
     layernorm_params,
     linear_params,
     mode_factor,
-    op_available,
     token_flops,
 )
 
@@ -36,8 +35,7 @@ def _build(shape: str, B: int, mode: str):
 
     def build(cfg: RunConfig):
         from reference.mlp_mixer import mixer_block_math
-        skip = op_available("token_mixing") or op_available("channel_mixing")
-        return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), fused_block, skip, mixer_block_math)
+        return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), fused_block, mixer_block_math)
 
     return build
 

@@ -7,7 +7,6 @@ and a mode. Building it (only when it runs, so nothing is allocated up front) gi
 """
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -109,13 +108,6 @@ def mode_factor(mode: str) -> float:
 # -------------------------------------------------------------------------------------------------
 # Providers.
 
-def op_available(module: str) -> str | None:
-    """None if mixer_kernels.ops.<module> exists, else the reason the provider is skipped."""
-    if importlib.util.find_spec(f"mixer_kernels.ops.{module}") is None:
-        return f"mixer_kernels/ops/{module}.py does not exist yet"
-    return None
-
-
 def compiled(fn, provider: str):
     """torch.compile of fn for the "compile" / "compile-max" providers. Static shapes: each case gets
     its own compiled callable (the runner resets dynamo between cases), so no case runs a dynamic-shape
@@ -194,7 +186,7 @@ def op_step(fn, sets, grad_outs, mode):
 
 
 def build_op_case(cfg: RunConfig, mode: str, make_set: Callable[[torch.Generator], list[torch.Tensor]],
-                  out_shape: tuple, mk_fn: Callable | None, mk_skip: str | None, eager_fn: Callable) -> Built:
+                  out_shape: tuple, mk_fn: Callable, eager_fn: Callable) -> Built:
     """Built for a function of (x, parameters...): mixer-kernels, eager and compiled eager."""
     first = make_set(generator(cfg, 0))
     n_sets = rotation_sets(nbytes(first), cfg)
@@ -211,10 +203,7 @@ def build_op_case(cfg: RunConfig, mode: str, make_set: Callable[[torch.Generator
     fns = baseline_fns(eager_fn, cfg)
     for p in (MK, MK_COMPILE):
         if p in cfg.providers:
-            if mk_skip:
-                built.skipped[p] = mk_skip
-            else:
-                fns[p] = mk_fn if p == MK else compiled(mk_fn, "compile")
+            fns[p] = mk_fn if p == MK else compiled(mk_fn, "compile")
     for p in cfg.providers:
         if p in fns:
             built.steps[p] = op_step(fns[p], sets, grad_outs, mode)

@@ -16,7 +16,6 @@ from .cases import (
     layernorm_params,
     linear_params,
     mode_factor,
-    op_available,
     token_flops,
 )
 
@@ -35,13 +34,9 @@ def _build(family: str, shape: str, B: int, mode: str):
         return [x, *layernorm_params(C, gen, cfg), *linear_params(H, F, gen, cfg), *linear_params(F, H, gen, cfg)]
 
     def build(cfg: RunConfig):
+        import mixer_kernels
         from mixer_kernels import torch_math
-        skip = op_available(op)
-        mk_fn = None
-        if skip is None:
-            import mixer_kernels
-            mk_fn = getattr(mixer_kernels, op)
-        return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), mk_fn, skip,
+        return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), getattr(mixer_kernels, op),
                              getattr(torch_math, f"{op}_torch"))
 
     return build

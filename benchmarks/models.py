@@ -26,7 +26,6 @@ from .cases import (
     compiled,
     generator,
     mode_factor,
-    op_available,
     rotation_sets,
 )
 
@@ -65,16 +64,10 @@ def _perturb(model: torch.nn.Module, cfg: RunConfig) -> torch.nn.Module:
     return model
 
 
-def _fuse(model: torch.nn.Module):
-    """The fused copy, or the reason there is none yet."""
-    missing = op_available("token_mixing") or op_available("channel_mixing")
-    if missing:
-        return None, missing
-    try:
-        from mixer_kernels import fuse_mixer_blocks
-    except ImportError as e:
-        return None, f"mixer_kernels.fuse_mixer_blocks is not available yet ({e})"
-    return fuse_mixer_blocks(copy.deepcopy(model)), None
+def _fuse(model: torch.nn.Module) -> torch.nn.Module:
+    """A fused copy (fuse_mixer_blocks on a deep copy: the eager model stays unfused)."""
+    from mixer_kernels import fuse_mixer_blocks
+    return fuse_mixer_blocks(copy.deepcopy(model))
 
 
 def _model_step(model, names, images, grad_outs, mode):
@@ -132,10 +125,7 @@ def _build_train(source: str, shape: str, B: int):
             elif p in ("compile", "compile-max"):
                 m = compiled(copy.deepcopy(model), p)
             elif p in (MK, MK_COMPILE):
-                m, why = _fuse(model)
-                if m is None:
-                    built.skipped[p] = why
-                    continue
+                m = _fuse(model)
                 m = m if p == MK else compiled(m, "compile")
             else:
                 continue
@@ -163,19 +153,16 @@ def _build(source: str, shape: str, B: int, mode: str):
                      for i in range(n_sets)] if mode == "fwd+bwd" else None
         names = [n for n, _ in model.named_parameters()]
         models, built = {}, Built(steps={}, n_sets=n_sets)
-        fused, why = None, None             # one fused copy, shared by mixer-kernels and its compiled form
+        fused = None                        # one fused copy, shared by mixer-kernels and its compiled form
         for p in cfg.providers:
             if p == "eager":
                 models[p] = model
             elif p in ("compile", "compile-max"):
                 models[p] = compiled(model, p)        # shares the eager model's parameters
             elif p in (MK, MK_COMPILE):
-                if fused is None and why is None:
-                    fused, why = _fuse(model)
                 if fused is None:
-                    built.skipped[p] = why
-                else:
-                    models[p] = fused if p == MK else compiled(fused, "compile")
+                    fused = _fuse(model)
+                models[p] = fused if p == MK else compiled(fused, "compile")
         for p, m in models.items():
             built.steps[p] = _model_step(m, names, images, grad_outs, mode)
         return built

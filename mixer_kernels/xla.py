@@ -25,9 +25,6 @@ import torch
 
 from . import torch_math
 
-# Device types whose tensors are compiled by XLA: torch_xla's "xla", TorchTPU's "tpu", torchax's "jax".
-DEVICE_TYPES = ("xla", "tpu", "jax")
-
 
 def _run(math, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, approximate,
          sample_scale, recompute):
