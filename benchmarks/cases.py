@@ -42,6 +42,7 @@ class RunConfig:
     round_ms: float = 100.0      # target time per provider per round
     l2_bytes: int = 0            # the card's L2 size (rotation sets must exceed it)
     kernels: bool = False        # profile per-kernel device time after timing
+    deadline: float | None = None  # time.perf_counter() past which a case starts no new round (--budget-s)
 
     @property
     def cuda(self) -> bool:

@@ -53,7 +53,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=5, help="interleaved measuring rounds per case")
     p.add_argument("--round-ms", type=float, default=100.0, help="target time per provider per round")
     p.add_argument("--budget-s", type=float, default=None,
-                   help="start no new case after this many seconds (the rest are listed as skipped)")
+                   help="start no new case after this many seconds (the rest are listed as skipped), and no "
+                        "new measuring round inside a case (a running check or compile is not cut short)")
     p.add_argument("--out", default=None, help="results folder (default $OUT, else benchmarks/results/<card>/)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
     p.add_argument("--kernels", action="store_true",
@@ -88,6 +89,12 @@ def build_cases(a, cfg):
     batches = a.batches or ([2] if smoke else [1, 8, 64, 256])
     modes = a.modes or list(MODES)
     sizes = a.models or (["tiny"] if smoke else ["B/16", "L/16"])
+    big = [s for s in dict.fromkeys(shapes + sizes) if s != "tiny"]
+    if smoke and big:
+        raise SystemExit(f"--shapes/--models {','.join(big)}: without a GPU (or with --smoke) the runner interprets "
+                         f"the kernels in Python, which cannot finish Mixer-size cases (one B/16 channel case ran "
+                         f"over 9 minutes on 2 CPU cores); the smoke run takes --shapes tiny --models tiny (the "
+                         f"default there). Time real shapes on a CUDA GPU.")
     for name, values, allowed in (("--shapes", shapes + sizes, SHAPES), ("--modes", modes, MODES),
                                   ("--model-modes", a.model_modes or [], MODEL_MODES),
                                   ("--families", a.families, FAMILIES)):
@@ -163,7 +170,7 @@ def run_case(case, cfg) -> dict:
     del outs, ref
     timed = [p for p in built.steps if res[p].status in ("ok", "mismatch")]
     times = measure(built.steps, timed, rounds=cfg.rounds, round_ms=cfg.round_ms, cuda=cuda, on_error=fail,
-                    max_iters=2 if cfg.smoke else 50)
+                    max_iters=2 if cfg.smoke else 50, deadline=cfg.deadline)
     for p, t in times.items():
         res[p].times_ms = t
     if cuda:
@@ -172,7 +179,9 @@ def run_case(case, cfg) -> dict:
                 res[p].peak_mib = peak_memory_mib(built.steps[p])
             except Exception as e:
                 fail(p, e)
-    if cfg.kernels:
+    if cfg.kernels and cfg.deadline is not None and time.perf_counter() > cfg.deadline:
+        print(f"  time budget spent: no per-kernel profile for {case.label}", file=sys.stderr, flush=True)
+    elif cfg.kernels:
         from .kernel_times import kernel_times
         for p in times:
             if res[p].status in ("ok", "mismatch"):
@@ -256,6 +265,8 @@ def main(argv=None) -> int:
           f"results to {out_dir}", file=sys.stderr, flush=True)
     records, failed, interrupted, lost = [], False, False, None
     t_start = time.perf_counter()
+    if a.budget_s is not None:
+        cfg.deadline = t_start + a.budget_s
     for k, case in enumerate(cases, 1):
         over = a.budget_s is not None and time.perf_counter() - t_start > a.budget_s
         if over or lost:
@@ -267,6 +278,8 @@ def main(argv=None) -> int:
             print(f"[{k}/{len(cases)}] {case.label}: skipped ({why})", file=sys.stderr, flush=True)
             continue
         t0 = time.perf_counter()
+        print(f"[{k}/{len(cases)}] {case.label}: running ({t0 - t_start:.0f} s into the run)", file=sys.stderr,
+              flush=True)
         try:
             torch._dynamo.reset()
             res = run_case(case, cfg)

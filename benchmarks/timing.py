@@ -9,6 +9,7 @@ timed steps. The CPU smoke run goes through the same loop with a host clock and 
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -123,9 +124,11 @@ def _timed(step, start: int, iters: int, cuda: bool):
 
 
 def measure(steps: dict, names: list[str], *, rounds: int, round_ms: float, cuda: bool, on_error,
-            max_iters: int = 50) -> dict[str, list[float]]:
+            max_iters: int = 50, deadline: float | None = None) -> dict[str, list[float]]:
     """Warm up, then time the providers `names` in `rounds` interleaved rounds. A provider that raises
-    is reported through on_error(provider, exception) and dropped; the others go on."""
+    is reported through on_error(provider, exception) and dropped; the others go on. Past `deadline`
+    (a time.perf_counter() value) no new round starts after the first: the run's time budget holds
+    inside a case too, at the cost of fewer samples (said on stderr)."""
     iters = {}
     for p in list(names):
         try:
@@ -145,6 +148,9 @@ def measure(steps: dict, names: list[str], *, rounds: int, round_ms: float, cuda
     pending = {p: [] for p in alive}
     idx = {p: 0 for p in alive}
     for r in range(rounds):
+        if r > 0 and deadline is not None and time.perf_counter() > deadline:
+            print(f"  time budget spent: {r} of {rounds} rounds timed", file=sys.stderr, flush=True)
+            break
         k = r % max(len(alive), 1)
         for p in alive[k:] + alive[:k]:
             if p not in pending:

@@ -23,6 +23,7 @@ def test_smoke_run(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
     assert "CPU smoke run: correctness only, no speed claims" in r.stdout
+    assert "[1/" in r.stderr and ": running (0 s into the run)" in r.stderr   # a line as each case starts
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["meta"]["smoke"] is True and data["meta"]["torch"] and data["meta"]["card"]
     families = {rec["family"] for rec in data["results"]}
@@ -189,3 +190,35 @@ def test_failures_are_recorded_per_provider():
     assert res["compile-max"].status == "mismatch" and res["compile-max"].times_ms
     rec = dict(providers={"p": dict(status="error", reason="RuntimeError: CUDA error: an illegal memory access")})
     assert cuda_context_lost(rec)
+
+
+def test_smoke_run_refuses_mixer_size_shapes(tmp_path):
+    """Without a GPU the kernels are interpreted: a B/16 case would run for many minutes without a word,
+    so the runner refuses it at once, naming the option."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OUT", "TRITON_INTERPRET")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(tmp_path), "--families",
+                        "token,channel", "--shapes", "B/16", "--batches", "1"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--shapes/--models B/16" in r.stderr and "tiny" in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
+def test_budget_holds_inside_a_case():
+    """Past the deadline no new measuring round starts (the first always runs, so the case has numbers)."""
+    import time
+
+    from benchmarks.timing import measure
+    calls = {"a": 0, "b": 0}
+
+    def step(name):
+        def run(i):
+            calls[name] += 1
+        return run
+
+    steps = {p: step(p) for p in calls}
+    kw = dict(rounds=5, round_ms=0.0, cuda=False, on_error=lambda p, e: None, max_iters=2)
+    full = measure(steps, list(steps), **kw)
+    cut = measure(steps, list(steps), deadline=time.perf_counter() - 1.0, **kw)
+    assert {p: len(t) for p, t in full.items()} == {"a": 10, "b": 10}     # 5 rounds of 2 steps
+    assert {p: len(t) for p, t in cut.items()} == {"a": 2, "b": 2}        # the first round only
