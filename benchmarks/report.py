@@ -133,8 +133,12 @@ def markdown_full(meta: dict, records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown_kernels(records: list[dict]) -> str:
-    """Per case and provider, the kernels that take the device time (--kernels)."""
+def markdown_kernels(records: list[dict], card: str = "") -> str:
+    """Per case and provider, the kernels that take the device time (--kernels), and for mixer-kernels'
+    Triton kernels the speed model's time (benchmarks/speed_model.py, committed results) with the
+    measured / model ratio that calibrates it."""
+    from .speed_model import load_committed, model_us_per_step
+    model = load_committed()
     lines = []
     for r in records:
         for p, rec in r["providers"].items():
@@ -145,15 +149,22 @@ def markdown_kernels(records: list[dict]) -> str:
             lines += ["", f"**{r['family']} {r['name']} B={r['batch']} {r['mode']}, {p}**: {total}"]
             if "error" in k:
                 continue
-            lines += ["", "| kernel | calls/step | us/step | share | TFLOP/s | % mm |", "|---|---|---|---|---|---|"]
+            lines += ["", "| kernel | calls/step | us/step | share | TFLOP/s | % mm | model us/step | "
+                      "measured / model |", "|---|---|---|---|---|---|---|---|"]
             for row in k["kernels"]:
                 name = row["kernel"].replace("|", "/")
                 name = name if len(name) <= 90 else name[:87] + "..."
+                mod = (model_us_per_step(model, r["family"], r["name"].split()[-1], r["batch"], r["mode"], card,
+                                         row["kernel"]) if p == MK else None)
+                row["model_us_per_step"] = mod
+                ratio = row["us_per_step"] / mod if (mod and row["us_per_step"]) else None
                 lines.append(f"| `{name}` | {row['calls_per_step']:.3g} | {_f(row['us_per_step'], '{:.1f}')} | "
                              f"{_f(row['share'], '{:.0%}')} | {_f(row.get('tflops'), '{:.0f}')} | "
-                             f"{_f(row.get('pct_matmul'), '{:.0f}%')} |")
+                             f"{_f(row.get('pct_matmul'), '{:.0f}%')} | {_f(mod, '{:.1f}')} | {_f(ratio, '{:.2f}')} |")
     head = ("## Device time per kernel (3 profiled steps, after timing); TFLOP/s and % mm for mixer-kernels' "
-            "matmul kernels (FLOPs per call: benchmarks/cases.py kernel_flops)")
+            "matmul kernels (FLOPs per call: benchmarks/cases.py kernel_flops); model us/step: the speed model's "
+            "time for the same launches (benchmarks/results/model-sm90, a model, not a measurement), and "
+            "measured / model, which calibrates it")
     return "\n".join(["", head] + lines) if lines else ""
 
 
@@ -230,7 +241,7 @@ def write_files(out_dir: str, meta: dict, records: list[dict], plot: bool) -> li
         md_full = md_summary = markdown_smoke(meta, records)
     else:
         md_full, md_summary = markdown_full(meta, records), markdown_summary(meta, records)
-    md_full += markdown_kernels(records)
+    md_full += markdown_kernels(records, meta.get("card", ""))
     for name, text in (("results.md", md_full), ("summary.md", md_summary)):
         path = os.path.join(out_dir, name)
         with open(path, "w") as f:

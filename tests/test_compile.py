@@ -52,3 +52,36 @@ def test_shared_memory_fits(compile_report):
     over = [f"{r['kernel']} [{r['case']}] sm_{r['arch']}: {r['shared']} B > {MAX_SHARED[r['arch']]} B"
             for r in compile_report if not r["error"] and r["shared"] > MAX_SHARED[r["arch"]]]
     assert not over, "\n".join(over)
+
+
+# Speed hazards (ops/_compile_check.py `hazards`: wgmma serialised by ptxas, mma.sync on sm_90, spills) of
+# the sm_90 cases, by Triton version. tests/compile_hazards.txt lists the cases that had them when the
+# detector arrived; the list may only shrink: a hazard on a case not listed fails, and so does a listed
+# case that no longer has its hazards (take it off the list). Regenerate a version's lines with
+# `python -m mixer_kernels.ops._compile_check --arch 90 --hazards`.
+BASELINE = os.path.join(os.path.dirname(__file__), "compile_hazards.txt")
+
+
+def _baseline(version: str) -> dict[tuple[str, str], set[str]]:
+    out = {}
+    with open(BASELINE) as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                v, kernel, case, hz = (p.strip() for p in line.split("|"))
+                if v == version:
+                    out[kernel, case] = set(hz.split(","))
+    return out
+
+
+def test_speed_hazards_only_shrink(compile_report):
+    import triton
+    version = ".".join(triton.__version__.split(".")[:2])
+    allowed = _baseline(version)
+    rows = {(r["kernel"], r["case"]): set(r["hazards"]) for r in compile_report if r["arch"] == 90 and not r["error"]}
+    new = [f"{k} [{c}]: {sorted(h - allowed.get((k, c), set()))}" for (k, c), h in rows.items()
+           if h - allowed.get((k, c), set())]
+    assert not new, f"speed hazards not in {os.path.basename(BASELINE)} (triton {version}):\n" + "\n".join(new)
+    stale = [f"{version} | {k} | {c} | {','.join(sorted(h))}" for (k, c), h in allowed.items()
+             if rows.get((k, c)) != h]
+    assert not stale, ("listed cases whose hazards changed or that no longer exist: update their lines in "
+                       f"{os.path.basename(BASELINE)} (the list only shrinks):\n" + "\n".join(stale))

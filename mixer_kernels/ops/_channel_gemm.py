@@ -61,7 +61,7 @@ import triton.language as tl
 from .._config import autotune, empty, input_precision, triton_interpret
 from ._dot import dot
 from ._gelu import gelu
-from ._registry import CompileCase, register_kernel
+from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
 
 # --------------------------------------------------------------------------------------------------
@@ -641,6 +641,37 @@ def _wgrad_args(dt, S, C, DC, M, fc1):
 
 
 _MODES = [("fwd", False), ("bwd", True)]
-register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _MODES, _hidden_args))
-register_kernel(_channel_out_kernel, lambda: _cases("out", _MODES, _out_args))
-register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args))
+def _hidden_work(a) -> Work:
+    """2*M*DC*C FLOPs; the A rows (x or grad_out) and the weight read once, z / GELU(z) / dz as written
+    (backward: z read). Main loop: the K loop."""
+    M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
+    mn = M * N * a["Z"].element_size()
+    moved = M * K * a["X"].element_size() + nbytes(a["W"])
+    if a["BACKWARD"]:
+        moved += 2 * mn + (mn if a["WRITE_ACT"] else 0)
+    else:
+        moved += (mn if a["WRITE_Z"] else 0) + (mn if a["WRITE_ACT"] else 0)
+    return Work(2.0 * M * N * K, moved, triton.cdiv(K, a["BLOCK_K"]))
+
+
+def _out_work(a) -> Work:
+    """2*M*C*DC FLOPs; A [M, DC] and the weight read once, the output (and the residual) once."""
+    M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
+    moved = M * K * a["A"].element_size() + nbytes(a["W"]) + M * N * a["Out"].element_size()
+    if a["HAS_RES"]:
+        moved += M * N * a["Res"].element_size()
+    return Work(2.0 * M * N * K, moved, triton.cdiv(K, a["BLOCK_K"]))
+
+
+def _wgrad_work(a) -> Work:
+    """2*M*C*DC FLOPs; P [M, C] and Q [M, DC] read once, the (split-K partial) weight gradient written.
+    Main loop: the K loop over one split's rows."""
+    M, Mi, Nj = a["M"], a["M_SIZE"], a["N_SIZE"]
+    moved = M * Mi * a["P"].element_size() + nbytes(a["Q"]) + nbytes(a["DW"])
+    return Work(2.0 * M * Mi * Nj, moved, triton.cdiv(a["ROWS_PER_SPLIT"], a["BLOCK_K"]))
+
+
+register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _MODES, _hidden_args), _hidden_work)
+register_kernel(_channel_out_kernel, lambda: _cases("out", _MODES, _out_args), _out_work)
+register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args),
+                _wgrad_work)

@@ -3,8 +3,12 @@
     python -m mixer_kernels.ops._compile_check [--arch 90 80] [--json]
 
 Builds each registered CompileCase with Triton's own compiler (`triton.compile(ASTSource(...),
-target=GPUTarget("cuda", arch, 32))`), specialised as a real launch would be (DESIGN.md §6), then runs
-the ptxas shipped in Triton's wheel with -v on the PTX to read registers, spills and shared memory.
+target=GPUTarget("cuda", arch, 32))`), specialised as a real launch would be (docs/design.md, "Triton
+on our machines"), then runs the ptxas shipped in Triton's wheel with -v on the PTX to read registers,
+spills, shared memory and the wgmma serialisation notes, and (sm_90) disassembles the cubin with its
+nvdisasm for the SASS report of ops/_sass.py: tensor-core instructions, loads, the main loop. Each case's speed hazards
+(`hazards`: serialised wgmma, mma.sync on sm_90, spills) come with it; the speed model
+(`python -m benchmarks.speed_model`) builds on the same function.
 Must run with TRITON_INTERPRET unset (the interpreter replaces @triton.jit functions), so the tests
 call it in a subprocess.
 """
@@ -20,6 +24,10 @@ import subprocess
 import sys
 import tempfile
 
+from mixer_kernels._config import triton_interpret
+from mixer_kernels.ops import _sass
+from mixer_kernels.ops._sass import ptxas_notes
+
 
 def _import_all_ops():
     import mixer_kernels.ops as ops
@@ -28,33 +36,116 @@ def _import_all_ops():
             importlib.import_module(f"mixer_kernels.ops.{m.name}")
 
 
-def _ptxas_report(ptx: str, arch: int) -> dict:
+def _tool(name: str) -> str:
     import triton
-    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def _ptxas(ptx: str, arch: int) -> tuple[dict, str | None]:
+    """ptxas -v on the PTX: (registers, spills, stack, serialisation notes), and the SASS of the cubin
+    (nvdisasm -c) for sm_90."""
     sm = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"
     with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "k.ptx")
+        src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
         with open(src, "w") as f:
             f.write(ptx)
-        r = subprocess.run([ptxas, f"-arch={sm}", "-v", src, "-o", os.path.join(d, "k.cubin")],
-                           capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"ptxas failed:\n{r.stderr[-2000:]}")
+        r = subprocess.run([_tool("ptxas"), f"-arch={sm}", "-v", src, "-o", cubin], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"ptxas failed:\n{r.stderr[-2000:]}")
+        sass = None
+        if arch == 90:
+            dis = subprocess.run([_tool("nvdisasm"), "-c", cubin], capture_output=True, text=True)
+            if dis.returncode != 0:
+                raise RuntimeError(f"nvdisasm failed:\n{dis.stderr[-2000:]}")
+            sass = dis.stdout
     text = r.stderr + r.stdout
+
     def grab(pattern):
         m = re.search(pattern, text)
         return int(m.group(1)) if m else 0
     return dict(registers=grab(r"Used (\d+) registers"), spill_stores=grab(r"(\d+) bytes spill stores"),
-                spill_loads=grab(r"(\d+) bytes spill loads"), stack=grab(r"(\d+) bytes stack frame"))
+                spill_loads=grab(r"(\d+) bytes spill loads"), stack=grab(r"(\d+) bytes stack frame"),
+                notes=ptxas_notes(text)), sass
 
 
-def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        raise RuntimeError("unset TRITON_INTERPRET: the compile check needs real @triton.jit functions")
+# Per-SM limits of sm_90 (H100/H200) and sm_80 (A100): registers, threads, CTAs, shared memory (the
+# per-SM carve-out; the runtime reserves 1 KB per CTA).
+_SM_LIMITS = {90: dict(regs=65536, threads=2048, ctas=32, smem=233472),
+              80: dict(regs=65536, threads=2048, ctas=32, smem=167936)}
+
+
+def ctas_per_sm(registers: int, num_warps: int, shared: int, arch: int = 90) -> int:
+    """Resident CTAs of one kernel per SM: registers (allocated per warp in units of 256, per thread
+    rounded up to 8), threads, the CTA cap and shared memory (+1 KB reserved per CTA)."""
+    lim = _SM_LIMITS[arch]
+    per_thread = -(-max(registers, 1) // 8) * 8
+    per_warp = -(-per_thread * 32 // 256) * 256
+    by_regs = lim["regs"] // (per_warp * num_warps)
+    by_threads = lim["threads"] // (32 * num_warps)
+    by_smem = lim["smem"] // (shared + 1024) if shared else lim["ctas"]
+    return max(0, min(by_regs, by_threads, by_smem, lim["ctas"]))
+
+
+def hazards(row: dict) -> list[str]:
+    """The speed hazards of one compiled case: 'serialised' (ptxas C7515), 'mma.sync' (HMMA on sm_90,
+    where wgmma is the fast path), 'spills' (register spill stores or loads)."""
+    out = []
+    if row.get("error"):
+        return out
+    if row["notes"].get("C7515"):
+        out.append("serialised")
+    if row["arch"] == 90 and row["sass"] and row["sass"]["total"]["hmma"]:
+        out.append("mma.sync")
+    if row["spill_stores"] or row["spill_loads"]:
+        out.append("spills")
+    return out
+
+
+def compile_kernel(fn, signature: dict, constexprs: dict, attrs: dict, num_warps: int, num_stages: int,
+                   arch: int = 90) -> dict:
+    """Compile one specialisation of the @triton.jit function `fn` for sm_<arch> and read it: registers,
+    spills, shared memory, CTAs per SM, ptxas notes, and (sm_90) the SASS report (ops/_sass.py)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+    row = dict(arch=arch, num_warps=num_warps, num_stages=num_stages)
+    try:
+        src = ASTSource(fn, signature, constexprs, attrs)
+        ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
+                            options=dict(num_warps=num_warps, num_stages=num_stages))
+        ptx = ck.asm["ptx"]
+        report, sass = _ptxas(ptx, arch)
+        row.update(report)
+        row["shared"] = ck.metadata.shared
+        row["wgmma"] = "wgmma" in ptx
+        row["mma"] = "mma.sync" in ptx or "wgmma" in ptx
+        row["sass"] = _sass.analyse(sass).as_dict() if sass else None
+        row["ctas_per_sm"] = ctas_per_sm(row["registers"], num_warps, row["shared"], arch)
+        row["error"] = None
+    except Exception as e:  # reported, and the test fails on it
+        row["error"] = f"{type(e).__name__}: {str(e)[-1500:]}"
+    row["hazards"] = hazards(row)
+    return row
 
+
+def baseline_key(row: dict) -> str:
+    """One line of tests/compile_hazards.txt: triton version (major.minor), kernel, case, hazards."""
+    import triton
+    version = ".".join(triton.__version__.split(".")[:2])
+    return f"{version} | {row['kernel']} | {row['case']} | {','.join(row['hazards'])}"
+
+
+def baseline_lines(rows: list[dict]) -> list[str]:
+    return [baseline_key(r) for r in rows if r["arch"] == 90 and r["hazards"]]
+
+
+def _check_not_interpreted():
+    if triton_interpret():
+        raise RuntimeError("unset TRITON_INTERPRET: the compile check needs real @triton.jit functions")
+
+
+def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
+    _check_not_interpreted()
     from mixer_kernels.ops._registry import KERNELS, jit_function, signature_of
     _import_all_ops()
     results = []
@@ -64,20 +155,9 @@ def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
         for case in entry.cases():
             sig, constexprs, attrs = signature_of(entry.kernel, case.args)
             for arch in archs:
-                row = dict(kernel=entry.name, case=case.name, arch=arch, num_warps=case.num_warps,
-                           num_stages=case.num_stages, expect_no_spills=case.expect_no_spills)
-                try:
-                    src = ASTSource(jit_function(entry.kernel), sig, constexprs, attrs)
-                    ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                                        options=dict(num_warps=case.num_warps, num_stages=case.num_stages))
-                    row.update(_ptxas_report(ck.asm["ptx"], arch))
-                    row["shared"] = ck.metadata.shared
-                    ptx = ck.asm["ptx"]
-                    row["wgmma"] = "wgmma" in ptx
-                    row["mma"] = "mma.sync" in ptx or "wgmma" in ptx
-                    row["error"] = None
-                except Exception as e:  # reported, and the test fails on it
-                    row["error"] = f"{type(e).__name__}: {str(e)[-1500:]}"
+                row = dict(kernel=entry.name, case=case.name, expect_no_spills=case.expect_no_spills)
+                row.update(compile_kernel(jit_function(entry.kernel), sig, constexprs, attrs, case.num_warps,
+                                          case.num_stages, arch))
                 results.append(row)
     return results
 
@@ -87,18 +167,26 @@ def main(argv=None):
     p.add_argument("--arch", type=int, nargs="+", default=[90, 80])
     p.add_argument("--only", default=None, help="substring of the kernel names to compile")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--hazards", action="store_true",
+                   help="print the sm_90 cases with speed hazards in the format of tests/compile_hazards.txt")
     a = p.parse_args(argv)
     rows = compile_all(tuple(a.arch), a.only)
     if a.json:
         print(json.dumps(rows))
         return
-    print(f"{'kernel':36} {'case':24} {'sm':>3} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>6} mma")
+    if a.hazards:
+        for line in baseline_lines(rows):
+            print(line)
+        return
+    print(f"{'kernel':36} {'case':30} {'sm':>3} {'warps':>5} {'regs':>4} {'spill':>5} {'smem':>6} {'cta/sm':>6} "
+          f"{'mma':5} hazards")
     for r in rows:
         if r["error"]:
-            print(f"{r['kernel']:36} {r['case']:24} {r['arch']:>3} ERROR {r['error'][:200]}")
+            print(f"{r['kernel']:36} {r['case']:30} {r['arch']:>3} ERROR {r['error'][:200]}")
         else:
-            print(f"{r['kernel']:36} {r['case']:24} {r['arch']:>3} {r['num_warps']:>5} {r['registers']:>4} "
-                  f"{r['spill_stores']:>5} {r['shared']:>6} {'wgmma' if r['wgmma'] else 'mma' if r['mma'] else '-'}")
+            print(f"{r['kernel']:36} {r['case']:30} {r['arch']:>3} {r['num_warps']:>5} {r['registers']:>4} "
+                  f"{r['spill_stores']:>5} {r['shared']:>6} {r['ctas_per_sm']:>6} "
+                  f"{'wgmma' if r['wgmma'] else 'mma' if r['mma'] else '-':5} {','.join(r['hazards']) or '-'}")
     sys.exit(1 if any(r["error"] for r in rows) else 0)
 
 

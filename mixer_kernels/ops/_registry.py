@@ -1,7 +1,9 @@
 """Every Triton kernel of the package registers itself here with the launch configurations it meets at
-real Mixer sizes. Two consumers: the compile test (tests/test_compile.py builds each case for sm_90 and
-sm_80 on a CPU machine and reports registers and spills) and the launch counter of the tests (which
-wraps each kernel's `run` to prove the Triton path answered, not a PyTorch fallback).
+real Mixer sizes and a description of the work one launch does. Three consumers: the compile test
+(tests/test_compile.py builds each case for sm_90 and sm_80 on a CPU machine and reports registers,
+spills and speed hazards), the launch counter of the tests (which wraps each kernel's `run` to prove
+the Triton path answered, not a PyTorch fallback), and the speed model (benchmarks/speed_model.py,
+which needs each launch's `Work`).
 """
 from __future__ import annotations
 
@@ -25,10 +27,26 @@ class CompileCase:
 
 
 @dataclass
+class Work:
+    """What one launch must do, as the kernel's source says (for the speed model):
+    flops: the matrix-product FLOPs of the algorithm as written (no padding, no duplicated warps);
+    bytes: the device-memory traffic it cannot avoid (each input read once, each output written once);
+    trips: iterations of the main loop (the innermost loop holding the dots; for a kernel without dots,
+    its outermost loop) per program; outer: how often a program runs that loop (the trips of the loop
+    around it, 1 if none)."""
+
+    flops: float
+    bytes: float
+    trips: int
+    outer: int = 1
+
+
+@dataclass
 class KernelEntry:
     name: str
     kernel: Any                                   # the triton JITFunction (or InterpretedFunction)
     cases: Callable[[], list[CompileCase]] = field(default=lambda: [])
+    work: Callable[[dict], Work] | None = None    # named launch arguments (meta tensors allowed) -> Work
 
 
 KERNELS: dict[str, KernelEntry] = {}
@@ -46,12 +64,18 @@ def jit_function(kernel):
     return kernel
 
 
-def register_kernel(kernel, cases: Callable[[], list[CompileCase]]):
+def register_kernel(kernel, cases: Callable[[], list[CompileCase]], work: Callable[[dict], Work] | None = None):
     """Record `kernel` (a @triton.jit function, possibly autotuned: register the outermost object, whose
-    `run` the launchers call) and a callable giving its compile cases."""
+    `run` the launchers call), a callable giving its compile cases, and one giving the Work of a launch
+    from its named arguments (tensors, scalars and the config's constexprs)."""
     name = jit_function(kernel).fn.__name__
-    KERNELS[name] = KernelEntry(name, kernel, cases)
+    KERNELS[name] = KernelEntry(name, kernel, cases, work)
     return kernel
+
+
+def nbytes(t) -> int:
+    """Bytes of a tensor argument (for Work.bytes)."""
+    return t.numel() * t.element_size()
 
 
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.float64: "fp64",
@@ -61,7 +85,8 @@ _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "b
 def signature_of(kernel, args: dict[str, Any]):
     """Signature, constexprs and attrs as the JIT would specialise a launch with these arguments:
     integer arguments equal to 1 become constants; pointers and integers divisible by 16 carry
-    tt.divisibility=16 (DESIGN.md §6); integers named in the kernel's do_not_specialize get neither."""
+    tt.divisibility=16 (docs/design.md, "Triton on our machines"); integers named in the kernel's
+    do_not_specialize get neither."""
     import inspect
     kernel = jit_function(kernel)
     fn = kernel.fn

@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 
 from .._config import empty, triton_interpret
-from ._registry import CompileCase, register_kernel
+from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
 
 
@@ -148,4 +148,18 @@ def _compile_cases() -> list[CompileCase]:
     return cases
 
 
-register_kernel(_layernorm_bwd_kernel, _compile_cases)
+def _work(a) -> Work:
+    """dn, x, the residual gradient read and dx written once, the statistics read; the [G, C] partials'
+    read-modify-writes stay in L2 (the zero fill and the final sum are torch ops of their own). Main
+    loop: the row blocks of one program."""
+    M, C = a["M"], a["C"]
+    rows = M * C
+    moved = rows * (a["DN"].element_size() + a["X"].element_size() + a["DX"].element_size())
+    if a["HAS_DRES"]:
+        moved += rows * a["DRes"].element_size()
+    G = a["DWp"].shape[0]
+    return Work(flops=0.0, bytes=moved + nbytes(a["Mean"]) + nbytes(a["Rstd"]),
+                trips=triton.cdiv(triton.cdiv(M, a["BLOCK_M"]), G))
+
+
+register_kernel(_layernorm_bwd_kernel, _compile_cases, _work)

@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 
 from .._config import empty
-from ._registry import CompileCase, register_kernel
+from ._registry import CompileCase, Work, nbytes, register_kernel
 
 
 @triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size (it only bounds masks)
@@ -101,4 +101,11 @@ def _compile_cases() -> list[CompileCase]:
     return cases
 
 
-register_kernel(_layernorm_stats_kernel, _compile_cases)
+def _work(a) -> Work:
+    """x read once (the second pass re-reads it from L2), the two fp32 statistics written."""
+    M, C = a["M"], a["C"]
+    return Work(flops=0.0, bytes=M * C * a["X"].element_size() + nbytes(a["Mean"]) + nbytes(a["Rstd"]),
+                trips=triton.cdiv(C, a["BLOCK_C"]))
+
+
+register_kernel(_layernorm_stats_kernel, _compile_cases, _work)

@@ -83,7 +83,7 @@ import triton.language as tl
 from .._config import autotune, empty, input_precision, triton_interpret
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
-from ._registry import CompileCase, register_kernel
+from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
@@ -712,6 +712,36 @@ def _compile_cases(name):
     return cases
 
 
-register_kernel(_token_mixing_fwd_kernel, _compile_cases("fwd"))
-register_kernel(_token_mixing_bwd_dt_kernel, _compile_cases("dt"))
-register_kernel(_token_mixing_bwd_dw_kernel, _compile_cases("dw"))
+def _work(name):
+    """Work of one launch: matmul FLOPs at the true S (2*B*C*S*DS per matmul: forward 2, dT 3, dW 4 of
+    which 2 recompute H and dA), x and dy read once, the output written once, the weights once. Main
+    loop: resident path, the hidden-chunk loop (dW: the work-item loop); tiled path, the token K loop
+    inside it."""
+    def work(a) -> Work:
+        x = a["X"]
+        B = x.shape[0]
+        S, C, DS = a["S"], a["C"], a["DS"]
+        act = B * S * C * x.element_size()
+        weights = nbytes(a["W1"]) + nbytes(a["W2"])
+        stats = nbytes(a["Mean"]) + nbytes(a["Rstd"])
+        chunks = triton.cdiv(DS, a["BLOCK_H"])
+        k_steps = triton.cdiv(S, a["BLOCK_SK"])
+        if name == "fwd":
+            moved = act + nbytes(a["Out"]) + weights + stats
+            trips, outer = (chunks, 1) if a["RESIDENT"] else (k_steps, chunks)
+            return Work(4.0 * B * C * S * DS, moved, trips, outer)
+        if name == "dt":
+            moved = act + nbytes(a["DY"]) + nbytes(a["DT"]) + weights + stats
+            trips, outer = (chunks, 1) if a["RESIDENT"] else (k_steps, chunks)
+            return Work(6.0 * B * C * S * DS, moved, trips, outer)
+        partials = nbytes(a["DW1p"]) + nbytes(a["DW2p"]) + nbytes(a["DB1p"]) + nbytes(a["DB2p"])
+        moved = act + nbytes(a["DY"]) + weights + stats + partials
+        items = a["ITEMS_PER_PART"]
+        trips, outer = (items, 1) if a["RESIDENT"] else (k_steps, items)
+        return Work(8.0 * B * C * S * DS, moved, trips, outer)
+    return work
+
+
+register_kernel(_token_mixing_fwd_kernel, _compile_cases("fwd"), _work("fwd"))
+register_kernel(_token_mixing_bwd_dt_kernel, _compile_cases("dt"), _work("dt"))
+register_kernel(_token_mixing_bwd_dw_kernel, _compile_cases("dw"), _work("dw"))

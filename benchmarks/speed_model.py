@@ -1,0 +1,367 @@
+"""Hopper speed report without a GPU: every kernel the fused ops launch at Mixer B/16 and L/16, batch 256,
+bf16, compiled for sm_90a and read (registers, spills, shared memory, CTAs per SM, grid and waves,
+tensor-core instructions, serialisation, loads, the main loop's issue ratio), then timed by the model
+of benchmarks/hopper_model.py, per kernel, per op and per block, forward and forward+backward, beside
+the same model applied to eager PyTorch's kernel sequence. A model, not a measurement.
+
+    python -m benchmarks.speed_model                    # this Triton, and .venv-torch211's when present
+    python -m benchmarks.speed_model --python .venv-torch211/bin/python --out DIR
+    python -m benchmarks.speed_model --no-other          # only this interpreter's Triton
+
+Writes summary.md and results.json to benchmarks/results/model-sm90/ (or --out). How it gets the
+launches: benchmarks/launch_record.py runs the real launchers on meta tensors and catches each Triton
+launch with its grid and the configs its autotuner may pick; the op's modelled time takes, per launch,
+the config the model ranks fastest (what a perfect autotuner picks). Eager PyTorch: the reference
+MixerBlock's two halves in bf16 with autograd, every ATen op that moves data.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+
+TITLE = "model, not a measurement"
+SHAPES = ("B/16", "L/16")
+BATCH = 256
+CARDS = ("H100", "H200")
+OUT_DIR = os.path.join(os.path.dirname(__file__), "results", "model-sm90")
+OTHER_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-torch211", "bin",
+                            "python")
+
+
+# --------------------------------------------------------------------------------------------------
+# The sequences
+
+
+def _fused(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of the fused ops' launchers (training: the forward saves what the
+    backward reads; the backward computes every gradient)."""
+    import torch
+
+    from benchmarks.launch_record import record
+    from mixer_kernels.ops import channel_mixing as cm
+    from mixer_kernels.ops import token_mixing as tm
+    B, S, C, DS, DC = batch, shape["S"], shape["C"], shape["DS"], shape["DC"]
+    m = dict(device="meta", dtype=dtype)
+    x, dy = torch.empty(B, S, C, **m), torch.empty(B, S, C, **m)
+    nw, nb = torch.empty(C, **m), torch.empty(C, **m)
+    t1w, t1b, t2w, t2b = torch.empty(DS, S, **m), torch.empty(DS, **m), torch.empty(S, DS, **m), torch.empty(S, **m)
+    c1w, c1b, c2w, c2b = torch.empty(DC, C, **m), torch.empty(DC, **m), torch.empty(C, DC, **m), torch.empty(C, **m)
+    seqs = {}
+    seqs["token_mixing", "fwd"], (_, mean, rstd) = record(
+        lambda: tm.token_mixing_fwd(x, nw, nb, t1w, t1b, t2w, t2b, 1e-6, False, None))
+    seqs["token_mixing", "bwd"], _ = record(
+        lambda: tm.token_mixing_bwd(dy, x, mean, rstd, nw, nb, t1w, t1b, t2w, 1e-6, False, None))
+    seqs["channel_mixing", "fwd"], (_, mean, rstd, z) = record(
+        lambda: cm._forward(x, nw, nb, c1w, c1b, c2w, c2b, None, 1e-6, "none", True))
+    seqs["channel_mixing", "bwd"], _ = record(
+        lambda: cm._backward_impl(dy, x, mean, rstd, z, nw, nb, c1w, c1b, c2w, None, "none", True, True, True))
+    return seqs
+
+
+def _eager(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of eager PyTorch: the reference MixerBlock's halves, bf16 modules."""
+    import torch
+
+    from benchmarks.launch_record import record
+    from reference.mlp_mixer import MixerBlock
+    B, S, C = batch, shape["S"], shape["C"]
+    with torch.device("meta"):
+        blk = MixerBlock(C, S).to(dtype)
+    halves = {
+        "token_mixing": lambda x: x + blk.mlp_tokens(blk.norm1(x).transpose(1, 2)).transpose(1, 2),
+        "channel_mixing": lambda x: x + blk.mlp_channels(blk.norm2(x)),
+    }
+    seqs = {}
+    for op, f in halves.items():
+        x = torch.empty(B, S, C, device="meta", dtype=dtype, requires_grad=True)
+        dy = torch.empty(B, S, C, device="meta", dtype=dtype)
+        seqs[op, "fwd"], out = record(lambda f=f, x=x: f(x))
+        params = [x] + list(blk.parameters())
+        seqs[op, "bwd"], _ = record(lambda out=out, params=params, dy=dy: torch.autograd.grad(out, params, dy,
+                                                                                                 allow_unused=True))
+    return seqs
+
+
+# --------------------------------------------------------------------------------------------------
+# Compile and model
+
+
+def _tile(cfg: dict) -> str:
+    blocks = [str(v) for k, v in cfg["kwargs"].items() if k.startswith("BLOCK")]
+    return f"{'x'.join(blocks) or '-'} w{cfg['num_warps']} s{cfg['num_stages']}"
+
+
+def _compile_launch(launch, cfg: dict, cache: dict) -> dict:
+    import torch
+
+    from mixer_kernels.ops._compile_check import compile_kernel
+    from mixer_kernels.ops._registry import signature_of
+    args = {k: (v.dtype if isinstance(v, torch.Tensor) else v) for k, v in launch.args.items()}
+    args.update(cfg["kwargs"])
+    sig, constexprs, attrs = signature_of(launch.fn, args)
+    key = (launch.kernel, tuple(sorted(sig.items())), tuple(sorted(constexprs.items(), key=str)),
+           tuple(sorted((k, str(v)) for k, v in attrs.items())), cfg["num_warps"], cfg["num_stages"])
+    if key not in cache:
+        cache[key] = compile_kernel(launch.fn, sig, constexprs, attrs, cfg["num_warps"], cfg["num_stages"], 90)
+    return cache[key]
+
+
+def analyse(shapes=SHAPES, batch=BATCH) -> dict:
+    """Everything the report shows, for this interpreter's Triton: kernels, ops, eager steps."""
+    import torch
+    import triton
+
+    from benchmarks import hopper_model as hm
+    from benchmarks.cases import SHAPES as SHAPE_SIZES
+    from mixer_kernels.ops._compile_check import _import_all_ops
+    from mixer_kernels.ops._registry import KERNELS
+    _import_all_ops()
+    dtype = torch.bfloat16
+    cache: dict = {}
+    kernels, ops = [], []
+    for shape_name in shapes:
+        shape = SHAPE_SIZES[shape_name]
+        fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
+        per = {}     # (op, phase, card) -> (fused s, eager s)
+        for (op, phase), rec in fused.items():
+            for card in CARDS:
+                fused_s, eager_s = 0.0, sum(hm.aten_time(s, card) for s in eager[op, phase].steps
+                                            if not hasattr(s, "kernel"))
+                seen: dict = {}
+                for step in rec.steps:
+                    if not hasattr(step, "kernel"):
+                        fused_s += hm.aten_time(step, card)
+                        continue
+                    seen[step.kernel] = seen.get(step.kernel, 0) + 1
+                    label = f"{op} {phase}" + (f" #{seen[step.kernel]}" if seen[step.kernel] > 1 else "")
+                    best = None
+                    for cfg in step.configs:
+                        row = _compile_launch(step, cfg, cache)
+                        entry = dict(card=card, triton=triton.__version__, shape=shape_name, batch=batch, op=op,
+                                     mode=phase, kernel=step.kernel, case=f"{shape_name} {label} {_tile(cfg)}",
+                                     config=_tile(cfg), tuner_choices=len(step.configs))
+                        if row["error"]:
+                            entry.update(error=row["error"], modelled_ms=None, floor_ms=None)
+                            kernels.append(entry)
+                            continue
+                        grid = step.grid_size(cfg)
+                        work = KERNELS[step.kernel].work({**step.args, **cfg["kwargs"]})
+                        m = hm.kernel_time(row, work, grid, card)
+                        sass = row["sass"]
+                        entry.update(
+                            modelled_ms=m["time_s"] * 1e3, floor_ms=m["floor_s"] * 1e3,
+                            pct_of_floor=100 * m["floor_s"] / m["time_s"], bound=m["bound"],
+                            tensor_ms=m["tensor_s"] * 1e3, issue_ms=m["issue_s"] * 1e3, memory_ms=m["memory_s"] * 1e3,
+                            serialised=bool(row["notes"]["C7515"]), notes=row["notes"],
+                            hmma=sass["total"]["hmma"], hgmma=sass["total"]["hgmma"],
+                            a_from_registers=sass["total"]["a_from_registers"], loads=sass["loads"],
+                            spills=row["spill_stores"] + row["spill_loads"], registers=row["registers"],
+                            shared=row["shared"], ctas_per_sm=row["ctas_per_sm"], grid=grid, waves=m["waves"],
+                            issue_ratio=m["issue_ratio"],
+                            main_loop=dict(instructions=(sass["main"] or {}).get("instructions"),
+                                           hgmma=(sass["main"] or {}).get("hgmma"), trips=work.trips,
+                                           drains=(sass["main"] or {}).get("drains"),
+                                           outer=work.outer, dot_loops=sass["dot_loops"]),
+                            epilogue_instructions=sass["epilogue"]["instructions"], hazards=row["hazards"],
+                            flops=work.flops, bytes=work.bytes)
+                        kernels.append(entry)
+                        if best is None or entry["modelled_ms"] < best["modelled_ms"]:
+                            best = entry
+                    if best is not None:
+                        best["tuner_pick"] = True
+                        fused_s += best["modelled_ms"] / 1e3
+                per[op, phase, card] = (fused_s, eager_s)
+        for card in CARDS:
+            S, C, DS, DC = shape["S"], shape["C"], shape["DS"], shape["DC"]
+            act = batch * S * C * torch.finfo(dtype).bits // 8
+            mat = {"token_mixing": 4.0 * batch * C * S * DS, "channel_mixing": 4.0 * batch * S * C * DC}
+            for mode, phases, mult, moved in (("fwd", ("fwd",), 1, 2 * act), ("fwd+bwd", ("fwd", "bwd"), 3, 5 * act)):
+                rows = []
+                for op in ("token_mixing", "channel_mixing"):
+                    f = sum(per[op, p, card][0] for p in phases)
+                    e = sum(per[op, p, card][1] for p in phases)
+                    fl = hm.floor_time(mult * mat[op], moved, card)
+                    rows.append((op, f, e, fl))
+                rows.append(("block", sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows)))
+                for op, f, e, fl in rows:
+                    ops.append(dict(card=card, triton=triton.__version__, op=op, mode=mode, shape=shape_name,
+                                    batch=batch, modelled_ms=f * 1e3, floor_ms=fl * 1e3, eager_modelled_ms=e * 1e3,
+                                    pct_of_floor=100 * fl / f, speedup_vs_eager=e / f))
+    return dict(triton=triton.__version__, torch=torch.__version__, kernels=kernels, ops=ops)
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+
+
+def _ms(v):
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _hz(e):
+    return ",".join(e.get("hazards") or []) or "-"
+
+
+def summary_md(results: list[dict], date: str) -> str:
+    from benchmarks import hopper_model as hm
+    versions = [r["triton"] for r in results]
+    lines = [f"# Hopper speed report (sm_90a): {TITLE}", "",
+             f"Triton {', '.join(versions)}; torch {', '.join(r['torch'] for r in results)}; {date}. "
+             f"Mixer {', '.join(SHAPES)}, batch {BATCH}, bf16. Generated by `python -m benchmarks.speed_model`; "
+             "the formula and every constant are in benchmarks/hopper_model.py (the model's docstring). "
+             "Compiled for sm_90a on a machine without a GPU: no kernel ran.", "",
+             "Constants: " + ", ".join(f"{k}={v}" for k, v in hm.CONSTANTS.items()), ""]
+    lines += ["## Ops and block (H100 model; H200 in results.json)", "",
+              "| triton | shape | op | mode | modelled ms | floor ms | % of floor | eager modelled ms | "
+              "modelled speedup vs eager |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for o in r["ops"]:
+            if o["card"] == "H100":
+                lines.append(f"| {o['triton']} | {o['shape']} | {o['op']} | {o['mode']} | {o['modelled_ms']:.3f} | "
+                             f"{o['floor_ms']:.3f} | {o['pct_of_floor']:.0f}% | {o['eager_modelled_ms']:.3f} | "
+                             f"{o['speedup_vs_eager']:.2f}x |")
+    lines += ["", "## Kernels (H100 model; * = the config the model ranks fastest, which the op totals use)", "",
+              "| triton | case | kernel | regs | spill B | smem KB | CTA/SM | grid | waves | HGMMA (per warpgroup) | "
+              "HMMA | A in regs | C7515/17/19 | loads tma/cp.async/plain | main loop instr x trips | "
+              "issue ratio | epilogue instr | bound | modelled ms | floor ms | % floor | hazards |",
+              "|" + "---|" * 22]
+    for r in results:
+        for e in r["kernels"]:
+            if e["card"] != "H100":
+                continue
+            if e.get("error"):
+                lines.append(f"| {e['triton']} | {e['case']} | {e['kernel']} | compile error: "
+                             f"{e['error'][:80]} |" + " |" * 18)
+                continue
+            hg = " ".join(f"{k}:{v}" for k, v in e["hgmma"].items()) or "-"
+            n = e["notes"]
+            ml = e["main_loop"]
+            ir = "-" if e["issue_ratio"] is None else f"{e['issue_ratio']:.2f}"
+            lines.append(
+                f"| {e['triton']} | {e['case']}{' *' if e.get('tuner_pick') else ''} | {e['kernel']} | "
+                f"{e['registers']} | {e['spills']} | {e['shared'] / 1024:.0f} | {e['ctas_per_sm']} | {e['grid']} | "
+                f"{e['waves']} | {hg} | {e['hmma']} | {e['a_from_registers']} | "
+                f"{n['C7515']}/{n['C7517']}/{n['C7519']} | {e['loads']['tma']}/{e['loads']['cp_async']}/"
+                f"{e['loads']['plain']} | {ml['instructions']} x {ml['trips']}"
+                f"{'x' + str(ml['outer']) if ml['outer'] > 1 else ''} | {ir} | {e['epilogue_instructions']} | "
+                f"{e['bound']} | {e['modelled_ms']:.3f} | {e['floor_ms']:.3f} | {e['pct_of_floor']:.0f}% | {_hz(e)} |")
+    if len(results) > 1:
+        lines += ["", f"## Where Triton {versions[0]} and {' / '.join(versions[1:])} differ (H100 model)", "",
+                  "Cases whose hazards differ or whose modelled time differs by more than 10%.", "",
+                  "| case | kernel | " + " | ".join(f"{v} hazards | {v} ms" for v in versions) + " |",
+                  "|---|---|" + "---|---|" * len(versions)]
+        index = [{(e["case"], e["kernel"]): e for e in r["kernels"] if e["card"] == "H100"} for r in results]
+        for key in index[0]:
+            es = [ix.get(key) for ix in index]
+            if any(e is None or e.get("error") for e in es):
+                continue
+            ts = [e["modelled_ms"] for e in es]
+            if len({_hz(e) for e in es}) > 1 or max(ts) > 1.1 * min(ts):
+                lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(f"{_hz(e)} | {e['modelled_ms']:.3f}" for e in es)
+                             + " |")
+    lines += ["", "How to read it: `bound` names the largest of the three times (tensor cores, instruction issue, "
+              "memory); an issue ratio above 1 means the main loop issues more instruction cycles than its "
+              "tensor-core work takes. `serialised` (C7515) means ptxas runs one wgmma at a time; each full "
+              "drain adds DRAIN_CYCLES to a warpgroup's chain. On a GPU, `benchmarks/gpu_check.sh` puts the "
+              "measured device time of each kernel beside this model's (`--kernels` table, 'model ms' and "
+              "'measured / model'), which calibrates it.", ""]
+    return "\n".join(lines)
+
+
+def _run_other(python: str) -> dict | None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    r = subprocess.run([python, "-m", "benchmarks.speed_model", "--json-only", "--no-other"], cwd=root, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"speed_model: {python} failed:\n{r.stderr[-3000:]}", file=sys.stderr)
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=OUT_DIR, help="directory for summary.md and results.json")
+    p.add_argument("--python", default=None, help="another interpreter (another Triton) to compare with; default "
+                   ".venv-torch211/bin/python when it exists")
+    p.add_argument("--no-other", action="store_true", help="only this interpreter's Triton")
+    p.add_argument("--json-only", action="store_true", help="print this Triton's results as JSON, write nothing")
+    a = p.parse_args(argv)
+    from mixer_kernels._config import triton_interpret
+    if triton_interpret():
+        p.error("unset TRITON_INTERPRET: the speed model compiles the real kernels")
+    mine = analyse()
+    if a.json_only:
+        print(json.dumps(mine))
+        return
+    results = [mine]
+    other = a.python or (OTHER_PYTHON if os.path.exists(OTHER_PYTHON) else None)
+    if other and not a.no_other and os.path.abspath(other) != os.path.abspath(sys.executable):
+        theirs = _run_other(other)
+        if theirs:
+            results.append(theirs)
+    results.sort(key=lambda r: [int(x) for x in r["triton"].split(".")[:2]])
+    date = datetime.date.today().isoformat()
+    os.makedirs(a.out, exist_ok=True)
+    doc = dict(title=TITLE, date=date, triton=[r["triton"] for r in results], torch=[r["torch"] for r in results],
+               shapes=list(SHAPES), batch=BATCH, dtype="bf16",
+               constants={k: v for k, v in __import__("benchmarks.hopper_model", fromlist=["x"]).CONSTANTS.items()},
+               kernels=[e for r in results for e in r["kernels"]], ops=[o for r in results for o in r["ops"]])
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    md = summary_md(results, date)
+    with open(os.path.join(a.out, "summary.md"), "w") as f:
+        f.write(md)
+    print(block_table(doc))
+    print(f"\nspeed_model: {TITLE}; wrote {a.out}/summary.md and results.json")
+
+
+def block_table(doc: dict, card: str = "H100") -> str:
+    """The README's table: per Triton, shape and mode, the block and its two ops (model)."""
+    lines = [f"| triton | shape | mode | op | fused ({TITLE}) ms | floor ms | eager ({TITLE}) ms | speedup |",
+             "|---|---|---|---|---|---|---|---|"]
+    for o in doc["ops"]:
+        if o["card"] == card:
+            lines.append(f"| {o['triton']} | {o['shape']} | {o['mode']} | {o['op']} | {o['modelled_ms']:.3f} | "
+                         f"{o['floor_ms']:.3f} | {o['eager_modelled_ms']:.3f} | {o['speedup_vs_eager']:.2f}x |")
+    return "\n".join(lines)
+
+
+_FAMILY_OPS = {"token": ("token_mixing",), "channel": ("channel_mixing",), "block": ("token_mixing", "channel_mixing")}
+
+
+def model_us_per_step(doc: dict | None, family: str, shape: str, batch: int, mode: str, card_name: str,
+                      kernel: str) -> float | None:
+    """The committed model's device time of `kernel` in one benchmark case (us per step, its launches at the
+    model's fastest config summed), for the calibration columns of the benchmark's --kernels table; None
+    where the model has no such case (other batches, shapes, families). The Triton version nearest the
+    running one; the H200's memory bandwidth on an H200, else the H100's."""
+    if not doc or family not in _FAMILY_OPS or shape not in doc["shapes"] or batch != doc["batch"]:
+        return None
+    import triton
+    mine = [int(x) for x in triton.__version__.split(".")[:2]]
+    versions = sorted({e["triton"] for e in doc["kernels"]},
+                      key=lambda v: abs((int(v.split(".")[0]) - mine[0]) * 100 + int(v.split(".")[1]) - mine[1]))
+    card = "H200" if "H200" in card_name.upper() else "H100"
+    phases = ("fwd",) if mode in ("fwd", "infer") else ("fwd", "bwd")
+    ms = [e["modelled_ms"] for e in doc["kernels"]
+          if e.get("tuner_pick") and e["triton"] == versions[0] and e["card"] == card and e["shape"] == shape
+          and e["op"] in _FAMILY_OPS[family] and e["mode"] in phases and e["kernel"] == kernel]
+    return 1e3 * sum(ms) if ms else None
+
+
+def load_committed() -> dict | None:
+    path = os.path.join(OUT_DIR, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""The speed report's parts: the hazard detector (ops/_sass.py + the compile check) on planted kernels,
+the SASS reader on a written example, the model's formula (benchmarks/hopper_model.py), the launch
+recorder (benchmarks/launch_record.py) against the ops' known launch sequences, and the committed
+report (benchmarks/results/model-sm90/). Compiling needs TRITON_INTERPRET unset: a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mixer_kernels.ops import _sass
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPORT = os.path.join(ROOT, "benchmarks", "results", "model-sm90")
+
+
+@pytest.fixture(scope="module")
+def planted():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = ROOT
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "planted_kernels.py")], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_detector_finds_serialised_wgmma(planted):
+    row = planted["serialised"]
+    assert row["hazards"] == ["serialised"]
+    assert row["notes"]["C7515"] >= 1
+    main = row["sass"]["main"]
+    assert sum(main["hgmma"].values()) > 0 and main["hmma"] == 0
+    assert main["drains"] == sum(main["hgmma"].values())    # every wgmma waits for the one before
+
+
+def test_detector_finds_mma_sync(planted):
+    row = planted["mma_sync"]
+    assert row["hazards"] == ["mma.sync"]
+    assert row["sass"]["total"]["hmma"] > 0 and not row["sass"]["total"]["hgmma"]
+
+
+def test_detector_passes_a_clean_kernel(planted):
+    row = planted["clean"]
+    assert row["hazards"] == []
+    main = row["sass"]["main"]
+    assert main["hgmma"] == {"64x128x16": 4}        # 128x128x64 tile: two warpgroups x 4 k16 steps each
+    assert main["drains"] == 0 and main["a_from_registers"] == 0
+    assert row["sass"]["loads"]["cp_async"] > 0
+    assert 1 <= row["ctas_per_sm"] <= 2
+
+
+SASS = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+.L_x_1:
+        /*0020*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR4][R8.64] ;
+        /*0030*/                   WARPGROUP.ARRIVE ;
+        /*0040*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24 ;
+        /*0050*/                   HGMMA.64x128x16.F32.BF16 R24, R96, gdesc[UR12], R24, gsb0 ;
+        /*0060*/                   WARPGROUP.DEPBAR.LE gsb0, 0x0 ;
+        /*0070*/              @P0 BRA `(.L_x_1) ;
+        /*0080*/                   HMMA.16816.F32.BF16 R8, R12, R16, R8 ;
+        /*0090*/                   STG.E [R2.64], R24 ;
+        /*00a0*/                   EXIT ;
+.L_x_2:
+        /*00b0*/                   BRA `(.L_x_2);
+"""
+
+
+def test_sass_reader_on_a_written_example():
+    r = _sass.analyse(SASS)
+    assert r.loops == 1 and r.dot_loops == 1
+    assert r.main.instructions == 6 and r.main.hgmma == {"64x128x16": 2}
+    assert r.main.a_from_registers == 1 and r.main.drains == 1
+    assert r.main.wgmma_flop == 2 * (2 * 64 * 128 * 16)
+    assert r.epilogue.instructions == 4 and r.epilogue.hmma == 1      # after the loop, the trap loop included
+    assert r.rest.instructions == 6
+    assert r.loads == dict(tma=0, cp_async=1, plain=1)
+    assert r.total.hmma_flop == 2 * 16 * 8 * 16
+    assert _sass.ptxas_notes("ptxas info : (C7515) Potential ... (C7517) x (C7517) y") == dict(C7515=1, C7517=2,
+                                                                                             C7519=0)
+
+
+def _row(main_instr=100, rest_instr=50, hgmma_flop=2 * 64 * 128 * 16 * 4, drains=0, warps=8, occ=1, hmma_flop=0.0):
+    region = dict(instructions=main_instr, wgmma_flop=hgmma_flop, hmma_flop=hmma_flop, drains=drains)
+    rest = dict(instructions=rest_instr, wgmma_flop=0.0, hmma_flop=0.0, drains=0)
+    return dict(num_warps=warps, ctas_per_sm=occ, sass=dict(main=region, outer=None, rest=rest))
+
+
+def test_model_formula():
+    from benchmarks import hopper_model as hm
+    from mixer_kernels.ops._registry import Work
+    # 128x128x64 tile, 8 warps: 2 warpgroups x 8 wgmma m64n128k16 per iteration = 512 tensor cycles
+    row = _row()
+    grid = hm.SMS * 10
+    w = Work(flops=0.0, bytes=0.0, trips=100)
+    m = hm.kernel_time(row, w, grid, "H100")
+    tensor_cycles = 100 * 512
+    serial = max(tensor_cycles, 2 * 100 * 100) + 2 * 50     # the epilogue adds to the loop at 1 CTA/SM
+    assert m["waves"] == 10 and m["bound"] in ("tensor", "serial")
+    assert m["time_s"] == pytest.approx(10 * serial / hm.CLOCK + hm.LAUNCH_S)
+    assert m["issue_ratio"] == pytest.approx(2 * 100 / 512)
+    # issue-bound loop: 400 instructions x 2 warps per scheduler = 800 cycles > 512
+    m2 = hm.kernel_time(_row(main_instr=400), w, grid, "H100")
+    assert m2["issue_ratio"] == pytest.approx(800 / 512) and m2["time_s"] > m["time_s"]
+    # a drain after every wgmma: one warpgroup's chain = its tensor cycles + 8 drains x DRAIN_CYCLES
+    m3 = hm.kernel_time(_row(drains=8), w, grid, "H100")
+    assert m3["time_s"] == pytest.approx(10 * (100 * (256 + 8 * hm.DRAIN_CYCLES) + 100) / hm.CLOCK + hm.LAUNCH_S)
+    # memory-bound: bytes / BW
+    big = Work(flops=0.0, bytes=3.0e9, trips=1)
+    m4 = hm.kernel_time(_row(main_instr=1, rest_instr=1, hgmma_flop=0.0), big, grid, "H100")
+    assert m4["bound"] == "memory" and m4["time_s"] == pytest.approx(1e-3 + hm.LAUNCH_S)
+    assert hm.kernel_time(_row(main_instr=1, rest_instr=1, hgmma_flop=0.0), big, grid, "H200")["time_s"] < m4["time_s"]
+    # mma.sync at HMMA_EFF of the wgmma rate
+    m5 = hm.kernel_time(_row(main_instr=1, rest_instr=0, hgmma_flop=0.0, hmma_flop=4096.0 * 64, warps=4), w, grid,
+                        "H100")
+    assert m5["time_s"] == pytest.approx(10 * 100 * 4 * 64 / hm.HMMA_EFF / hm.CLOCK + hm.LAUNCH_S)
+
+
+def _meta(*shape, dtype=torch.bfloat16):
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def test_launch_recorder_catches_the_token_op():
+    from benchmarks.launch_record import AtenOp, record
+    from mixer_kernels.ops import token_mixing as tm
+    B, S, C, DS = 4, 196, 768, 384
+    x = _meta(B, S, C)
+    args = (_meta(C), _meta(C), _meta(DS, S), _meta(DS), _meta(S, DS), _meta(S))
+    rec, (out, mean, rstd) = record(lambda: tm.token_mixing_fwd(x, *args, 1e-6, False, None))
+    assert [s.kernel for s in rec.launches] == ["_layernorm_stats_kernel", "_token_mixing_fwd_kernel"]
+    fwd = rec.launches[1]
+    cfg = fwd.configs[0]
+    assert fwd.grid_size(cfg) == B * triton_cdiv(C, {**fwd.args, **cfg["kwargs"]}["BLOCK_C"])
+    assert fwd.args["S"] == S and fwd.args["X"].device.type == "meta"
+    rec, _ = record(lambda: tm.token_mixing_bwd(x, x, mean, rstd, *args[:5], 1e-6, False, None))
+    assert [s.kernel for s in rec.launches] == ["_token_mixing_bwd_dt_kernel", "_layernorm_bwd_kernel",
+                                                "_token_mixing_bwd_dw_kernel"]
+    assert any(isinstance(s, AtenOp) and s.name == "sum" for s in rec.steps)   # the partials' ordered sums
+
+
+def triton_cdiv(a, b):
+    return -(-a // b)
+
+
+def test_launch_recorder_counts_eager_matmul_flops():
+    from benchmarks.speed_model import _eager
+    shape = dict(S=49, C=64, DS=32, DC=256)
+    seqs = _eager(shape, 2, torch.bfloat16)
+    B, S, C, DS, DC = 2, 49, 64, 32, 256
+    flops = {k: sum(s.flops for s in rec.steps) for k, rec in seqs.items()}
+    assert flops["token_mixing", "fwd"] == 4 * B * C * S * DS
+    assert flops["token_mixing", "bwd"] == 8 * B * C * S * DS          # input and weight gradients
+    assert flops["channel_mixing", "fwd"] == 4 * B * S * C * DC
+    assert flops["channel_mixing", "bwd"] == 8 * B * S * C * DC
+    names = [s.name for s in seqs["token_mixing", "fwd"].steps]
+    assert "native_layer_norm" in names and "gelu" in names
+
+
+def test_committed_report():
+    with open(os.path.join(REPORT, "results.json")) as f:
+        doc = json.load(f)
+    assert doc["title"] == "model, not a measurement"
+    assert {v[:3] for v in doc["triton"]} == {"3.6", "3.8"}, "run it under both Triton versions CI has"
+    assert doc["date"] and doc["batch"] == 256 and set(doc["shapes"]) == {"B/16", "L/16"}
+    kernel_keys = {"kernel", "case", "modelled_ms", "floor_ms", "serialised", "hmma", "spills", "issue_ratio"}
+    assert doc["kernels"] and all(kernel_keys <= set(k) for k in doc["kernels"] if not k.get("error"))
+    op_keys = {"op", "mode", "shape", "batch", "modelled_ms", "floor_ms", "eager_modelled_ms"}
+    assert all(op_keys <= set(o) for o in doc["ops"])
+    got = {(o["triton"][:3], o["card"], o["op"], o["mode"], o["shape"]) for o in doc["ops"]}
+    for v in ("3.6", "3.8"):
+        for op in ("token_mixing", "channel_mixing", "block"):
+            for mode in ("fwd", "fwd+bwd"):
+                for shape in ("B/16", "L/16"):
+                    assert (v, "H100", op, mode, shape) in got
+    for o in doc["ops"]:
+        assert 0 < o["floor_ms"] <= o["modelled_ms"]
+    with open(os.path.join(REPORT, "summary.md")) as f:
+        assert "model, not a measurement" in f.read()
