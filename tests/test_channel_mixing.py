@@ -121,6 +121,26 @@ def test_forward_backward(device, dtype, B, S, C, DC, approximate, recompute, sc
         assert_close(f"d{name}", t.grad, r, e if low else None)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_large_mean_rows(device, dtype):
+    """Rows whose mean is large against their spread (|mean| / std = 100): the LayerNorm output written
+    for fc1 (ops/channel_mixing.py) must stay as accurate as eager's, output and every gradient."""
+    B, S, C, DC = 2, 13, 40, 72
+    ts64 = _inputs(B, S, C, DC)
+    ts64[0] = 100.0 + torch.randn(B, S, C, dtype=torch.float64)
+    ts = _leaves(ts64, dtype, device)
+    grad = torch.randn(B, S, C, dtype=torch.float64).to(device=device, dtype=dtype)
+    with count_launches() as n:
+        out = mixer_kernels.channel_mixing(*ts, approximate="none", recompute=False)
+        out.backward(grad)
+    assert n["_channel_hidden_kernel"] == 2 and n["_layernorm_stats_kernel"] == 2, dict(n)
+    (ref_out, ref_grads), (eager_out, eager_grads) = _reference(ts64, grad, dtype, "none", None)
+    low = dtype != torch.float32
+    assert_close("out", out, ref_out, eager_out if low else None)
+    for name, t, r, e in zip(NAMES, ts, ref_grads, eager_grads, strict=True):
+        assert_close(f"d{name}", t.grad, r, e if low else None)
+
+
 def test_deterministic(device):
     """Two backward passes give bitwise-equal gradients (split-K partials summed in a fixed order)."""
     ts64 = _inputs(3, 40, 40, 72)   # M = 120: two split-K row ranges under the interpreter

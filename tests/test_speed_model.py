@@ -123,22 +123,29 @@ def _meta(*shape, dtype=torch.bfloat16):
     return torch.empty(*shape, device="meta", dtype=dtype)
 
 
-def test_launch_recorder_catches_the_token_op():
+def test_launch_recorder_catches_the_channel_op():
     from benchmarks.launch_record import AtenOp, record
-    from mixer_kernels.ops import token_mixing as tm
-    B, S, C, DS = 4, 196, 768, 384
+    from mixer_kernels.ops import channel_mixing as cm
+    B, S, C, DC = 4, 196, 768, 3072
     x = _meta(B, S, C)
-    args = (_meta(C), _meta(C), _meta(DS, S), _meta(DS), _meta(S, DS), _meta(S))
-    rec, (out, mean, rstd) = record(lambda: tm.token_mixing_fwd(x, *args, 1e-6, False, None))
-    assert [s.kernel for s in rec.launches] == ["_layernorm_stats_kernel", "_token_mixing_fwd_kernel"]
-    fwd = rec.launches[1]
-    cfg = fwd.configs[0]
-    assert fwd.grid_size(cfg) == B * triton_cdiv(C, {**fwd.args, **cfg["kwargs"]}["BLOCK_C"])
-    assert fwd.args["S"] == S and fwd.args["X"].device.type == "meta"
-    rec, _ = record(lambda: tm.token_mixing_bwd(x, x, mean, rstd, *args[:5], 1e-6, False, None))
-    assert [s.kernel for s in rec.launches] == ["_token_mixing_bwd_dt_kernel", "_layernorm_bwd_kernel",
-                                                "_token_mixing_bwd_dw_kernel"]
-    assert any(isinstance(s, AtenOp) and s.name == "sum" for s in rec.steps)   # the partials' ordered sums
+    ln = (_meta(C), _meta(C))
+    fc = (_meta(DC, C), _meta(DC), _meta(C, DC), _meta(C))
+    rec, (out, mean, rstd, z) = record(lambda: cm._forward(x, *ln, *fc, None, 1e-6, "none", True))
+    assert [s.kernel for s in rec.launches] == ["_layernorm_stats_kernel", "_channel_hidden_kernel",
+                                                "_channel_out_kernel"]
+    hidden = rec.launches[1]
+    from mixer_kernels._config import triton_interpret
+    # the autotuner's 16-bit list after its own pruning (one config under the interpreter)
+    assert len(hidden.configs) == (1 if triton_interpret() else 2)
+    for cfg in hidden.configs:
+        kw = cfg["kwargs"]
+        assert hidden.grid_size(cfg) == triton_cdiv(B * S, kw["BLOCK_M"]) * triton_cdiv(DC, kw["BLOCK_N"])
+    assert hidden.args["M"] == B * S and hidden.args["X"].device.type == "meta"
+    assert out.device.type == "meta" and z.shape == (B * S, DC)
+    rec, _ = record(lambda: cm._backward_impl(x, x, mean, rstd, z, *ln, *fc[:3], None, "none", True, True, True))
+    kernels = [s.kernel for s in rec.launches]
+    assert kernels.count("_channel_wgrad_kernel") == 2 and kernels[-1] == "_layernorm_bwd_kernel"
+    assert any(isinstance(s, AtenOp) and s.name == "sum" for s in rec.steps)   # the split-K partials' sums
 
 
 def triton_cdiv(a, b):

@@ -6,9 +6,10 @@ the dtype of every dot operand (normalised tiles and hidden activations are cast
 Three kernels, each used twice:
 
 * `_channel_hidden_kernel`: [M, C] x [C, DC] -> [M, DC], K = C. The A tile is read from a strided
-  [B, S, C] tensor and transformed in registers before the dot, the epilogue writes [M, DC] tiles.
-  - forward (BACKWARD=False): A = LayerNorm(x) from the saved fp32 row statistics, B = fc1_weight^T;
-    epilogue z = acc + fc1_bias, writes z (the saved pre-activation) and/or GELU(z).
+  [B, S, C] tensor (touched on chip only for a drop_path scale or a dtype change: a plain main loop),
+  the epilogue writes [M, DC] tiles.
+  - forward (BACKWARD=False): A = y, the LayerNorm output the statistics kernel wrote (compute dtype),
+    B = fc1_weight^T; epilogue z = acc + fc1_bias, writes z (the saved pre-activation) and/or GELU(z).
   - backward (BACKWARD=True): A = sample_scale[b] * grad_out, B = fc2_weight; epilogue
     dz = acc * GELU'(z) with z loaded from the saved (or recomputed) pre-activation; also writes
     GELU(z), the activation the fc2 weight gradient needs (recomputed instead of saved).
@@ -19,7 +20,8 @@ Three kernels, each used twice:
   row ranges into fp32 partial buffers summed afterwards in a fixed order (deterministic, no atomics).
   - fc2: dW2 = dY^T @ act with dY = sample_scale * grad_out (A-tile prologue), and fc2_bias's gradient
     as the row sums of the same dY tiles (programs of the first DC tile column only).
-  - fc1: dW1^T = LN(x)^T @ dz (LayerNorm recomputed on the A tiles, stored transposed into dW1), and
+  - fc1: dW1^T = y^T @ dz (y recomputed by the statistics kernel from the saved statistics; the kernel
+    can also normalise its A tiles, P_LN, unused by the op now), stored transposed into dW1, and
     fc1_bias's gradient as column sums of the dz tiles (programs of the first C tile row only).
 
 Every dot goes through `_dot.dot` (interpreter upcast; input precision for fp32). Offsets into [M, *]
@@ -27,14 +29,13 @@ tensors are 64-bit (B*S*DC may pass 2^31); weight offsets stay 32-bit (DC*C < 2^
 
 Tile choices (sm_90, bf16/fp16; compile cases at the end; all 0 spills with wgmma, measured with
 the compile check on triton 3.8):
-* GEMM 1: 128x128x64 with 8 warps (two warpgroups, wgmma m64 each), 3 stages (172 registers), or
-  64x256x64 with 8 warps (165): the second halves the LayerNorm prologue work per FLOP (the A tile is
-  normalised once per column tile). 128x256 with the LN prologue spilled 228 bytes. The backward
-  epilogue (z load, GELU and GELU', two stores) runs on two column halves in turn: as one
-  [128, 128] piece it spilled 124-236 bytes; split, 170 registers. Third: 64x128x64 with 4 warps
-  (161-166 registers, 66 KB of shared memory), so three CTAs fit on an SM and one's epilogue overlaps
-  the others' main loops: with K = C = 768 the main loop is only 12 steps and the erf-GELU epilogue
-  is estimated at well over half of it, which the one-CTA-per-SM configs above leave exposed.
+* GEMM 1: 64x128x64 with 4 warps (66-72 KB of shared memory, 2-3 CTAs per SM) or 128x128x64 with 8
+  warps (two warpgroups, wgmma m64 each), 3 stages; with 64x128x64 one CTA's
+  epilogue overlaps the others' main loops: with K = C = 768 the main loop is only 12 steps, and the
+  erf-GELU epilogue (~1,700-1,850 SASS instructions per warp with the branch-free erf) is the larger
+  part of a tile's issue work; the speed model ranks 64x128x64 first at B/16 and L/16. The backward
+  epilogue (z load, GELU and GELU', two stores) runs on two column halves in turn: as one [128, 128]
+  piece it spilled 124-236 bytes with the LayerNorm prologue of earlier versions.
 * GEMM 2: 128x256x64, 8 warps, 3 stages (Triton's best H100 matmul tile; 235 registers with the
   residual epilogue, again done on two column halves: 204 bytes of spills in one piece), or
   128x128x64 with 4 stages.
@@ -60,7 +61,7 @@ import triton.language as tl
 
 from .._config import autotune, empty, input_precision, triton_interpret
 from ._dot import dot
-from ._gelu import gelu
+from ._gelu import gelu_and_grad_fast, gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
 
@@ -83,7 +84,9 @@ def _cfg(bm, bn, bk, warps, stages, group_m=8):
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel and operand width (16-bit operands use
 # BLOCK_K = 64, fp32 32). All are compile cases (fp32: the first only).
 GPU_CONFIGS = {
-    "hidden": {16: [(128, 128, 64, 8, 3), (64, 256, 64, 8, 3), (64, 128, 64, 4, 3)],
+    # hidden, 16-bit: the speed model's first choice first (it is MIXER_KERNELS_AUTOTUNE=0's); 64x256x64
+    # went with the LayerNorm prologue (it halved that work per FLOP) and was serialised on triton 3.6
+    "hidden": {16: [(64, 128, 64, 4, 3), (128, 128, 64, 8, 3)],
                32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
     "out": {16: [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)],
             32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
@@ -160,29 +163,27 @@ def _tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: 
 
 
 @triton.jit
-def _gelu_and_grad(z, APPROX_TANH: tl.constexpr):
-    """(GELU(z), GELU'(z)) sharing the erf/tanh: the backward epilogue needs both, and computing
-    them separately (_gelu.gelu + _gelu.gelu_grad) spilled 236 bytes at 128x128 on sm_90."""
-    if APPROX_TANH:
-        inner = 0.7978845608028654 * (z + 0.044715 * z * z * z)
-        t = 2.0 / (1.0 + tl.exp(-2.0 * inner)) - 1.0        # tanh, as _gelu._tanh
-        half = 0.5 * (1.0 + t)
-        return z * half, half + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * z * z)
-    else:
-        half = 0.5 * (1.0 + tl.erf(z * 0.7071067811865476))
-        return z * half, half + z * 0.3989422804014327 * tl.exp(-0.5 * z * z)
-
-
-@triton.jit
-def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, WRITE_ACT: tl.constexpr,
+def _hidden_bwd_epilogue(acc, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols, N_SIZE,
+                         HAS_SCALE: tl.constexpr, WRITE_ACT: tl.constexpr, WRITE_DB: tl.constexpr,
                          APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr):
+    """dz = s * acc * GELU'(z); s * GELU(z) (fc2's weight-gradient operand); this row tile's column
+    sums of the rounded dz (fc1's bias gradient, partial)."""
+    cmask = cols < N_SIZE
     offs = rows64[:, None] * N_SIZE + cols[None, :]
-    omask = rmask[:, None] & (cols < N_SIZE)[None, :]
+    omask = rmask[:, None] & cmask[None, :]
     z = tl.load(Z + offs, mask=omask, other=0.0).to(tl.float32)
-    act, dact = _gelu_and_grad(z, APPROX_TANH)
-    tl.store(DZ + offs, to_dtype(acc * dact, DZ.dtype.element_ty, INTERPRET), mask=omask)
+    act, dact = gelu_and_grad_fast(z, APPROX_TANH, INTERPRET)   # one erf and one exp for both
+    dz = acc * dact
+    if HAS_SCALE:
+        dz = dz * row_scale[:, None]
+        act = act * row_scale[:, None]
+    dz = to_dtype(dz, DZ.dtype.element_ty, INTERPRET)
+    tl.store(DZ + offs, dz, mask=omask)
     if WRITE_ACT:
         tl.store(Act + offs, to_dtype(act, Act.dtype.element_ty, INTERPRET), mask=omask)
+    if WRITE_DB:
+        db = tl.sum(tl.where(omask, dz.to(tl.float32), 0.0), axis=0)
+        tl.store(DB + pid_m.to(tl.int64) * N_SIZE + cols, db, mask=cmask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,15 +193,14 @@ def _hidden_bwd_epilogue(acc, Z, DZ, Act, rows64, rmask, cols, N_SIZE, WRITE_ACT
 @_autotune("hidden", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "BACKWARD"])
 @triton.jit(do_not_specialize=_BATCH_ARGS)
 def _channel_hidden_kernel(
-    X,               # [B, S, C] any strides: forward the block input x, backward grad_out
-    Mean, Rstd,      # [M] fp32 row statistics of x (forward)
-    NW, NB,          # [C] LayerNorm weight and bias (forward), any float dtype
+    X,               # [B, S, C] any strides: forward the LayerNorm output y (compute dtype), backward grad_out
     Scale,           # [B] per-sample branch scale (backward, HAS_SCALE)
     W,               # forward fc1_weight [DC, C] (stride_wk=1, stride_wn=C); backward fc2_weight [C, DC]
     Bias,            # [DC] fc1_bias (forward)
     Z,               # [M, DC] pre-activation: forward output (WRITE_Z), backward input
-    Act,             # [M, DC] GELU(z) output (WRITE_ACT)
+    Act,             # [M, DC] forward: GELU(z) (WRITE_ACT); backward: s * GELU(z) for fc2's weight gradient
     DZ,              # [M, DC] backward output: grad w.r.t. z
+    DB,              # [>= cdiv(M, BLOCK_M), DC] fp32 backward output (WRITE_DB): row tile pid_m's column sums of dz
     M, S,            # rows (B*S), tokens per sample
     N_SIZE,          # DC (output columns)
     K_SIZE,          # C (reduction)
@@ -208,6 +208,8 @@ def _channel_hidden_kernel(
     stride_xb, stride_xs, stride_xc,
     stride_wk, stride_wn,
     BACKWARD: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_Z: tl.constexpr, WRITE_ACT: tl.constexpr,
+    WRITE_DB: tl.constexpr,
+    A_CAST: tl.constexpr,   # X's dtype is not the compute dtype: round the A tiles to it on chip
     APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -222,26 +224,21 @@ def _channel_hidden_kernel(
     x_ptrs = X + ((rows // S).to(tl.int64) * stride_xb + (rows % S).to(tl.int64) * stride_xs)[:, None] \
         + ks[None, :].to(tl.int64) * stride_xc
     w_ptrs = W + ks[:, None] * stride_wk + cols[None, :] * stride_wn
-    if BACKWARD:
-        if HAS_SCALE:
-            row_scale = tl.load(Scale + rows // S, mask=rmask, other=0.0).to(tl.float32)
-    else:
-        mean = tl.load(Mean + rows64, mask=rmask, other=0.0)
-        rstd = tl.load(Rstd + rows64, mask=rmask, other=0.0)
+    if HAS_SCALE:
+        row_scale = tl.load(Scale + rows // S, mask=rmask, other=0.0).to(tl.float32)
 
+    # A plain main loop: the forward's A is the LayerNorm output already in the compute dtype (the
+    # LayerNorm prologue made the loop issue-bound: 365 SASS instructions per k-step against 512
+    # tensor-core cycles, A from registers), and the backward's drop_path scale s is applied in the
+    # epilogue (scaling the A tiles made ptxas serialise the wgmmas). Only a dtype change touches A.
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K_SIZE, BLOCK_K):
         kmask = (k0 + ks) < K_SIZE
-        a = tl.load(x_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0).to(tl.float32)
-        if BACKWARD:
-            if HAS_SCALE:
-                a = a * row_scale[:, None]
-        else:
-            g = tl.load(NW + k0 + ks, mask=kmask, other=0.0).to(tl.float32)
-            b = tl.load(NB + k0 + ks, mask=kmask, other=0.0).to(tl.float32)
-            a = (a - mean[:, None]) * rstd[:, None] * g[None, :] + b[None, :]
+        a = tl.load(x_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+        if A_CAST:
+            a = to_dtype(a.to(tl.float32), W.dtype.element_ty, INTERPRET)
         w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
-        acc = dot(to_dtype(a, W.dtype.element_ty, INTERPRET), w, acc, INTERPRET, INPUT_PRECISION)
+        acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
         x_ptrs += BLOCK_K * stride_xc
         w_ptrs += BLOCK_K * stride_wk
 
@@ -252,19 +249,23 @@ def _channel_hidden_kernel(
         # stores) spilled 124 bytes at 128x128 on sm_90.
         acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
         cols_lo = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
-        _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, rows64, rmask, cols_lo, N_SIZE, WRITE_ACT, APPROX_TANH, INTERPRET)
-        _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, rows64, rmask, cols_lo + BLOCK_N // 2, N_SIZE, WRITE_ACT,
-                             APPROX_TANH, INTERPRET)
+        if not HAS_SCALE:
+            row_scale = tl.zeros([BLOCK_M], dtype=tl.float32)
+        _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo, N_SIZE, HAS_SCALE,
+                             WRITE_ACT, WRITE_DB, APPROX_TANH, INTERPRET)
+        _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo + BLOCK_N // 2, N_SIZE,
+                             HAS_SCALE, WRITE_ACT, WRITE_DB, APPROX_TANH, INTERPRET)
     else:
         bias = tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)
         # z rounded to the compute dtype first: the saved z, the activation used here and the one the
         # backward recomputes from z are then bitwise the same (and equal eager's GELU(linear(.))).
-        z = to_dtype(acc + bias[None, :], Act.dtype.element_ty, INTERPRET)
+        # (the select keeps triton 3.6 from serialising the main loop's wgmmas at 64x256 and in fp32)
+        z = to_dtype(tl.where(omask, acc + bias[None, :], 0.0), Act.dtype.element_ty, INTERPRET)
         if WRITE_Z:
             tl.store(Z + offs, z, mask=omask)
         if WRITE_ACT:
-            tl.store(Act + offs, to_dtype(gelu(z.to(tl.float32), APPROX_TANH), Act.dtype.element_ty, INTERPRET),
-                     mask=omask)
+            tl.store(Act + offs, to_dtype(gelu_fast(z.to(tl.float32), APPROX_TANH, INTERPRET), Act.dtype.element_ty,
+                                          INTERPRET), mask=omask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -340,53 +341,15 @@ def _channel_out_kernel(
 
 
 # --------------------------------------------------------------------------------------------------
-# Weight gradients (K = M, split-K): dW2 = dY^T @ act, dW1^T = LN(x)^T @ dz, with the bias sums
+# Weight gradients (K = M, split-K): dW2 = grad_out^T @ (s * act), dW1^T = y^T @ dz
 
 
-@triton.jit
-def _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask, k_start, k_end,
-                S, N_SIZE, stride_pb, stride_ps, stride_pc,
-                P_LN: tl.constexpr, HAS_SCALE: tl.constexpr, P_FLAT: tl.constexpr,
-                DO_PSUM: tl.constexpr, DO_QSUM: tl.constexpr,
-                INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr, BLOCK_K: tl.constexpr):
-    ks = tl.arange(0, BLOCK_K)
-    p_col = offs_i.to(tl.int64)[:, None] * stride_pc
-    for k0 in range(k_start, k_end, BLOCK_K):
-        m = k0 + ks
-        mmask = m < k_end
-        if P_FLAT:      # rows of P are evenly spaced (x or grad_out viewable as [M, C])
-            p_row = m.to(tl.int64) * stride_ps
-        else:
-            p_row = (m // S).to(tl.int64) * stride_pb + (m % S).to(tl.int64) * stride_ps
-        p = tl.load(P + p_col + p_row[None, :], mask=imask[:, None] & mmask[None, :], other=0.0).to(tl.float32)
-        if P_LN:
-            mu = tl.load(Mean + m, mask=mmask, other=0.0)
-            rs = tl.load(Rstd + m, mask=mmask, other=0.0)
-            # rows past k_end give p = b here; their q rows are zero, so they add nothing.
-            p = (p - mu[None, :]) * rs[None, :] * g[:, None] + b[:, None]
-        if HAS_SCALE:
-            p = p * tl.load(Scale + m // S, mask=mmask, other=0.0).to(tl.float32)[None, :]
-        if DO_PSUM:
-            psum += tl.sum(p, axis=1)
-        q = tl.load(Q + m.to(tl.int64)[:, None] * N_SIZE + offs_j[None, :], mask=mmask[:, None] & jmask[None, :],
-                    other=0.0)
-        if DO_QSUM:
-            qsum += tl.sum(q.to(tl.float32), axis=0)
-        acc = dot(to_dtype(p, Q.dtype.element_ty, INTERPRET), q, acc, INTERPRET, INPUT_PRECISION)
-    return acc, psum, qsum
-
-
-@_autotune("wgrad", "Q", ["M_SIZE", "N_SIZE", "M_BUCKET", "P_LN"])
+@_autotune("wgrad", "Q", ["M_SIZE", "N_SIZE", "M_BUCKET"])
 @triton.jit(do_not_specialize=_BATCH_ARGS)
 def _channel_wgrad_kernel(
-    P,               # [B, S, C] any strides: x (P_LN) or grad_out
-    Mean, Rstd,      # [M] fp32 row statistics (P_LN)
-    NW, NB,          # [C] LayerNorm weight and bias (P_LN)
-    Scale,           # [B] per-sample branch scale (HAS_SCALE)
-    Q,               # [M, DC] contiguous, compute dtype: act (fc2) or dz (fc1)
+    P,               # [B, S, C] any strides, compute dtype: grad_out (fc2) or the LayerNorm output y (fc1)
+    Q,               # [M, DC] contiguous, compute dtype: s * act (fc2) or dz (fc1)
     DW,              # output tile (i, j) of split s at s*stride_dws + i*stride_dwi + j*stride_dwj
-    DBP,             # [split, C] fp32: row sums of P over each split's rows (P_SUM)
-    DBQ,             # [split, DC] fp32: column sums of Q over each split's rows (Q_SUM)
     M, S,
     M_SIZE,          # C (output rows i)
     N_SIZE,          # DC (output columns j)
@@ -394,10 +357,15 @@ def _channel_wgrad_kernel(
     ROWS_PER_SPLIT,  # rows of the K = M reduction per split
     stride_pb, stride_ps, stride_pc,
     stride_dws, stride_dwi, stride_dwj,
-    P_LN: tl.constexpr, HAS_SCALE: tl.constexpr, P_FLAT: tl.constexpr, P_SUM: tl.constexpr,
-    Q_SUM: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    P_FLAT: tl.constexpr,   # rows of P evenly spaced (viewable as [M, C])
+    P_CAST: tl.constexpr,   # P's dtype is not the compute dtype
+    INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
+    # One plain K loop: no bias sums (db1 comes from the hidden-backward epilogue, db2 from a reduction
+    # of grad_out) and no per-row scale (folded into Q = s * act by the hidden-backward epilogue). The
+    # three loop copies that computed the sums in the first tile row / column made ptxas serialise
+    # every wgmma (C7515), on triton 3.6 and 3.8.
     pid_m, pid_n = _tile_ids(tl.program_id(0), M_SIZE, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
     offs_i = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -406,41 +374,29 @@ def _channel_wgrad_kernel(
     jmask = offs_j < N_SIZE
     k_start = pid_k * ROWS_PER_SPLIT
     k_end = tl.minimum(M, k_start + ROWS_PER_SPLIT)
-    if P_LN:
-        g = tl.load(NW + offs_i, mask=imask, other=0.0).to(tl.float32)
-        b = tl.load(NB + offs_i, mask=imask, other=0.0).to(tl.float32)
-    else:
-        g = tl.zeros([BLOCK_M], dtype=tl.float32)
-        b = g
-
+    ks = tl.arange(0, BLOCK_K)
+    p_col = offs_i.to(tl.int64)[:, None] * stride_pc
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    psum = tl.zeros([BLOCK_M], dtype=tl.float32)
-    qsum = tl.zeros([BLOCK_N], dtype=tl.float32)
-    # Bias sums only in the programs of the first tile column (P) / row (Q): a separate loop
-    # instantiation, so the other programs run the plain GEMM loop.
-    if P_SUM and pid_n == 0:
-        acc, psum, qsum = _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask,
-                                      k_start, k_end, S, N_SIZE, stride_pb, stride_ps, stride_pc,
-                                      P_LN, HAS_SCALE, P_FLAT, True, False, INTERPRET, INPUT_PRECISION, BLOCK_K)
-    elif Q_SUM and pid_m == 0:
-        acc, psum, qsum = _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask,
-                                      k_start, k_end, S, N_SIZE, stride_pb, stride_ps, stride_pc,
-                                      P_LN, HAS_SCALE, P_FLAT, False, True, INTERPRET, INPUT_PRECISION, BLOCK_K)
-    else:
-        acc, psum, qsum = _wgrad_loop(P, Mean, Rstd, Scale, Q, acc, psum, qsum, g, b, offs_i, imask, offs_j, jmask,
-                                      k_start, k_end, S, N_SIZE, stride_pb, stride_ps, stride_pc,
-                                      P_LN, HAS_SCALE, P_FLAT, False, False, INTERPRET, INPUT_PRECISION, BLOCK_K)
-
+    for k0 in range(k_start, k_end, BLOCK_K):
+        m = k0 + ks
+        mmask = m < k_end
+        if P_FLAT:
+            p_row = m.to(tl.int64) * stride_ps
+        else:
+            p_row = (m // S).to(tl.int64) * stride_pb + (m % S).to(tl.int64) * stride_ps
+        p = tl.load(P + p_col + p_row[None, :], mask=imask[:, None] & mmask[None, :], other=0.0)
+        if P_CAST:
+            p = to_dtype(p.to(tl.float32), Q.dtype.element_ty, INTERPRET)
+        q = tl.load(Q + m.to(tl.int64)[:, None] * N_SIZE + offs_j[None, :], mask=mmask[:, None] & jmask[None, :],
+                    other=0.0)
+        acc = dot(p, q, acc, INTERPRET, INPUT_PRECISION)
+    omask = imask[:, None] & jmask[None, :]
+    # the select keeps triton 3.6 from serialising the loop's wgmmas (it did when the fp32 accumulator
+    # was stored as it is: tests/planted_kernels.py)
+    acc = tl.where(omask, acc, 0.0)
     base = pid_k.to(tl.int64) * stride_dws
     tl.store(DW + base + offs_i[:, None] * stride_dwi + offs_j[None, :] * stride_dwj,
-             to_dtype(acc, DW.dtype.element_ty, INTERPRET),
-             mask=imask[:, None] & jmask[None, :])
-    if P_SUM:
-        if pid_n == 0:
-            tl.store(DBP + pid_k * M_SIZE + offs_i, psum, mask=imask)
-    if Q_SUM:
-        if pid_m == 0:
-            tl.store(DBQ + pid_k * N_SIZE + offs_j, qsum, mask=jmask)
+             to_dtype(acc, DW.dtype.element_ty, INTERPRET), mask=omask)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -455,42 +411,48 @@ def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
 
 
-def hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, *, approximate,
-                   write_z: bool, write_act: bool):
-    """z = LN(x) @ fc1_weight^T + fc1_bias and/or act = GELU(z), [M, DC] in the compute dtype.
-    Returns (z or None, act or None)."""
-    B, S, C = x.shape
+def hidden_forward(y, fc1_weight, fc1_bias, *, approximate, write_z: bool, write_act: bool):
+    """z = y @ fc1_weight^T + fc1_bias and/or act = GELU(z), [M, DC] in the compute dtype, from the
+    LayerNorm output y [B, S, C] (compute dtype). Returns (z or None, act or None)."""
+    B, S, C = y.shape
     M, DC = B * S, fc1_weight.shape[0]
     dt = fc1_weight.dtype
-    z = empty((M, DC), device=x.device, dtype=dt) if write_z else None
-    act = empty((M, DC), device=x.device, dtype=dt) if write_act else None
+    z = empty((M, DC), device=y.device, dtype=dt) if write_z else None
+    act = empty((M, DC), device=y.device, dtype=dt) if write_act else None
     any_out = z if z is not None else act
     _channel_hidden_kernel[_grid_2d(M, DC)](
-        x, mean, rstd, norm_weight, norm_bias, mean, fc1_weight, fc1_bias,
-        any_out, act if act is not None else any_out, any_out,
-        M, S, DC, C, m_bucket(M), *_strides3(x), fc1_weight.stride(1), fc1_weight.stride(0),
-        BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act,
+        y, fc1_bias, fc1_weight, fc1_bias,
+        any_out, act if act is not None else any_out, any_out, any_out,
+        M, S, DC, C, m_bucket(M), *_strides3(y), fc1_weight.stride(1), fc1_weight.stride(0),
+        BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act, WRITE_DB=False, A_CAST=y.dtype != dt,
         APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
     )
     return z, act
 
 
-def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate, write_act=True):
-    """dz = (sample_scale * grad_out) @ fc2_weight * GELU'(z) and act = GELU(z) (None unless
-    write_act), [M, DC] in the compute dtype."""
+def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate, write_act=True, write_db=True):
+    """(dz, act_s, db1): dz = s * (grad_out @ fc2_weight) * GELU'(z) [M, DC] in the compute dtype (s the
+    per-sample scale, 1 without one); act_s = s * GELU(z), fc2's weight-gradient operand (None unless
+    write_act); db1 = the fp32 column sums of dz (fc1_bias's gradient; None unless write_db), from
+    per-row-tile partials summed in a fixed order."""
     B, S, C = grad_out.shape
     M, DC = z.shape
     dt = fc2_weight.dtype
     dz = empty((M, DC), device=z.device, dtype=dt)
     act = empty((M, DC), device=z.device, dtype=dt) if write_act else None
+    # one row per row tile of the smallest BLOCK_M the kernel may run with; with larger tiles the unused rows
+    # stay zero, so the fixed-order sum is the same for every config of a launch
+    dbp = torch.zeros((triton.cdiv(M, _min_hidden_block_m()), DC), device=z.device, dtype=torch.float32) \
+        if write_db else dz
     sc = sample_scale if sample_scale is not None else z
     _channel_hidden_kernel[_grid_2d(M, DC)](
-        grad_out, z, z, z, z, sc, fc2_weight, z, z, act if write_act else dz, dz,
+        grad_out, sc, fc2_weight, z, z, act if write_act else dz, dz, dbp,
         M, S, DC, C, m_bucket(M), *_strides3(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
-        BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act,
+        BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act, WRITE_DB=write_db,
+        A_CAST=grad_out.dtype != dt,
         APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
     )
-    return dz, act
+    return dz, act, (dbp.sum(0) if write_db else None)
 
 
 def out_forward(act, x, fc2_weight, fc2_bias, sample_scale):
@@ -520,6 +482,11 @@ def out_backward(dz, fc1_weight, B, S):
         INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dz.dtype),
     )
     return dn
+
+
+def _min_hidden_block_m() -> int:
+    """The smallest BLOCK_M the hidden kernel may run with (rows of the dz column-sum partials)."""
+    return INTERPRET_CONFIG[0] if triton_interpret() else min(c[0] for b in GPU_CONFIGS["hidden"].values() for c in b)
 
 
 # split-K of the weight gradients
@@ -554,11 +521,9 @@ def _wgrad_split(M: int, tiles: int, device: torch.device) -> tuple[int, int]:
     return triton.cdiv(M, rows), rows
 
 
-def wgrad(p, q, *, mean=None, rstd=None, norm_weight=None, norm_bias=None, sample_scale=None,
-          transpose_out: bool, p_sum: bool, q_sum: bool, out_dtype):
-    """dW = P^T @ Q over all M = B*S rows, P [B, S, C] (LayerNorm'd when `mean` is given, scaled per
-    sample by `sample_scale`), Q [M, DC]. Returns (dW as [C, DC], or [DC, C] when transpose_out, in
-    out_dtype; row sums of P (fp32 [C]) if p_sum; column sums of Q (fp32 [DC]) if q_sum)."""
+def wgrad(p, q, *, transpose_out: bool, out_dtype):
+    """dW = P^T @ Q over all M = B*S rows, P [B, S, C] (any strides), Q [M, DC] contiguous in the compute
+    dtype. Returns dW as [C, DC], or [DC, C] when transpose_out, in out_dtype."""
     B, S, C = p.shape
     M, DC = q.shape
     dev = q.device
@@ -572,21 +537,15 @@ def wgrad(p, q, *, mean=None, rstd=None, norm_weight=None, norm_bias=None, sampl
         dw = empty((split,) + shape, device=dev, dtype=torch.float32)
         dws = dw.stride(0)
     sti, stj = (1, C) if transpose_out else (DC, 1)
-    dbp = empty((split, C), device=dev, dtype=torch.float32) if p_sum else q
-    dbq = empty((split, DC), device=dev, dtype=torch.float32) if q_sum else q
-    p_ln = mean is not None
     pb, ps, pc = _strides3(p)
     flat = pb == S * ps or B == 1
     _channel_wgrad_kernel[lambda meta: (triton.cdiv(C, meta["BLOCK_M"]) * triton.cdiv(DC, meta["BLOCK_N"]), split)](
-        p, mean if p_ln else q, rstd if p_ln else q, norm_weight if p_ln else q, norm_bias if p_ln else q,
-        sample_scale if sample_scale is not None else q, q, dw, dbp, dbq,
-        M, S, C, DC, m_bucket(M), rows, pb, ps, pc, dws, sti, stj,
-        P_LN=p_ln, HAS_SCALE=sample_scale is not None, P_FLAT=flat, P_SUM=p_sum, Q_SUM=q_sum,
-        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(q.dtype),
+        p, q, dw, M, S, C, DC, m_bucket(M), rows, pb, ps, pc, dws, sti, stj,
+        P_FLAT=flat, P_CAST=p.dtype != q.dtype, INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(q.dtype),
     )
     if split > 1:
         dw = dw.sum(0).to(out_dtype)      # fixed-order reduction of the split partials
-    return dw, (dbp.sum(0) if p_sum else None), (dbq.sum(0) if q_sum else None)
+    return dw
 
 
 # --------------------------------------------------------------------------------------------------
@@ -619,11 +578,13 @@ def _cases(kind, variants, kernel_args):
     return cases
 
 
-def _hidden_args(dt, S, C, DC, M, bwd):
-    return dict(X=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, W=dt, Bias=dt, Z=dt, Act=dt,
-                DZ=dt, N_SIZE=DC, K_SIZE=C, stride_xb=S * C, stride_xs=C, stride_xc=1,
+def _hidden_args(dt, S, C, DC, M, variant):
+    bwd, scale = variant
+    return dict(X=dt, Scale=dt, W=dt, Bias=dt, Z=dt, Act=dt, DZ=dt, DB=torch.float32,
+                N_SIZE=DC, K_SIZE=C, stride_xb=S * C, stride_xs=C, stride_xc=1,
                 stride_wk=DC if bwd else 1, stride_wn=1 if bwd else C,
-                BACKWARD=bwd, HAS_SCALE=bwd, WRITE_Z=not bwd, WRITE_ACT=True, APPROX_TANH=False)
+                BACKWARD=bwd, HAS_SCALE=scale, WRITE_Z=not bwd, WRITE_ACT=True, WRITE_DB=bwd, A_CAST=False,
+                APPROX_TANH=False)
 
 
 def _out_args(dt, S, C, DC, M, bwd):
@@ -633,11 +594,9 @@ def _out_args(dt, S, C, DC, M, bwd):
 
 
 def _wgrad_args(dt, S, C, DC, M, fc1):
-    return dict(P=dt, Mean=torch.float32, Rstd=torch.float32, NW=dt, NB=dt, Scale=dt, Q=dt, DW=torch.float32,
-                DBP=torch.float32, DBQ=torch.float32, M_SIZE=C, N_SIZE=DC, ROWS_PER_SPLIT=10240,
+    return dict(P=dt, Q=dt, DW=torch.float32, M_SIZE=C, N_SIZE=DC, ROWS_PER_SPLIT=10240,
                 stride_pb=S * C, stride_ps=C, stride_pc=1, stride_dws=C * DC,
-                stride_dwi=1 if fc1 else DC, stride_dwj=C if fc1 else 1,
-                P_LN=fc1, HAS_SCALE=not fc1, P_FLAT=True, P_SUM=not fc1, Q_SUM=fc1)
+                stride_dwi=1 if fc1 else DC, stride_dwj=C if fc1 else 1, P_FLAT=True, P_CAST=False)
 
 
 _MODES = [("fwd", False), ("bwd", True)]
@@ -671,7 +630,8 @@ def _wgrad_work(a) -> Work:
     return Work(2.0 * M * Mi * Nj, moved, triton.cdiv(a["ROWS_PER_SPLIT"], a["BLOCK_K"]))
 
 
-register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _MODES, _hidden_args), _hidden_work)
+_HIDDEN_MODES = [("fwd", (False, False)), ("bwd", (True, False)), ("bwd drop_path", (True, True))]
+register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _HIDDEN_MODES, _hidden_args), _hidden_work)
 register_kernel(_channel_out_kernel, lambda: _cases("out", _MODES, _out_args), _out_work)
 register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args),
                 _wgrad_work)

@@ -35,3 +35,59 @@ def gelu_grad(x, APPROX_TANH: tl.constexpr):
         return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * x * x)
     else:
         return 0.5 * (1.0 + tl.erf(x * 0.7071067811865476)) + x * 0.3989422804014327 * tl.exp(-0.5 * x * x)
+
+
+# Branch-free erf for the token kernels' hidden loops: Abramowitz & Stegun 7.1.26,
+# erf(z) = 1 - t*(a1 + t*(a2 + t*(a3 + t*(a4 + t*a5)))) * exp(-z^2), t = 1/(1 + p|z|), |error| <= 1.5e-7
+# (measured against float64 over [-12, 12] in fp32 arithmetic: GELU within 4.7e-7 absolute, its derivative
+# within 3e-7; torch's own fp32 GELU is within 1.2e-6). Compiled, the reciprocal and exp2 are single
+# MUFU instructions (rcp/ex2.approx.ftz: no range fix-ups, ~1 ulp), about 15 instructions in all where
+# tl.erf selects between two coefficient sets per element and issues about twice that; exp(-z^2) is
+# shared with GELU's derivative. The interpreter (which cannot run inline PTX) takes plain 1/x and exp2.
+@triton.jit
+def _rcp(x, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return 1.0 / x
+    else:
+        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+
+@triton.jit
+def _exp2(x, INTERPRET: tl.constexpr):
+    if INTERPRET:
+        return tl.exp2(x)
+    else:
+        return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=r,r", [x], dtype=tl.float32,
+                                         is_pure=True, pack=1)
+
+
+@triton.jit
+def _erf_and_gauss(z, INTERPRET: tl.constexpr):
+    """(erf(z), exp(-z*z)) for fp32 z."""
+    t = _rcp(1.0 + 0.3275911 * tl.abs(z), INTERPRET)
+    e = _exp2(z * z * -1.4426950408889634, INTERPRET)
+    p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = 1.0 - p * e
+    return tl.where(z < 0.0, -y, y), e
+
+
+@triton.jit
+def gelu_fast(x, APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr):
+    """GELU(x) for fp32 x; the erf form through _erf_and_gauss."""
+    if APPROX_TANH:
+        return gelu(x, True)
+    else:
+        erf, _ = _erf_and_gauss(x * 0.7071067811865476, INTERPRET)
+        return 0.5 * x * (1.0 + erf)
+
+
+@triton.jit
+def gelu_and_grad_fast(x, APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr):
+    """(GELU(x), d GELU(x) / dx) for fp32 x, sharing one erf and one exp."""
+    if APPROX_TANH:
+        return gelu(x, True), gelu_grad(x, True)
+    else:
+        erf, e = _erf_and_gauss(x * 0.7071067811865476, INTERPRET)
+        cdf = 0.5 * (1.0 + erf)
+        return x * cdf, cdf + x * 0.3989422804014327 * e

@@ -1,18 +1,29 @@
 """Fused channel mixing, forward and backward: out = x + sample_scale[b] * fc2(GELU(fc1(LN(x)))).
 
-Forward, three launches, no LayerNorm output and no separate GELU pass in device memory:
-  1. layernorm_stats: fp32 mean, rstd per row.
-  2. _channel_hidden_kernel: LN applied to the A tiles of fc1, bias + GELU epilogue. Writes the
+Forward, three launches, no separate GELU pass in device memory:
+  1. layernorm_stats (WRITE_Y): fp32 mean, rstd per row, and the LayerNorm output y [M, C] in the
+     compute dtype (transient: freed after step 2).
+  2. _channel_hidden_kernel: fc1 as a plain GEMM on y, bias + GELU epilogue. Writes the
      activation GELU(z) [M, DC] (fc2's input) and, when training with recompute=False, the
      pre-activation z [M, DC] (compute dtype): the only activation saved besides x and the stats.
   3. _channel_out_kernel: fc2 + bias, * sample_scale, + residual x in the epilogue.
+Why y goes through memory (the choice issue 13 asks for, made by the speed model): normalising the A
+tiles inside fc1's main loop cost 365 SASS instructions per k-step against 512 tensor-core cycles, an
+issue-bound loop at ~41% of its floor (H100 model, B/16 batch 256); writing y costs one pass of M*C
+elements (77 MB, ~26 us at 3 TB/s) and leaves a plain loop. Folding the LayerNorm into the epilogue
+(rstd * (x @ (W*gamma)^T - mu * rowsum(W*gamma)) + W @ beta) would avoid that pass, but cancels
+mu * rowsum against a large product for rows whose mean is large against their spread; y rounds to the
+compute dtype exactly as eager's LayerNorm output does, so the numerics are eager's.
 
 Backward (`channel_mixing_bwd`; kernels of gradients autograd does not need are skipped):
-  0. recompute=True only: _channel_hidden_kernel recomputes z (nothing but x and the stats is saved).
-  1. _channel_hidden_kernel (BACKWARD): dz = (s * g) @ W2 * GELU'(z), the GELU derivative in the
-     epilogue; also writes GELU(z) for the fc2 weight gradient.
-  2. _channel_wgrad_kernel: dW2 = (s*g)^T @ GELU(z) and db2 (row sums of its A tiles).
-  3. _channel_wgrad_kernel: dW1 = dz^T @ LN(x) (LN recomputed on its tiles) and db1.
+  0. y = LN(x) from the saved statistics (layernorm_stats, STATS=False: bitwise the forward's y) when
+     fc1's weight gradient or recompute needs it; recompute=True: _channel_hidden_kernel recomputes z
+     from it (nothing but x and the stats is saved).
+  1. _channel_hidden_kernel (BACKWARD): dz = s * (g @ W2) * GELU'(z), the scale and the GELU
+     derivative in the epilogue; also writes s * GELU(z) for the fc2 weight gradient and per-row-tile
+     column sums of dz (db1).
+  2. _channel_wgrad_kernel: dW2 = g^T @ (s * GELU(z)); db2 = sum of s * g (a torch reduction).
+  3. _channel_wgrad_kernel: dW1 = dz^T @ y. Both weight-gradient GEMMs are plain split-K loops.
   4. _channel_out_kernel: dn = dz @ W1, the gradient at the LayerNorm output.
   5. layernorm_backward: dx (+ the residual gradient g), dgamma, dbeta (deterministic partials).
   Weight/bias gradients accumulate in fp32 over fixed row ranges and are summed in a fixed order:
@@ -35,7 +46,7 @@ import torch
 from .. import torch_math
 from ._channel_gemm import hidden_backward, hidden_forward, out_backward, out_forward, wgrad
 from .layernorm_backward import layernorm_backward
-from .layernorm_stats import layernorm_stats
+from .layernorm_stats import layernorm_apply, layernorm_forward
 
 _OP = "mixer_kernels::channel_mixing"
 
@@ -65,9 +76,9 @@ def _forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bi
         empty_stats = torch.empty((0,), device=x.device, dtype=torch.float32)
         return (torch.empty((B, S, C), device=x.device, dtype=x.dtype), empty_stats, empty_stats.clone(),
                 torch.empty((0, DC), device=x.device, dtype=fc1_weight.dtype))
-    mean, rstd = layernorm_stats(x, eps)
-    z, act = hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, approximate=approximate,
-                            write_z=save_preact, write_act=True)
+    y, mean, rstd = layernorm_forward(x, eps, norm_weight, norm_bias, fc1_weight.dtype)
+    z, act = hidden_forward(y, fc1_weight, fc1_bias, approximate=approximate, write_z=save_preact, write_act=True)
+    del y
     out = out_forward(act, x, fc2_weight, fc2_bias, sample_scale)
     if z is None:
         z = torch.empty((0, DC), device=x.device, dtype=fc1_weight.dtype)
@@ -113,20 +124,29 @@ def _backward_impl(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weigh
     dx, dnw, dnb, dw1, db1, dw2, db2 = (torch.empty((0,), device=x.device, dtype=cdt) for _ in range(7))
     if not (need_input or need_fc1 or need_fc2):
         return dx, dnw, dnb, dw1, db1, dw2, db2
-    if z.shape[0] != M:     # recompute=True: only x and the statistics were saved
-        z, _ = hidden_forward(x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                              approximate=approximate, write_z=True, write_act=False)
-    dz, act = hidden_backward(grad_out, sample_scale, fc2_weight, z, approximate=approximate, write_act=need_fc2)
+    recompute = z.shape[0] != M     # recompute=True: only x and the statistics were saved
+    y = None
+    if recompute:
+        y = layernorm_apply(x, mean, rstd, norm_weight, norm_bias, cdt)
+        z, _ = hidden_forward(y, fc1_weight, fc1_bias, approximate=approximate, write_z=True, write_act=False)
+        if not need_fc1:
+            y = None
+    dz, act, db1 = hidden_backward(grad_out, sample_scale, fc2_weight, z, approximate=approximate,
+                                   write_act=need_fc2, write_db=need_fc1)
     del z
     if need_fc2:
-        dw2, db2, _ = wgrad(grad_out, act, sample_scale=sample_scale, transpose_out=False, p_sum=True,
-                            q_sum=False, out_dtype=fc2_weight.dtype)
+        dw2 = wgrad(grad_out, act, transpose_out=False, out_dtype=fc2_weight.dtype)
+        # db2 = sum over rows of s[b] * grad_out: per-sample fp32 sums, then the scale (fixed order)
+        g = grad_out.sum(dim=1, dtype=torch.float32)                                 # [B, C]
+        db2 = (g * sample_scale.to(torch.float32)[:, None] if sample_scale is not None else g).sum(0)
         db2 = db2.to(fc2_weight.dtype)
     del act
     if need_fc1:
-        dw1, _, db1 = wgrad(x, dz, mean=mean, rstd=rstd, norm_weight=norm_weight, norm_bias=norm_bias,
-                            transpose_out=True, p_sum=False, q_sum=True, out_dtype=cdt)
+        if y is None:
+            y = layernorm_apply(x, mean, rstd, norm_weight, norm_bias, cdt)
+        dw1 = wgrad(y, dz, transpose_out=True, out_dtype=cdt)
         db1 = db1.to(fc1_bias.dtype)
+        del y
     if need_input:
         dn = out_backward(dz, fc1_weight, B, S)
         del dz

@@ -6,21 +6,29 @@ Design: one program per BLOCK_M rows, looping over C in BLOCK_C chunks, two pass
 sum of squared deviations, whose re-read hits the cache). Two-pass is exact where the one-pass
 E[x^2] - E[x]^2 form cancels catastrophically for rows with a large mean. Any strides; row offsets
 are 64-bit, so B*S*C may pass 2^31 elements.
+
+The same kernel also writes the LayerNorm output y = (x - mean) * rstd * w + b in the compute dtype
+(WRITE_Y, a third pass over the cached row), from statistics it computes or (STATS=False) from saved
+ones: channel mixing's fc1 GEMMs then run plain main loops on y instead of normalising every A tile
+(ops/channel_mixing.py says why), and y rounds exactly as eager's LayerNorm output does.
 """
 import torch
 import triton
 import triton.language as tl
 
-from .._config import empty
+from .._config import empty, triton_interpret
 from ._registry import CompileCase, Work, nbytes, register_kernel
+from ._round import to_dtype
 
 
 @triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size (it only bounds masks)
 def _layernorm_stats_kernel(
     # pointers
     X,            # input  [B, S, C], any dtype
-    Mean,         # output [B*S] fp32
-    Rstd,         # output [B*S] fp32
+    Mean,         # [B*S] fp32: output (STATS) or input
+    Rstd,         # [B*S] fp32: output (STATS) or input
+    NW, NB,       # [C] LayerNorm weight and bias (WRITE_Y)
+    Y,            # [B*S, C] contiguous output in the compute dtype (WRITE_Y)
     # sizes
     M,            # rows, B*S
     S,            # tokens per sample (rows m = b*S + s)
@@ -30,6 +38,9 @@ def _layernorm_stats_kernel(
     # scalars
     eps,          # added to the variance
     # meta-parameters
+    STATS: tl.constexpr,     # compute and store mean, rstd (else load them)
+    WRITE_Y: tl.constexpr,   # write the normalised output y
+    INTERPRET: tl.constexpr,
     BLOCK_M: tl.constexpr,   # rows per program
     BLOCK_C: tl.constexpr,   # channels per loop step
 ):
@@ -40,25 +51,39 @@ def _layernorm_stats_kernel(
     row_off = (rows64 // S) * stride_xb + (rows64 % S) * stride_xs    # [BLOCK_M] int64
     cols = tl.arange(0, BLOCK_C)
 
-    acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + cols
-        mask = row_mask[:, None] & (c < C)[None, :]
-        x = tl.load(X + row_off[:, None] + c[None, :].to(tl.int64) * stride_xc, mask=mask, other=0.0)
-        acc += x.to(tl.float32)
-    mean = tl.sum(acc, axis=1) / C                                     # [BLOCK_M]
+    if STATS:
+        acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + cols
+            mask = row_mask[:, None] & (c < C)[None, :]
+            x = tl.load(X + row_off[:, None] + c[None, :].to(tl.int64) * stride_xc, mask=mask, other=0.0)
+            acc += x.to(tl.float32)
+        mean = tl.sum(acc, axis=1) / C                                     # [BLOCK_M]
 
-    acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        c = c0 + cols
-        mask = row_mask[:, None] & (c < C)[None, :]
-        x = tl.load(X + row_off[:, None] + c[None, :].to(tl.int64) * stride_xc, mask=mask, other=0.0)
-        d = tl.where(mask, x.to(tl.float32) - mean[:, None], 0.0)
-        acc += d * d
-    rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / C + eps)
+        acc = tl.zeros([BLOCK_M, BLOCK_C], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + cols
+            mask = row_mask[:, None] & (c < C)[None, :]
+            x = tl.load(X + row_off[:, None] + c[None, :].to(tl.int64) * stride_xc, mask=mask, other=0.0)
+            d = tl.where(mask, x.to(tl.float32) - mean[:, None], 0.0)
+            acc += d * d
+        rstd = 1.0 / tl.sqrt(tl.sum(acc, axis=1) / C + eps)
+        tl.store(Mean + rows64, mean, mask=row_mask)
+        tl.store(Rstd + rows64, rstd, mask=row_mask)
+    else:
+        mean = tl.load(Mean + rows64, mask=row_mask, other=0.0)
+        rstd = tl.load(Rstd + rows64, mask=row_mask, other=0.0)
 
-    tl.store(Mean + rows64, mean, mask=row_mask)
-    tl.store(Rstd + rows64, rstd, mask=row_mask)
+    if WRITE_Y:
+        for c0 in range(0, C, BLOCK_C):
+            c = c0 + cols
+            cmask = c < C
+            mask = row_mask[:, None] & cmask[None, :]
+            x = tl.load(X + row_off[:, None] + c[None, :].to(tl.int64) * stride_xc, mask=mask, other=0.0)
+            w = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
+            b = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+            y = (x.to(tl.float32) - mean[:, None]) * rstd[:, None] * w[None, :] + b[None, :]
+            tl.store(Y + rows64[:, None] * C + c[None, :], to_dtype(y, Y.dtype.element_ty, INTERPRET), mask=mask)
 
 
 def _block_sizes(C: int) -> tuple[int, int, int]:
@@ -79,13 +104,44 @@ def layernorm_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Te
     rstd = empty((M,), device=x.device, dtype=torch.float32)
     if M == 0:
         return mean, rstd
+    _launch(x3, mean, rstd, mean, mean, mean, eps, stats=True, write_y=False)
+    return mean, rstd
+
+
+def _launch(x3, mean, rstd, weight, bias, y, eps, *, stats: bool, write_y: bool):
+    B, S, C = x3.shape
+    M = B * S
     BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
     grid = (triton.cdiv(M, BLOCK_M),)
     _layernorm_stats_kernel[grid](
-        x3, mean, rstd, M, S, C, x3.stride(0), x3.stride(1), x3.stride(2), eps,
-        BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=num_warps,
+        x3, mean, rstd, weight, bias, y, M, S, C, x3.stride(0), x3.stride(1), x3.stride(2), eps,
+        STATS=stats, WRITE_Y=write_y, INTERPRET=triton_interpret(), BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C,
+        num_warps=num_warps,
     )
-    return mean, rstd
+
+
+def layernorm_forward(x: torch.Tensor, eps: float, weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype):
+    """(y, mean, rstd): the LayerNorm output y [B, S, C] (contiguous, in `dtype`) of x [B, S, C], and its
+    fp32 row statistics [B*S]. weight, bias: contiguous [C]."""
+    B, S, C = x.shape
+    M = B * S
+    mean = empty((M,), device=x.device, dtype=torch.float32)
+    rstd = empty((M,), device=x.device, dtype=torch.float32)
+    y = empty((B, S, C), device=x.device, dtype=dtype)
+    if M:
+        _launch(x, mean, rstd, weight, bias, y, eps, stats=True, write_y=True)
+    return y, mean, rstd
+
+
+def layernorm_apply(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """y = (x - mean) * rstd * weight + bias from saved fp32 statistics: [B, S, C] contiguous in `dtype`,
+    bitwise equal to layernorm_forward's y (the backward's recomputation)."""
+    B, S, C = x.shape
+    y = empty((B, S, C), device=x.device, dtype=dtype)
+    if B * S:
+        _launch(x, mean, rstd, weight, bias, y, 0.0, stats=False, write_y=True)
+    return y
 
 
 def _compile_cases() -> list[CompileCase]:
@@ -93,19 +149,26 @@ def _compile_cases() -> list[CompileCase]:
     for name, S, C in [("B/16", 196, 768), ("L/16", 196, 1024), ("H/14", 256, 1280), ("odd", 197, 130)]:
         for dtype in (torch.bfloat16, torch.float32):
             BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
-            cases.append(CompileCase(
-                f"{name} {str(dtype)[6:]}",
-                dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, M=256 * S, S=S, C=C,
-                     stride_xb=S * C, stride_xs=C, stride_xc=1, eps=1e-6, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C),
-                num_warps=num_warps, num_stages=1))
+            for mode, stats, write_y in (("stats", True, False), ("stats+y", True, True), ("y", False, True)):
+                if mode != "stats" and name in ("H/14", "odd"):
+                    continue
+                cases.append(CompileCase(
+                    f"{name} {str(dtype)[6:]} {mode}",
+                    dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=dtype, NB=dtype, Y=torch.bfloat16,
+                         M=256 * S, S=S, C=C, stride_xb=S * C, stride_xs=C, stride_xc=1, eps=1e-6, STATS=stats,
+                         WRITE_Y=write_y, INTERPRET=False, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C),
+                    num_warps=num_warps, num_stages=1))
     return cases
 
 
 def _work(a) -> Work:
-    """x read once (the second pass re-reads it from L2), the two fp32 statistics written."""
+    """x read once (the later passes re-read it from L2), the two fp32 statistics written (or read), y
+    written."""
     M, C = a["M"], a["C"]
-    return Work(flops=0.0, bytes=M * C * a["X"].element_size() + nbytes(a["Mean"]) + nbytes(a["Rstd"]),
-                trips=triton.cdiv(C, a["BLOCK_C"]))
+    moved = M * C * a["X"].element_size() + nbytes(a["Mean"]) + nbytes(a["Rstd"])
+    if a["WRITE_Y"]:
+        moved += M * C * a["Y"].element_size()
+    return Work(flops=0.0, bytes=moved, trips=triton.cdiv(C, a["BLOCK_C"]))
 
 
 register_kernel(_layernorm_stats_kernel, _compile_cases, _work)
