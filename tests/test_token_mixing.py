@@ -28,6 +28,9 @@ from mixer_kernels.torch_math import token_mixing_torch
 NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 FWD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_kernel")
 BWD_KERNELS = ("_token_mixing_bwd_dt_kernel", "_layernorm_bwd_kernel", "_token_mixing_bwd_dw_kernel")
+# fp16/bf16 with S <= 256: the token-major kernels (ops/_token_kernels.py), weight gradients from GEMMs
+FAST_FWD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_tm_kernel")
+FAST_BWD_KERNELS = ("_token_mixing_bwd_dt_tm_kernel", "_layernorm_bwd_kernel")
 
 
 def make_inputs(B, S, C, DS, dtype=torch.float32, device="cpu", x=None):
@@ -124,6 +127,63 @@ def test_low_precision(device, dtype, approximate, shape):
     ref_out, ref_grads = reference(inputs, dy, approximate)
     e_out, e_grads = eager(inputs, dy, approximate)
     check_all(out, grads, ref_out, ref_grads, e_out, e_grads)
+
+
+@pytest.mark.parametrize("dtype,shape,layout", [
+    (torch.bfloat16, (2, 197, 130, 36), "contiguous"),     # masked channel tile, DS padded to 64
+    (torch.bfloat16, (1, 256, 8, 72), "transposed"),       # S = BLOCK_S exactly, two hidden chunks
+    (torch.float16, (3, 1, 20, 5), "sliced"),              # one token, tiny DS
+])
+def test_fast_path(device, dtype, shape, layout):
+    """The token-major kernels and the GEMM weight gradients: exactly their launches, odd sizes, views."""
+    B, S, C, DS = shape
+    if layout == "contiguous":
+        x = torch.randn(B, S, C, device=device)
+    elif layout == "transposed":
+        x = torch.randn(B, C, S, device=device).transpose(1, 2)
+    else:
+        x = torch.randn(B + 1, S + 2, 2 * C, device=device)[1:, 2:, ::2]
+    inputs = make_inputs(B, S, C, DS, dtype, device, x=(x + 0.3).to(dtype))
+    dy = torch.randn(B, C, S, device=device).transpose(1, 2).to(dtype)
+    p = leaves(inputs)
+    if device == "cuda":      # the first call autotunes (many launches); count a later one
+        mixer_kernels.token_mixing(*p).backward(dy)
+        p = leaves(inputs)
+    with count_launches() as n_fwd:
+        out = mixer_kernels.token_mixing(*p)
+    assert dict(n_fwd) == {k: 1 for k in FAST_FWD_KERNELS}
+    with count_launches() as n_bwd:
+        out.backward(dy)
+    assert dict(n_bwd) == {k: 1 for k in FAST_BWD_KERNELS}
+    ref_out, ref_grads = reference(inputs, dy)
+    e_out, e_grads = eager(inputs, dy)
+    check_all(out.detach(), [t.grad for t in p], ref_out, ref_grads, e_out, e_grads)
+
+
+def test_fast_path_frozen_weights_and_offsets(device, monkeypatch):
+    """bf16 without fc weight gradients (the dT kernel skips its stores) and with 64-bit offsets forced."""
+    monkeypatch.setattr(tm, "_off64", lambda *t: True)
+    inputs = make_inputs(2, 49, 40, 24, torch.bfloat16, device)
+    dy = torch.randn(2, 49, 40, device=device).to(torch.bfloat16)
+    p = [t.detach().clone().requires_grad_(i < 3) for i, t in enumerate(inputs)]
+    out = mixer_kernels.token_mixing(*p, approximate="tanh")
+    out.backward(dy)
+    ref_out, ref_grads = reference(inputs, dy, "tanh")
+    e_out, e_grads = eager(inputs, dy, "tanh")
+    assert_close("out", out.detach(), ref_out, e_out)
+    for i in range(3):
+        assert_close(f"d{NAMES[i]}", p[i].grad, ref_grads[i], e_grads[i])
+    assert all(t.grad is None for t in p[3:])
+    out, grads = run(inputs, dy, approximate="tanh")
+    check_all(out, grads, ref_out, ref_grads, e_out, e_grads)
+
+
+def test_fast_path_empty_batch(device):
+    p = leaves(make_inputs(0, 49, 8, 20, torch.bfloat16, device))
+    out = mixer_kernels.token_mixing(*p)
+    assert out.shape == (0, 49, 8)
+    out.sum().backward()
+    assert all(torch.equal(t.grad, torch.zeros_like(t)) for t in p[1:])
 
 
 # --------------------------------------------------------------------------------------------------

@@ -6,10 +6,22 @@ x [B, S, C]; W1 = fc1_weight [DS, S], W2 = fc2_weight [S, DS]; scale = the optio
 multiplier. Every channel column of T[b] is an independent S-vector, so a (sample, channel tile) is a
 self-contained unit of work: no transpose is ever materialised.
 
-Design (the trade-offs, in the spirit of flash-attention's layer_norm.py)
--------------------------------------------------------------------------
-Tiles are held channel-major, [BLOCK_C, tokens], so every tl.dot has M = BLOCK_C (64 by default: one
-wgmma warpgroup's M) and N, K in {tokens, hidden chunk}.
+Two paths
+---------
+* The fast path, fp16/bf16 fc weights and S <= 256 (every 224 px model): the token-major kernels of
+  ops/_token_kernels.py (weights as the wgmma A operand from shared memory, 4 warps, no duplicated
+  warpgroup work, zero-padded 16-byte aligned weight copies, a branch-free erf), and in the backward the
+  dT kernel also writes T, G, GELU(H) and dH in the compute dtype ([S or DS, B*C], transient, freed on
+  return) so that the fc weight and bias gradients are two cuBLAS GEMMs with K = B*C
+  (`_token_mixing_bwd_tm`: deterministic, no atomics; ~0.46 GB of transient buffers at B/16 batch 256).
+  That file's docstring has the layout.
+* fp32 weights and S > 256: this file's channel-major kernels, described below (fp32: the resident
+  kernels and the recomputing dW kernel; S > 256: the tiled path).
+
+Design of the channel-major kernels (the trade-offs, in the spirit of flash-attention's layer_norm.py)
+--------------------------------------------------------------------------------------------------------
+Tiles are held channel-major, [BLOCK_C, tokens], so every tl.dot has M = BLOCK_C and N, K in
+{tokens, hidden chunk}.
 
 Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
 `_token_mixing_fwd_kernel`, one program per (sample, BLOCK_C channels):
@@ -65,15 +77,13 @@ derivative in fp32. Casts to bf16 round to nearest even under the interpreter to
 Offsets: the sample offset is 64-bit always; token/channel offsets become 64-bit (OFF64) when a strided
 view could address past 2^31 elements.
 
-Tiles on GPU (the table `_CONFIGS` below says why each): the forward and dT kernels autotune
-BLOCK_C/BLOCK_H/num_warps/num_stages over configs that compile without spills for sm_90
-(tests/test_compile.py), keyed on (S, C, DS) and the dtypes; the first call of a shape benchmarks them
-(warm up before CUDA-graph capture; MIXER_KERNELS_AUTOTUNE=0 takes the table's config). The dW kernel
-uses one shape-determined config so that its reduction order, hence its result, is the same in every
-process; within a process every kernel is bitwise deterministic. Across processes the autotuner may pick
-another forward/dT config (same math, other fp32 summation order): MIXER_KERNELS_AUTOTUNE=0 makes
-results identical across processes too. Under the interpreter every kernel runs one config
-(multi-config autotune crashes there).
+Tiles on GPU (the tables `_CONFIGS` here and in ops/_token_kernels.py say why each): the fast path's
+kernels autotune over ops/_token_kernels.GPU_CONFIGS when it lists more than one config (keyed on
+(S, C, DS) and the dtypes; the first call of a shape benchmarks them: warm up before CUDA-graph capture;
+MIXER_KERNELS_AUTOTUNE=0 takes the table's config); this file's kernels run one compile-tested config
+per shape. Within a process every kernel is bitwise deterministic; across processes an autotuner may
+pick another config (same math, other fp32 summation order) unless MIXER_KERNELS_AUTOTUNE=0. Under the
+interpreter every kernel runs one config (multi-config autotune crashes there).
 """
 
 import torch
@@ -81,10 +91,12 @@ import triton
 import triton.language as tl
 
 from .._config import autotune, empty, input_precision, triton_interpret
+from . import _token_kernels as tk
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._token_kernels import _token_mixing_bwd_dt_tm_kernel, _token_mixing_fwd_tm_kernel
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
 
@@ -446,20 +458,6 @@ def _default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) ->
     return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
 
 
-# GPU autotune lists for fp16/bf16 operands: every entry compiles without spills for sm_90 in bf16 at
-# B/16 and L/16 (fp32 operands take their spill-free default config, untuned). num_stages 2-3 software-pipelines the
-# fc weight tiles of the hidden loop through shared memory (cp.async); 1 loads them synchronously.
-_GPU_CONFIGS = {
-    "fwd": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=2),
-            dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=3),
-            dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=3),
-            dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=2)],
-    "dt": [dict(BLOCK_C=64, BLOCK_H=32, num_warps=8, num_stages=2),
-           dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=2),
-           dict(BLOCK_C=64, BLOCK_H=16, num_warps=8, num_stages=3),
-           dict(BLOCK_C=32, BLOCK_H=32, num_warps=8, num_stages=1)],
-}
-
 _AUTOTUNED: dict = {}
 
 
@@ -471,19 +469,30 @@ def _bench(kernel_call, quantiles):
 
 
 def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
-    """(callable kernel, extra launch kwargs): a single fixed config under the interpreter, for fp32
-    operands (the tuned list is spill-free for 16-bit operands only; the fp32 default is spill-free, and
-    fp32 is not the path worth GPU seconds of tuning) or when MIXER_KERNELS_AUTOTUNE=0; else
-    triton.autotune over the spill-free configs, keyed on shapes."""
-    default = _default_config(name, S, C, DS, dtype)
-    if (triton_interpret() or not autotune() or name not in _GPU_CONFIGS
-            or dtype == torch.float32):
+    """(callable kernel, launch kwargs) of this file's channel-major kernels (fp32 operands, S > 256): one
+    fixed, compile-tested config per shape (fp32 and the tiled fallback are not the paths worth GPU
+    seconds of tuning)."""
+    return kernel, _default_config(name, S, C, DS, dtype)
+
+
+def _fast_path(S: int, dtype: torch.dtype) -> bool:
+    """The token-major resident kernels of ops/_token_kernels.py and the weight gradients from GEMMs:
+    S <= 256 with fp16/bf16 fc weights. fp32 weights and S > 256 take this file's channel-major kernels."""
+    return S <= MAX_RESIDENT_S and dtype in (torch.float16, torch.bfloat16)
+
+
+def _tm_kernel_and_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
+    """As _kernel_and_grid_meta, for the token-major kernels and their tables (ops/_token_kernels.py)."""
+    default = tk.default_config(name, S, C, DS, dtype)
+    configs = tk.GPU_CONFIGS[name]
+    if triton_interpret() or not autotune() or len(configs) < 2:
         return kernel, default
-    if name not in _AUTOTUNED:
-        configs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
-                                 num_stages=c["num_stages"]) for c in _GPU_CONFIGS[name]]
-        _AUTOTUNED[name] = triton.autotune(configs, key=["S", "C", "DS"], do_bench=_bench)(kernel)
-    return _AUTOTUNED[name], {}
+    key = name + "_tm"
+    if key not in _AUTOTUNED:
+        cfgs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
+                              num_stages=c["num_stages"]) for c in configs]
+        _AUTOTUNED[key] = triton.autotune(cfgs, key=["S", "C", "DS"], do_bench=_bench)(kernel)
+    return _AUTOTUNED[key], {}
 
 
 def _pow2_divisor(n: int, cap: int = 8) -> int:
@@ -527,6 +536,15 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
     norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
     scale = _scale_arg(sample_scale, mean)
+    if _fast_path(S, w1.dtype):
+        BS, dsp = tk.block_s(S), tk.ds_pad(DS)
+        w1p, w2tp = tk.padded_weights(w1, w2, BS, dsp)
+        kernel, meta = _tm_kernel_and_meta("fwd", _token_mixing_fwd_tm_kernel, S, C, DS, w1.dtype)
+        kernel[lambda m: (B, triton.cdiv(C, m["BLOCK_C"]))](
+            x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, b2, scale, out, S, C, DS, dsp, *x.stride(),
+            HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, OFF64=_off64(x, out),
+            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, **meta)
+        return out, mean, rstd
     path = _blocks_for(S, C)
     kernel, meta = _kernel_and_grid_meta("fwd", _token_mixing_fwd_kernel, S, C, DS, w1.dtype)
     grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
@@ -557,6 +575,9 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     cdt = w1.dtype
     norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
     scale = _scale_arg(sample_scale, mean)
+    if _fast_path(S, cdt):
+        return _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale,
+                                    scale, weight_grads, fc1_bias.dtype)
     path = _blocks_for(S, C)
     common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
                   S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
@@ -589,6 +610,53 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     # fixed-order sums over the partitions: deterministic
     return (dx, dnw, dnb, dw1p.sum(0).to(cdt), db1p.sum(0).to(fc1_bias.dtype), dw2p.sum(0).to(cdt),
             db2p.sum(0).to(cdt))
+
+
+def _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale, scale,
+                         weight_grads, fc1_bias_dtype):
+    """The fast path's backward (S <= 256, fp16/bf16): the token-major dT kernel, the LayerNorm backward,
+    and, when the fc weights need gradients, two GEMMs over K = B*C on the operands the dT kernel wrote
+    (transient, freed on return; ops/_token_kernels.py): dW1|db1 = dH @ [T; 1]^T and dW2|db2 =
+    G @ [GELU(H); 1]^T through torch.matmul (cuBLAS: deterministic, fp32 accumulation)."""
+    B, S, C = x.shape
+    DS = w1.shape[0]
+    K = B * C
+    cdt = w1.dtype
+    BS, dsp = tk.block_s(S), tk.ds_pad(DS)
+    w1p, w2tp = tk.padded_weights(w1, w2, BS, dsp)
+    dt = empty((B, S, C), device=x.device, dtype=x.dtype)
+    store = weight_grads and K > 0
+    if store:
+        tb = empty((S + 1, K), device=x.device, dtype=cdt)     # [T; 1]: T as [S, B*C], a row of ones
+        gb = empty((S, K), device=x.device, dtype=cdt)
+        ab = empty((DS + 1, K), device=x.device, dtype=cdt)    # [GELU(H); 1]
+        dhb = empty((DS, K), device=x.device, dtype=cdt)
+        tb[S].fill_(1)
+        ab[DS].fill_(1)
+    else:
+        tb = gb = ab = dhb = dt
+    if B * S * C > 0:
+        kernel, meta = _tm_kernel_and_meta("dt", _token_mixing_bwd_dt_tm_kernel, S, C, DS, cdt)
+        kernel[lambda m: (B, triton.cdiv(C, m["BLOCK_C"]))](
+            x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, dy, scale, dt, tb, gb, ab, dhb, S, C, DS, dsp, K,
+            *x.stride(), *dy.stride(), HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh,
+            STORE_WGRAD=store, OFF64=_off64(x, dy, tb, ab), INTERPRET=triton_interpret(),
+            INPUT_PRECISION=input_precision(cdt), BLOCK_S=BS, **meta)
+    dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
+    dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
+    if not weight_grads:
+        return dx, dnw, dnb, None, None, None, None
+    if not store:   # B*C == 0: no rows to reduce
+        return (dx, dnw, dnb, torch.zeros_like(w1), torch.zeros(DS, device=x.device, dtype=fc1_bias_dtype),
+                torch.zeros_like(w2), torch.zeros(S, device=x.device, dtype=cdt))
+    ext1 = torch.matmul(dhb, tb.t())                           # [DS, S + 1]: dW1 | db1
+    del dhb, tb
+    ext2 = torch.matmul(gb, ab.t())                            # [S, DS + 1]: dW2 | db2
+    del gb, ab
+    # copies (a few hundred KB): a custom op's outputs may not alias each other
+    cont = torch.contiguous_format
+    return (dx, dnw, dnb, ext1[:, :S].clone(memory_format=cont), ext1[:, S].to(fc1_bias_dtype, copy=True),
+            ext2[:, :DS].clone(memory_format=cont), ext2[:, DS].clone())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -682,11 +750,10 @@ def _compile_cases(name):
                   ("B/16@384", 576, 768, 384, 2)]
         for tag, S, C, DS, n_dtypes in shapes:
             for dtype in (torch.bfloat16, torch.float32)[:n_dtypes]:
+                if _fast_path(S, dtype):   # ops/_token_kernels.py's kernels
+                    continue
                 path = _blocks_for(S, C)
-                cfgs = [_default_config(name, S, C, DS, dtype)]
-                if name in _GPU_CONFIGS and dtype == torch.bfloat16 and path["RESIDENT"]:
-                    cfgs += [c for c in _GPU_CONFIGS[name] if c != cfgs[0]]
-                for cfg in cfgs:
+                for cfg in [_default_config(name, S, C, DS, dtype)]:
                     args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
                                 W1=dtype, B1=dtype, W2=dtype, Scale=torch.float32, S=S, C=C, DS=DS,
                                 s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, **path,

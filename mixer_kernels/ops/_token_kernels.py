@@ -1,0 +1,290 @@
+"""Token mixing's resident kernels (S <= 256) and their tile tables; the custom ops, launchers and the
+tiled path (S > 256) live in ops/token_mixing.py.
+
+Token-major tiles, the fc weights as the A operand. One program per (sample b, BLOCK_C channels) holds
+T = LN(x[b])[:, c] as a [BLOCK_S, BLOCK_C] tile (rows: tokens, padded to a power of two; columns:
+channels, so x's [S, C] layout makes every load and store of x, dy, y and dT coalesced along C) and
+walks the hidden units in chunks of BLOCK_H:
+
+    forward:  H = W1[h, :] @ T        [BLOCK_H, BLOCK_S] x [BLOCK_S, BLOCK_C]
+              out += W2[:, h] @ GELU(H + b1[h])   [BLOCK_S, BLOCK_H] x [BLOCK_H, BLOCK_C]
+    dT:       H = W1[h, :] @ T,  dA = W2[:, h]^T @ G,  dH = dA * GELU'(H + b1[h]),
+              dT += W1[h, :]^T @ dH                  (G = scale[b] * dy[b][:, c])
+
+Both matmuls take their A operand (a weight slice) from shared memory and their B operand (T, G:
+loop-invariant, or this chunk's GELU(H) / dH) from shared memory, with wgmma N = BLOCK_C. The
+chained dots (H feeds the second matmul) put every warp along M (Triton's warpsPerTileV3), so with 4
+warps (one warpgroup) M = BLOCK_H = 64 is one warpgroup's rows: no duplicated tensor work. The
+accumulator [BLOCK_S, BLOCK_C] is 64 fp32 registers per thread at 4 warps and BLOCK_C = 32 (128 at
+64 channels, which spilled: see the tile table). GELU uses the branch-free erf of ops/_gelu.py.
+
+The fc weights arrive as zero-padded copies, fc1 and fc2^T both [DS_pad, BLOCK_S] (DS_pad a multiple of
+every BLOCK_H; `padded_weights`, ~0.4 MB at B/16, made per call): constexpr row strides, 16-byte aligned
+rows (S = 196 is not), no masks in the hidden loop, and padded tokens/hidden units contribute exact zeros.
+
+dT kernel, STORE_WGRAD: it also writes the operands of the two weight-gradient GEMMs (run by
+ops/token_mixing.py through torch.matmul, K = B*C): T and G as [S, B*C] (TB, GB) and GELU(H), dH as
+[DS, B*C] (AB, DHB), in the compute dtype; every store is contiguous along the channels. With a row of
+ones appended to TB and AB (by the launcher), the same GEMMs give the bias gradients:
+dW1|db1 = dH @ [T; 1]^T, dW2|db2 = G @ [A; 1]^T.
+"""
+import torch
+import triton
+import triton.language as tl
+
+from ._dot import dot
+from ._gelu import gelu_and_grad_fast, gelu_fast
+from ._registry import CompileCase, Work, nbytes, register_kernel
+from ._round import to_dtype
+
+
+@triton.jit
+def _tm_tile(b, s, c, S, C, BLOCK_C: tl.constexpr, OFF64: tl.constexpr):
+    """Tokens s, channels c of this program, and the [len(s), len(c)] mask inside S and C."""
+    if OFF64:
+        s = s.to(tl.int64)
+        c = c.to(tl.int64)
+    mask = (s < S)[:, None] & (c < C)[None, :]
+    return s, c, mask
+
+
+@triton.jit
+def _tm_norm(X, Mean, Rstd, NW, NB, b, s, c, mask, S, C, s_xb, s_xs, s_xc):
+    """LN(x[b, s, c]) as an fp32 [len(s), len(c)] tile, zero outside S and C."""
+    cmask = c < C
+    # evict_last: the forward re-reads this tile for the residual. (Also keeps the compiler from merging the
+    # two loads, which would hold the fp32 tile in registers across the hidden loop.)
+    x = tl.load(X + b * s_xb + s[:, None] * s_xs + c[None, :] * s_xc, mask=mask, other=0.0,
+                eviction_policy="evict_last").to(tl.float32)
+    mean = tl.load(Mean + b * S + s, mask=s < S, other=0.0)
+    rstd = tl.load(Rstd + b * S + s, mask=s < S, other=0.0)
+    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
+    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
+    t = (x - mean[:, None]) * rstd[:, None] * nw[None, :] + nb[None, :]
+    return tl.where(mask, t, 0.0)
+
+
+@triton.jit
+def _token_mixing_fwd_tm_kernel(
+    # pointers
+    X,              # [B, S, C] input, any strides
+    Mean, Rstd,     # [B*S] fp32 row statistics of x
+    NW, NB,         # [C] LayerNorm weight, bias
+    W1,             # [DS_pad, BLOCK_S] zero-padded fc1 weight, compute dtype (padded_weights)
+    B1,             # [DS] fc1 bias
+    W2T,            # [DS_pad, BLOCK_S] zero-padded fc2 weight, transposed, compute dtype
+    B2,             # [S] fc2 bias
+    Scale,          # [B] fp32 per-sample branch multiplier; unused unless HAS_SCALE
+    Out,            # [B, S, C] output, contiguous, x's dtype
+    # sizes
+    S, C, DS, DS_pad,
+    # x strides (elements)
+    s_xb, s_xs, s_xc,
+    # meta-parameters
+    HAS_SCALE: tl.constexpr,
+    APPROX_TANH: tl.constexpr,
+    OFF64: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_S: tl.constexpr,    # tokens, padded: next power of two >= S (the weight copies' padding)
+    BLOCK_C: tl.constexpr,    # channels per program (wgmma N)
+    BLOCK_H: tl.constexpr,    # hidden units per chunk (the first matmul's M)
+):
+    b = tl.program_id(0).to(tl.int64)
+    s, c, mask = _tm_tile(b, tl.arange(0, BLOCK_S), tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C), S, C,
+                          BLOCK_C, OFF64)
+    cdt = W1.dtype.element_ty
+    t = to_dtype(_tm_norm(X, Mean, Rstd, NW, NB, b, s, c, mask, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
+    ss = tl.arange(0, BLOCK_S)
+    hh = tl.arange(0, BLOCK_H)
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for h0 in range(0, DS_pad, BLOCK_H):
+        h = h0 + hh
+        w1 = tl.load(W1 + h[:, None] * BLOCK_S + ss[None, :])                   # [BH, BS]
+        hacc = dot(w1, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
+        b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
+        a = to_dtype(gelu_fast(hacc + b1[:, None], APPROX_TANH, INTERPRET), cdt, INTERPRET)     # [BH, BC]
+        w2 = tl.load(W2T + h[None, :] * BLOCK_S + ss[:, None])                  # W2[:, h]: [BS, BH]
+        acc = dot(w2, a, acc, INTERPRET, INPUT_PRECISION)
+    b2 = tl.load(B2 + s, mask=s < S, other=0.0).to(tl.float32)
+    branch = acc + b2[:, None]
+    if HAS_SCALE:
+        branch = branch * tl.load(Scale + b)
+    x = tl.load(X + b * s_xb + s[:, None] * s_xs + c[None, :] * s_xc, mask=mask, other=0.0).to(tl.float32)
+    tl.store(Out + b * S * C + s[:, None] * C + c[None, :], to_dtype(x + branch, Out.dtype.element_ty, INTERPRET),
+             mask=mask)
+
+
+@triton.jit
+def _token_mixing_bwd_dt_tm_kernel(
+    # pointers
+    X, Mean, Rstd, NW, NB,    # as in the forward
+    W1, B1, W2T,              # as in the forward: fc1 [DS_pad, BLOCK_S], fc1 bias [DS], fc2^T [DS_pad, BLOCK_S]
+    DY,                       # [B, S, C] gradient of the output, any strides
+    Scale,                    # [B] fp32; unused unless HAS_SCALE
+    DT,                       # [B, S, C] output: gradient w.r.t. T = LN(x), contiguous, x's dtype
+    TB, GB,                   # STORE_WGRAD: T and G as [S, B*C] (row stride K), compute dtype
+    AB, DHB,                  # STORE_WGRAD: GELU(H) and dH as [DS, B*C] (row stride K), compute dtype
+    # sizes
+    S, C, DS, DS_pad, K,      # K = B*C: the row stride of TB, GB, AB, DHB
+    # strides (elements)
+    s_xb, s_xs, s_xc,
+    s_gb, s_gs, s_gc,
+    # meta-parameters
+    HAS_SCALE: tl.constexpr,
+    APPROX_TANH: tl.constexpr,
+    STORE_WGRAD: tl.constexpr,
+    OFF64: tl.constexpr,
+    INTERPRET: tl.constexpr,
+    INPUT_PRECISION: tl.constexpr,
+    BLOCK_S: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    b = tl.program_id(0).to(tl.int64)
+    s, c, mask = _tm_tile(b, tl.arange(0, BLOCK_S), tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C), S, C,
+                          BLOCK_C, OFF64)
+    cdt = W1.dtype.element_ty
+    scale = 1.0
+    if HAS_SCALE:
+        scale = tl.load(Scale + b)
+    t = to_dtype(_tm_norm(X, Mean, Rstd, NW, NB, b, s, c, mask, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
+    g = tl.load(DY + b * s_gb + s[:, None] * s_gs + c[None, :] * s_gc, mask=mask, other=0.0).to(tl.float32)
+    g = to_dtype(g * scale, cdt, INTERPRET)
+    col = b * C + c                                  # column of this program's channels in the [*, B*C] stores
+    if STORE_WGRAD:
+        tl.store(TB + s[:, None] * K + col[None, :], t, mask=mask)
+        tl.store(GB + s[:, None] * K + col[None, :], g, mask=mask)
+    ss = tl.arange(0, BLOCK_S)
+    hh = tl.arange(0, BLOCK_H)
+    acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
+    for h0 in range(0, DS_pad, BLOCK_H):
+        h = h0 + hh
+        w1 = tl.load(W1 + h[:, None] * BLOCK_S + ss[None, :])                   # [BH, BS]
+        w2t = tl.load(W2T + h[:, None] * BLOCK_S + ss[None, :])                 # W2[:, h]^T: [BH, BS]
+        hacc = dot(w1, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
+        dacc = dot(w2t, g, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
+        pre = hacc + tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)[:, None]
+        act, dact = gelu_and_grad_fast(pre, APPROX_TANH, INTERPRET)
+        dh = to_dtype(dacc * dact, cdt, INTERPRET)                             # [BH, BC]
+        if STORE_WGRAD:
+            if OFF64:
+                h = h.to(tl.int64)
+            hmask = (h < DS)[:, None] & (c < C)[None, :]
+            tl.store(DHB + h[:, None] * K + col[None, :], dh, mask=hmask)
+            tl.store(AB + h[:, None] * K + col[None, :], to_dtype(act, cdt, INTERPRET), mask=hmask)
+        acc = dot(tl.trans(w1), dh, acc, INTERPRET, INPUT_PRECISION)
+    tl.store(DT + b * S * C + s[:, None] * C + c[None, :], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tile tables
+
+
+def block_s(S: int) -> int:
+    """Tokens per resident tile: the next power of two >= S (at least 16, the smallest dot dimension)."""
+    return max(16, triton.next_power_of_2(S))
+
+
+# kernel -> BLOCK_C, BLOCK_H, num_warps, num_stages (fp16/bf16 operands; fp32 takes ops/token_mixing.py's
+# channel-major kernels). 4 warps: one warpgroup, so the chained dots' M = BLOCK_H = 64 is one warpgroup's
+# tile (8 warps would duplicate it or need M = 128). Compiled for sm_90 at B/16 (`python -m
+# mixer_kernels.ops._compile_check --only token`), triton 3.6 and 3.8:
+#   fwd 32x64, 2 stages: 168 registers, 0 spills, wgmma 64x32x16, 151 KB shared (cp.async double-buffers
+#     the two [64 x 256] weight slices); 64x64 needs 255 registers and spilled 32 B on 3.8 (0 on 3.6).
+#   dt 32x64, 2 stages: 206-231 registers, 0 spills with the weight-gradient stores; 64x64 spilled 264-452 B.
+#   1 stage loads the weight slices through registers (LDG + STS) and spilled at 64 channels.
+_CONFIGS = {"fwd": (32, 64, 4, 2), "dt": (32, 64, 4, 2)}
+
+# GPU autotune lists (every entry compiled for sm_90 without hazards on triton 3.6 and 3.8).
+GPU_CONFIGS = {
+    "fwd": [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=2)],
+    "dt": [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=2)],
+}
+
+MAX_BLOCK_H = 64
+
+
+def ds_pad(DS: int) -> int:
+    """Hidden units of the padded weight copies: a multiple of every BLOCK_H a config may take."""
+    return triton.cdiv(DS, MAX_BLOCK_H) * MAX_BLOCK_H if DS > 32 else max(16, triton.next_power_of_2(DS))
+
+
+def padded_weights(fc1_weight, fc2_weight, BS: int, dsp: int):
+    """Zero-padded copies of fc1 [DS, S] -> [dsp, BS] and fc2^T [DS, S] -> [dsp, BS], contiguous, 16-byte
+    aligned rows (two small allocations and copies per call: 0.4 MB at B/16)."""
+    DS, S = fc1_weight.shape
+    w1p = fc1_weight.new_zeros((dsp, BS))
+    w1p[:DS, :S] = fc1_weight
+    w2tp = fc2_weight.new_zeros((dsp, BS))
+    w2tp[:DS, :S] = fc2_weight.t()
+    return w1p, w2tp
+
+
+def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
+    """The one configuration of the interpreter and of MIXER_KERNELS_AUTOTUNE=0. Small C or DS shrink
+    the tiles (16 is the smallest dot dimension on GPUs)."""
+    block_c, block_h, warps, stages = _CONFIGS[kernel]
+    block_c = min(block_c, max(16, triton.next_power_of_2(C)))
+    block_h = min(block_h, ds_pad(DS))
+    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
+
+
+# ------------------------------------------------------------------------------------------------
+# Compile cases (tests/test_compile.py) and the work of a launch (the speed model): B/16 and L/16 at
+# batch 256 (S = 196), B/32 (S = 49), bf16; the default config and the GPU autotune list; the dT kernel
+# with and without the weight-gradient stores.
+
+
+def _compile_cases(name):
+    def cases():
+        out = []
+        for tag, S, C, DS in [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/32", 49, 768, 384)]:
+            dtype = torch.bfloat16
+            cfgs = [default_config(name, S, C, DS, dtype)]
+            cfgs += [c for c in GPU_CONFIGS[name] if c != cfgs[0]]
+            for cfg in cfgs:
+                args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
+                            W1=dtype, B1=dtype, W2T=dtype, Scale=torch.float32, S=S, C=C, DS=DS, DS_pad=ds_pad(DS),
+                            s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, OFF64=False,
+                            INTERPRET=False, INPUT_PRECISION="ieee", BLOCK_S=block_s(S), BLOCK_C=cfg["BLOCK_C"],
+                            BLOCK_H=cfg["BLOCK_H"])
+                label = (f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
+                         f"s{cfg['num_stages']}")
+                variants = [(label, {})]
+                if name == "fwd":
+                    args.update(B2=dtype, Out=dtype)
+                else:
+                    args.update(DY=dtype, DT=dtype, TB=dtype, GB=dtype, AB=dtype, DHB=dtype, K=256 * C,
+                                s_gb=S * C, s_gs=C, s_gc=1, STORE_WGRAD=True)
+                    variants.append((label + " no-wgrad", dict(STORE_WGRAD=False)))
+                for lab, extra in variants:
+                    out.append(CompileCase(lab, dict(args, **extra), num_warps=cfg["num_warps"],
+                                           num_stages=cfg["num_stages"], expect_no_spills=True))
+        return out
+    return cases
+
+
+def _work(name):
+    """Matmul FLOPs at the true S and DS (forward 2, dT 3 matmuls of 2*B*C*S*DS); x (and dy) read once,
+    the outputs written once (dT: also the weight-gradient operands when stored), the padded weights and
+    the statistics read once. Main loop: the hidden-chunk loop."""
+    def work(a) -> Work:
+        x = a["X"]
+        B = x.shape[0]
+        S, C, DS = a["S"], a["C"], a["DS"]
+        act = B * S * C * x.element_size()
+        moved = act + nbytes(a["W1"]) + nbytes(a["W2T"]) + nbytes(a["Mean"]) + nbytes(a["Rstd"])
+        trips = triton.cdiv(a["DS_pad"], a["BLOCK_H"])
+        if name == "fwd":
+            return Work(4.0 * B * C * S * DS, moved + nbytes(a["Out"]), trips)
+        moved += nbytes(a["DY"]) + nbytes(a["DT"])
+        if a["STORE_WGRAD"]:
+            e = a["TB"].element_size()
+            moved += (2 * S + 2 * DS) * B * C * e
+        return Work(6.0 * B * C * S * DS, moved, trips)
+    return work
+
+
+register_kernel(_token_mixing_fwd_tm_kernel, _compile_cases("fwd"), _work("fwd"))
+register_kernel(_token_mixing_bwd_dt_tm_kernel, _compile_cases("dt"), _work("dt"))
