@@ -48,3 +48,25 @@ def test_stats_any_strides(device, layout):
     ref_mean, ref_rstd = _ref(x.contiguous(), 1e-6)
     torch.testing.assert_close(mean.double().cpu(), ref_mean.cpu(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(rstd.double().cpu(), ref_rstd.cpu(), rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype,out_dtype", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16),
+                                             (torch.bfloat16, torch.bfloat16)])
+@pytest.mark.parametrize("B,S,C", [(2, 13, 40), (2, 3, 1100)])       # one chunk, and the looping form
+def test_layernorm_output_and_recompute(device, dtype, out_dtype, B, S, C):
+    """layernorm_forward's y (what channel mixing's fc1 reads) against float64 rounded once to the output
+    dtype, as eager's LayerNorm output is; layernorm_apply (the backward's recomputation from the saved
+    statistics) bitwise equal to it."""
+    from mixer_kernels.ops.layernorm_stats import layernorm_apply, layernorm_forward
+    x = (3.0 + 2.0 * torch.randn(B, S, C, dtype=torch.float64)).to(device=device, dtype=dtype)
+    w = (1.0 + 0.1 * torch.randn(C, dtype=torch.float64)).to(device=device, dtype=dtype)
+    b = (0.1 * torch.randn(C, dtype=torch.float64)).to(device=device, dtype=dtype)
+    with count_launches() as n:
+        y, mean, rstd = layernorm_forward(x, 1e-6, w, b, out_dtype)
+    assert n["_layernorm_stats_kernel"] == 1 and y.dtype == out_dtype and y.shape == (B, S, C)
+    ref = torch.nn.functional.layer_norm(x.double().cpu(), (C,), w.double().cpu(), b.double().cpu(), 1e-6)
+    err = (y.double().cpu() - ref).abs().max().item()
+    # one rounding to the output dtype (plus fp32 arithmetic)
+    assert err <= (1e-5 if out_dtype == torch.float32 else 2.0 ** -8 * ref.abs().max().item()), err
+    y2 = layernorm_apply(x, mean, rstd, w, b, out_dtype)
+    assert torch.equal(y2, y)
