@@ -147,10 +147,8 @@ class MixerBlock(nn.Module):
         if self.norm1.eps != self.norm2.eps:
             raise ValueError(f"norm_layer: norm1 and norm2 eps differ ({self.norm1.eps} vs {self.norm2.eps})")
         seq_len = self.mlp_tokens.fc1.in_features if hasattr(self.mlp_tokens, "fc1") else None
-        a1 = _check_mlp(self.mlp_tokens, seq_len, "mlp_tokens")
-        a2 = _check_mlp(self.mlp_channels, dim, "mlp_channels")
-        if a1 != a2:
-            raise ValueError(f"act_layer: token and channel MLPs use different GELUs ({a1} vs {a2})")
+        _check_mlp(self.mlp_tokens, seq_len, "mlp_tokens")
+        _check_mlp(self.mlp_channels, dim, "mlp_channels")
 
     @property
     def drop_path_prob(self) -> float:
@@ -170,12 +168,14 @@ class MixerBlock(nn.Module):
         if self.training and max(_dropout_p(t), _dropout_p(c)) > 0.0:
             raise RuntimeError("the fused MixerBlock does not compute dropout: set drop=0 (proj_drop_rate=0), "
                                "or call .eval(), or use the unfused block")
-        approximate = _gelu_approximate(t.act, "mlp_tokens.act")
+        # each half its own GELU, read at every call (an act swapped after construction is seen, or refused)
+        approx_t = _gelu_approximate(t.act, "mlp_tokens.act")
+        approx_c = _gelu_approximate(c.act, "mlp_channels.act")
         x = token_mixing(x, self.norm1.weight, self.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias,
-                         eps=self.norm1.eps, approximate=approximate, sample_scale=self._sample_scale(x),
+                         eps=self.norm1.eps, approximate=approx_t, sample_scale=self._sample_scale(x),
                          recompute=self.recompute)
         x = channel_mixing(x, self.norm2.weight, self.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight,
-                           c.fc2.bias, eps=self.norm2.eps, approximate=approximate, recompute=self.recompute,
+                           c.fc2.bias, eps=self.norm2.eps, approximate=approx_c, recompute=self.recompute,
                            sample_scale=self._sample_scale(x))
         return x
 
@@ -214,5 +214,9 @@ def fuse_mixer_blocks(model: nn.Module, recompute: bool = False) -> nn.Module:
     for name, block in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, MixerBlock.from_block(block, recompute=recompute))
+        try:
+            fused = MixerBlock.from_block(block, recompute=recompute)
+        except ValueError as e:     # name the block inside the model: "stem...blocks.3: mlp_channels.act: ..."
+            raise ValueError(f"{name}: {e}") from None
+        setattr(parent, child, fused)
     return model

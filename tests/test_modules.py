@@ -255,3 +255,25 @@ def test_nvtx_ranges_with_the_package(monkeypatch):
     monkeypatch.setattr(_nvtx, "ENABLED", False)
     torch.testing.assert_close(out, block(x), rtol=0, atol=0)
     assert names == [("mixer_kernels.token_mixing", "mixer_kernels"), ("mixer_kernels.channel_mixing", "mixer_kernels")]
+
+
+@pytest.mark.parametrize("which", ["mlp_tokens", "mlp_channels"])
+def test_each_half_uses_its_own_gelu(device, which):
+    """A tanh GELU on one MLP only: that half computes tanh, the other exact erf (as timm does)."""
+    ref = perturb_(TimmMixerBlock(24, 13)).double()
+    getattr(ref, which).act = torch.nn.GELU(approximate="tanh")
+    fused = mk.MixerBlock.from_block(copy.deepcopy(ref).float()).to(device)
+    x = torch.randn(2, 13, 24, device=device)
+    assert_close(f"tanh {which} only", fused(x), ref(x.double().cpu()))
+
+
+@pytest.mark.parametrize("which", ["mlp_tokens", "mlp_channels"])
+def test_unsupported_activation_is_refused_not_ignored(which):
+    fused = mk.MixerBlock(16, 9)
+    getattr(fused, which).act = torch.nn.ReLU()      # swapped after construction: refused at the forward
+    with pytest.raises(ValueError, match=rf"^{which}\.act: .*GELU.* got ReLU"):
+        fused(torch.randn(2, 9, 16))
+    model = TimmMlpMixer(**SMALL)
+    getattr(model.blocks[1], which).act = torch.nn.ReLU()
+    with pytest.raises(ValueError, match=rf"^blocks\.1: {which}\.act: .*GELU.* got ReLU"):
+        mk.fuse_mixer_blocks(model)
