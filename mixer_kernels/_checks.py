@@ -31,7 +31,7 @@ def _shape(name: str, t: torch.Tensor, expected: tuple, shape_desc: str) -> None
 
 
 def check_mlp_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                   approximate, sample_scale=None) -> None:
+                   approximate, sample_scale=None, recompute=False) -> None:
     """kind "token": fc1_weight [DS, S], fc2_weight [S, DS] (mixes along S);
     kind "channel": fc1_weight [DC, C], fc2_weight [C, DC] (mixes along C)."""
     _tensor("x", x, 3, "[B, S, C]")
@@ -76,3 +76,5 @@ def check_mlp_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, f
         raise ValueError(f"eps: expected a positive float, got {eps!r}")
     if approximate not in APPROXIMATE:
         raise ValueError(f"approximate: expected 'none' (exact erf GELU) or 'tanh', got {approximate!r}")
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")

@@ -27,6 +27,19 @@ def _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
     return fc1_weight.to(dt), fc1_bias.to(dt), fc2_weight.to(dt), fc2_bias.to(dt)
 
 
+def _scale_needs_grad(sample_scale) -> bool:
+    return sample_scale is not None and sample_scale.requires_grad and torch.is_grad_enabled()
+
+
+def _scaled_outside(x, out, sample_scale):
+    """The Triton ops give no gradient to sample_scale: when it needs one, they run unscaled and the
+    scale is applied here, in torch, as the plain path does (x + s * branch), so autograd differentiates
+    it. The branch is recovered as out - x, which rounds in x's dtype (exact enough in fp32; in fp16/bf16
+    the branch carries the rounding of the residual sum, a rare training setup)."""
+    branch = out - x
+    return x + branch * sample_scale.to(branch.dtype)[:, None, None]
+
+
 def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
                  approximate="none", sample_scale=None, recompute=False):
     """The token-mixing half of a Mixer block: x + fc2(GELU(fc1(LN(x)^T)))^T.
@@ -71,7 +84,7 @@ def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, 
 def _token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps, approximate,
                   sample_scale, recompute):
     check_mlp_args("token", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                   approximate, sample_scale)
+                   approximate, sample_scale, recompute)
     if x.device.type in _XLA_DEVICE_TYPES:
         from . import xla
         return xla.token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
@@ -79,6 +92,9 @@ def _token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, f
     if use_triton(x):
         from .ops.token_mixing import token_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        if _scale_needs_grad(sample_scale):
+            return _scaled_outside(x, op(x, norm_weight, norm_bias, *w, eps=float(eps), approximate=approximate),
+                                   sample_scale)
         return op(x, norm_weight, norm_bias, *w, eps=float(eps), approximate=approximate, sample_scale=sample_scale)
     return torch_math.token_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                          eps, approximate, sample_scale)
@@ -87,9 +103,7 @@ def _token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, f
 def _channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps,
                     approximate, recompute, sample_scale):
     check_mlp_args("channel", x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                   approximate, sample_scale)
-    if not isinstance(recompute, bool):
-        raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")
+                   approximate, sample_scale, recompute)
     if x.device.type in _XLA_DEVICE_TYPES:
         from . import xla
         return xla.channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
@@ -97,6 +111,9 @@ def _channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
     if use_triton(x):
         from .ops.channel_mixing import channel_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        if _scale_needs_grad(sample_scale):
+            return _scaled_outside(x, op(x, norm_weight, norm_bias, *w, eps=float(eps), approximate=approximate,
+                                         recompute=recompute), sample_scale)
         return op(x, norm_weight, norm_bias, *w, eps=float(eps), approximate=approximate, recompute=recompute,
                   sample_scale=sample_scale)
     return torch_math.channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,

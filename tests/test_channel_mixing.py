@@ -500,3 +500,25 @@ def test_gpu_first_call_tuning_time(tmp_path):
     warnings.warn(f"channel mixing first call, cold Triton cache, B/16 batch 256 bf16: forward {fwd:.1f} s, "
                   f"backward {bwd:.1f} s", stacklevel=1)
     assert fwd < 60 and bwd < 120
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_sample_scale_gradient(device, recompute):
+    """A sample_scale that requires grad gets its gradient on the Triton path, as on the plain path."""
+    B, S, C, DC = 3, 11, 40, 24
+    ts64 = _inputs(B, S, C, DC)
+    ts = _leaves(ts64, torch.float32, device)
+    scale = torch.tensor([0.0, 1.25, 2.0], device=device).requires_grad_()
+    grad = torch.randn(B, S, C, dtype=torch.float64)
+    with count_launches() as n:
+        out, grads = _run(ts, grad.to(device=device, dtype=torch.float32), sample_scale=scale, recompute=recompute)
+    assert n["_channel_out_kernel"] >= 1, n
+    ref = _leaves(ts64, torch.float64, "cpu")
+    ref_scale = scale.detach().cpu().double().requires_grad_()
+    ref_out = channel_math(*ref, sample_scale=ref_scale)
+    ref_out.backward(grad)
+    assert_close("out", out, ref_out.detach())
+    for name, g, r in zip(NAMES, grads, ref, strict=True):
+        assert_close(f"d{name}", g, r.grad)
+    assert scale.grad is not None, "sample_scale got no gradient"
+    assert_close("dsample_scale", scale.grad, ref_scale.grad)
