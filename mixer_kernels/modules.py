@@ -12,13 +12,20 @@ clear error at construction (or, for dropout, at a training forward) instead of 
 """
 from __future__ import annotations
 
+import sys
 from functools import partial
 
+import torch.fx
 from torch import nn
 
 from .functional import channel_mixing, token_mixing
 
 __all__ = ["Mlp", "MixerBlock", "fuse_mixer_blocks"]
+
+# torch.fx: symbolic_trace records the two fused ops as calls (leaves) instead of tracing into their
+# argument checks and kernels with Proxy arguments.
+torch.fx.wrap("token_mixing")
+torch.fx.wrap("channel_mixing")
 
 
 class Mlp(nn.Module):
@@ -110,6 +117,7 @@ class MixerBlock(nn.Module):
     def __init__(self, dim, seq_len, mlp_ratio=(0.5, 4.0), mlp_layer=Mlp, norm_layer=partial(nn.LayerNorm, eps=1e-6),
                  act_layer=nn.GELU, drop=0.0, drop_path=0.0, recompute=False, device=None, dtype=None):
         super().__init__()
+        _register_with_timm()
         dd = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
         if not isinstance(mlp_ratio, (tuple, list)):
             mlp_ratio = (mlp_ratio, mlp_ratio)
@@ -125,6 +133,7 @@ class MixerBlock(nn.Module):
     @classmethod
     def from_block(cls, block: nn.Module, recompute: bool = False) -> MixerBlock:
         """A fused block that shares `block`'s submodules (and so its Parameter objects)."""
+        _register_with_timm()
         fused = cls.__new__(cls)
         nn.Module.__init__(fused)
         for name in ("norm1", "mlp_tokens", "norm2", "mlp_channels"):
@@ -179,8 +188,33 @@ class MixerBlock(nn.Module):
                            sample_scale=self._sample_scale(x))
         return x
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling: refuse clearly, not with a
+        # TorchScript parse error somewhere in the checks
+        raise RuntimeError("torch.jit.script of a fused MixerBlock is not supported (its forward calls Triton "
+                           "kernels through Python); use torch.compile, or torch.jit.trace for a TorchScript "
+                           "graph")
+
     def extra_repr(self) -> str:
         return f"fused=True, recompute={self.recompute}, drop_path={self.drop_path_prob}"
+
+
+def _register_with_timm() -> None:
+    """timm's fx feature extraction (create_feature_extractor, forward_intermediates' fx paths) traces
+    the fused block as one leaf module. The library does not import timm: this registers only when the
+    user already has (a model made with timm imports it before any block is built or fused)."""
+    global _TIMM_REGISTERED
+    if _TIMM_REGISTERED or "timm" not in sys.modules:
+        return
+    try:
+        from timm.layers import register_notrace_module
+    except ImportError:     # a timm without fx helpers
+        return
+    register_notrace_module(MixerBlock)
+    _TIMM_REGISTERED = True
+
+
+_TIMM_REGISTERED = False
 
 
 class _DropPathRate(nn.Module):

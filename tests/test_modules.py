@@ -277,3 +277,30 @@ def test_unsupported_activation_is_refused_not_ignored(which):
     getattr(model.blocks[1], which).act = torch.nn.ReLU()
     with pytest.raises(ValueError, match=rf"^blocks\.1: {which}\.act: .*GELU.* got ReLU"):
         mk.fuse_mixer_blocks(model)
+
+
+def test_fx_symbolic_trace_and_timm_feature_extractor(device):
+    """torch.fx records the fused ops as calls (not traced into with Proxies); timm's fx feature
+    extraction keeps each fused block as one leaf module. Same outputs as the fused model."""
+    from timm.models import create_feature_extractor
+    unfused, fused = _timm_pair()
+    fused = fused.to(device).eval()
+    x = torch.randn(2, 3, 28, 28, device=device)
+    expected = fused(x)
+    gm = torch.fx.symbolic_trace(fused)
+    called = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert called.count(mk.token_mixing) == 2 and called.count(mk.channel_mixing) == 2
+    assert torch.equal(gm(x), expected)
+    fe = create_feature_extractor(fused, return_nodes={"blocks.1": "b1", "head": "logits"})
+    assert "blocks.0" in [n.target for n in fe.graph.nodes if n.op == "call_module"]   # a leaf
+    feats = fe(x)
+    assert torch.equal(feats["logits"], expected)
+    assert torch.equal(feats["b1"], fused.blocks(fused.stem(x)))
+
+
+def test_torchscript_is_refused_clearly():
+    _, fused = _timm_pair()
+    for obj in (fused, fused.blocks[0]):
+        with pytest.raises(RuntimeError, match=r"torch\.jit\.script of a fused MixerBlock is not supported.*"
+                                               r"torch\.compile.*torch\.jit\.trace"):
+            torch.jit.script(obj)
