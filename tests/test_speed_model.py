@@ -184,5 +184,7 @@ def test_committed_report():
                     assert (v, "H100", op, mode, shape) in got
     for o in doc["ops"]:
         assert 0 < o["floor_ms"] <= o["modelled_ms"]
+    picks = [k for k in doc["kernels"] if k.get("tuner_pick") and k["kernel"].startswith("_channel_")]
+    assert picks and all(k["composition_ms"] > 0 for k in picks)     # cuBLAS + a pass, beside each GEMM
     with open(os.path.join(REPORT, "summary.md")) as f:
         assert "model, not a measurement" in f.read()
