@@ -6,23 +6,22 @@ the dtype of every dot operand (normalised tiles and hidden activations are cast
 Three kernels, each used twice:
 
 * `_channel_hidden_kernel`: [M, C] x [C, DC] -> [M, DC], K = C. The A tile is read from a strided
-  [B, S, C] tensor (touched on chip only for a drop_path scale or a dtype change: a plain main loop),
-  the epilogue writes [M, DC] tiles.
+  [B, S, C] tensor and touched on chip only for a dtype change (a plain main loop); the epilogue
+  writes [M, DC] tiles.
   - forward (BACKWARD=False): A = y, the LayerNorm output the statistics kernel wrote (compute dtype),
     B = fc1_weight^T; epilogue z = acc + fc1_bias, writes z (the saved pre-activation) and/or GELU(z).
-  - backward (BACKWARD=True): A = sample_scale[b] * grad_out, B = fc2_weight; epilogue
-    dz = acc * GELU'(z) with z loaded from the saved (or recomputed) pre-activation; also writes
-    GELU(z), the activation the fc2 weight gradient needs (recomputed instead of saved).
+  - backward (BACKWARD=True): A = grad_out, B = fc2_weight; epilogue dz = s[b] * acc * GELU'(z) with z
+    loaded from the saved (or recomputed) pre-activation; also writes s[b] * GELU(z) (the fc2 weight
+    gradient's operand, recomputed instead of saved) and per-row-tile column sums of dz (db1 partials).
 * `_channel_out_kernel`: [M, DC] x [DC, C] -> [M, C], K = DC, A a contiguous hidden tensor.
   - forward: out = x + sample_scale[b] * (act @ fc2_weight^T + fc2_bias), in x's dtype.
   - backward: dn = dz @ fc1_weight (the gradient reaching the LayerNorm output).
-* `_channel_wgrad_kernel`: weight gradients, [C, M] x [M, DC] -> [C, DC], K = M, split-K over fixed
-  row ranges into fp32 partial buffers summed afterwards in a fixed order (deterministic, no atomics).
-  - fc2: dW2 = dY^T @ act with dY = sample_scale * grad_out (A-tile prologue), and fc2_bias's gradient
-    as the row sums of the same dY tiles (programs of the first DC tile column only).
-  - fc1: dW1^T = y^T @ dz (y recomputed by the statistics kernel from the saved statistics; the kernel
-    can also normalise its A tiles, P_LN, unused by the op now), stored transposed into dW1, and
-    fc1_bias's gradient as column sums of the dz tiles (programs of the first C tile row only).
+* `_channel_wgrad_kernel`: weight gradients, [C, M] x [M, DC] -> [C, DC], K = M, one plain loop,
+  split-K over fixed row ranges into fp32 partial buffers summed afterwards in a fixed order
+  (deterministic, no atomics).
+  - fc2: dW2 = grad_out^T @ (s * GELU(z)); db2 is a torch reduction of grad_out (ops/channel_mixing.py).
+  - fc1: dW1^T = y^T @ dz (y recomputed by the statistics kernel from the saved statistics), stored
+    transposed into dW1; db1 comes from the hidden-backward epilogue's partials.
 
 Every dot goes through `_dot.dot` (interpreter upcast; input precision for fp32). Offsets into [M, *]
 tensors are 64-bit (B*S*DC may pass 2^31); weight offsets stay 32-bit (DC*C < 2^31).
@@ -187,7 +186,7 @@ def _hidden_bwd_epilogue(acc, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, c
 
 
 # --------------------------------------------------------------------------------------------------
-# GEMM 1 (K = C): forward fc1 + bias + GELU with LayerNorm on the A tiles; backward hidden gradient
+# GEMM 1 (K = C): forward fc1 + bias + GELU on the LayerNorm output y; backward hidden gradient
 
 
 @_autotune("hidden", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "BACKWARD"])
