@@ -78,3 +78,64 @@ def check_mlp_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, f
         raise ValueError(f"approximate: expected 'none' (exact erf GELU) or 'tanh', got {approximate!r}")
     if not isinstance(recompute, bool):
         raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")
+
+
+def _same_device(x, named) -> None:
+    for name, t in named:
+        if t is not None and t.device != x.device:
+            raise ValueError(f"{name}: expected a tensor on x's device {x.device}, got {t.device}")
+
+
+def _same_dtype(x, named) -> None:
+    if autocast_enabled(x):
+        return
+    for name, t in named:
+        if t.dtype != x.dtype:
+            raise TypeError(f"{name}: expected dtype {x.dtype} (x's dtype), got {t.dtype}; "
+                            f"mixed dtypes are accepted only under torch.autocast")
+
+
+def _affine_and_scales(x, alpha, beta, layer_scale, sample_scale, B, C) -> None:
+    """ResMLP's Affine parameters: [C] (timm stores them as [1, 1, C]: pass either), layer scale [C]."""
+    for name, t in (("alpha", alpha), ("beta", beta)):
+        _tensor(name, t, t.dim() if isinstance(t, torch.Tensor) else 1, "[C] or [1, 1, C]")
+        if tuple(t.shape) not in ((C,), (1, 1, C)):
+            raise ValueError(f"{name}: expected shape [C] or [1, 1, C] with C={C}, got {tuple(t.shape)}")
+    _tensor("layer_scale", layer_scale, 1, "[C]")
+    _shape("layer_scale", layer_scale, (C,), "[C]")
+    if sample_scale is not None:
+        _tensor("sample_scale", sample_scale, 1, "[B]")
+        _shape("sample_scale", sample_scale, (B,), "[B]")
+
+
+def check_resmlp_token_args(x, alpha, beta, weight, bias, layer_scale, sample_scale=None) -> None:
+    """ResMLP token mixing: weight [S, S], bias [S]; alpha, beta, layer_scale [C]."""
+    _tensor("x", x, 3, "[B, S, C]")
+    B, S, C = x.shape
+    _affine_and_scales(x, alpha, beta, layer_scale, sample_scale, B, C)
+    _tensor("weight", weight, 2, "[S, S]")
+    _shape("weight", weight, (S, S), "[S, S]")
+    _tensor("bias", bias, 1, "[S]")
+    _shape("bias", bias, (S,), "[S]")
+    named = [("alpha", alpha), ("beta", beta), ("weight", weight), ("bias", bias), ("layer_scale", layer_scale)]
+    _same_device(x, named + [("sample_scale", sample_scale)])
+    if x.device.type in ("cuda", "cpu") and x.dtype not in SUPPORTED_DTYPES and x.dtype != torch.float64:
+        raise TypeError(f"x: expected float32, float16 or bfloat16 (float64 runs the PyTorch math), got {x.dtype}")
+    _same_dtype(x, named)
+
+
+def check_resmlp_channel_args(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale,
+                              approximate, sample_scale=None, recompute=False) -> None:
+    """ResMLP channel mixing: fc1_weight [DC, C], fc2_weight [C, DC]; alpha, beta, layer_scale [C]."""
+    _tensor("x", x, 3, "[B, S, C]")
+    B, S, C = x.shape
+    _affine_and_scales(x, alpha, beta, layer_scale, sample_scale, B, C)
+    own = [("alpha", alpha), ("beta", beta), ("layer_scale", layer_scale)]
+    _same_device(x, own)
+    if x.device.type in ("cuda", "cpu") and x.dtype not in SUPPORTED_DTYPES and x.dtype != torch.float64:
+        raise TypeError(f"x: expected float32, float16 or bfloat16 (float64 runs the PyTorch math), got {x.dtype}")
+    _same_dtype(x, own)
+    # the MLP's shapes, dtypes, devices, approximate and recompute as the Mixer's channel half checks them
+    # (its norm arguments stand in for alpha and beta, already checked above)
+    check_mlp_args("channel", x, alpha.reshape(C), beta.reshape(C), fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                   1.0, approximate, sample_scale, recompute)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from . import _nvtx, torch_math
-from ._checks import autocast_enabled, check_mlp_args
+from ._checks import autocast_enabled, check_mlp_args, check_resmlp_channel_args, check_resmlp_token_args
 from ._config import use_triton
 
 _XLA_DEVICE_TYPES = ("xla", "tpu", "jax")  # torch_xla, TorchTPU, torchax: all compiled by XLA (xla.py)
@@ -118,3 +118,77 @@ def _channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                   sample_scale=sample_scale)
     return torch_math.channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                                            fc2_bias, eps, approximate, sample_scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# ResMLP (Touvron et al. 2021, arXiv 2105.03404; timm's ResBlock): an Affine "norm" (no statistics), one
+# linear layer along S for the token half, and a per-channel layer scale on each branch.
+
+def _flat(t):
+    """timm stores Affine's alpha, beta as [1, 1, C]: the kernels take [C] (a view, same Parameter)."""
+    return t.reshape(t.shape[-1])
+
+
+def resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, *, sample_scale=None):
+    """The token-mixing half of a ResMLP block: x + ls * (W @ (alpha * x + beta) + bias) along S.
+
+    x [B, S, C]; alpha, beta [C] or [1, 1, C] (timm's Affine); weight [S, S]; bias [S] (timm's
+    linear_tokens); layer_scale [C] (ls1). `sample_scale` [B], optional: multiplies each sample's branch
+    (drop_path). Returns a tensor shaped and typed like x.
+
+    Triton path (ops/resmlp_token_mixing.py): one launch forward (Affine, GEMM over S, bias, scales and
+    residual fused), one launch backward plus one GEMM for the weight gradient; only x is saved.
+    float64 and CPU tensors without TRITON_INTERPRET run the plain PyTorch math (torch_math.py); XLA
+    devices the same math compiled by XLA."""
+    check_resmlp_token_args(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+    alpha, beta = _flat(alpha), _flat(beta)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.resmlp_token_mixing"):
+            return _resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+    return _resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+
+
+def _resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale):
+    if x.device.type not in _XLA_DEVICE_TYPES and use_triton(x) and x.dtype != torch.float64:
+        from .ops.resmlp_token_mixing import resmlp_token_mixing as op
+        if autocast_enabled(x):
+            dt = torch.get_autocast_dtype(x.device.type)
+            weight, bias = weight.to(dt), bias.to(dt)
+        if _scale_needs_grad(sample_scale):
+            return _scaled_outside(x, op(x, alpha, beta, weight, bias, layer_scale), sample_scale)
+        return op(x, alpha, beta, weight, bias, layer_scale, sample_scale=sample_scale)
+    return torch_math.resmlp_token_mixing_torch(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+
+
+def resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, *,
+                          approximate="none", sample_scale=None, recompute=False):
+    """The channel-mixing half of a ResMLP block: x + ls * fc2(GELU(fc1(alpha * x + beta))).
+
+    x [B, S, C]; alpha, beta [C] or [1, 1, C]; fc1_weight [DC, C]; fc1_bias [DC]; fc2_weight [C, DC];
+    fc2_bias [C]; layer_scale [C] (ls2). `approximate`: "none" or "tanh" GELU. `recompute=True` saves
+    only x for backward. `sample_scale` [B], optional (drop_path). Returns a tensor shaped like x.
+
+    Triton path (ops/resmlp_channel_mixing.py): the Mixer's channel GEMMs with the Affine prologue and
+    the layer scale folded into fc2; routing as resmlp_token_mixing."""
+    check_resmlp_channel_args(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, approximate,
+                              sample_scale, recompute)
+    alpha, beta = _flat(alpha), _flat(beta)
+    args = (x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.resmlp_channel_mixing"):
+            return _resmlp_channel_mixing(*args, approximate, sample_scale, recompute)
+    return _resmlp_channel_mixing(*args, approximate, sample_scale, recompute)
+
+
+def _resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, approximate,
+                           sample_scale, recompute):
+    if x.device.type not in _XLA_DEVICE_TYPES and use_triton(x) and x.dtype != torch.float64:
+        from .ops.resmlp_channel_mixing import resmlp_channel_mixing as op
+        w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        if _scale_needs_grad(sample_scale):
+            return _scaled_outside(x, op(x, alpha, beta, *w, layer_scale, approximate=approximate,
+                                         recompute=recompute), sample_scale)
+        return op(x, alpha, beta, *w, layer_scale, approximate=approximate, recompute=recompute,
+                  sample_scale=sample_scale)
+    return torch_math.resmlp_channel_mixing_torch(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                                  layer_scale, approximate, sample_scale)

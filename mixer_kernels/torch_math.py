@@ -7,6 +7,7 @@ Under autocast these behave as eager timm does: layer_norm runs in fp32, linear 
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 
 
@@ -30,3 +31,17 @@ def channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_we
     h = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
     h = F.linear(F.gelu(F.linear(h, fc1_weight, fc1_bias), approximate=approximate), fc2_weight, fc2_bias)
     return _residual(x, h, sample_scale)
+
+
+def resmlp_token_mixing_torch(x, alpha, beta, weight, bias, layer_scale, sample_scale=None):
+    """x [B, S, C] -> x + ls * linear_S(alpha * x + beta): ResMLP's token half (timm's ResBlock)."""
+    t = F.linear(torch.addcmul(beta, alpha, x).transpose(1, 2), weight, bias)      # [B, C, S]
+    return _residual(x, layer_scale * t.transpose(1, 2), sample_scale)
+
+
+def resmlp_channel_mixing_torch(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale,
+                                approximate="none", sample_scale=None):
+    """x [B, S, C] -> x + ls * fc2(GELU(fc1(alpha * x + beta))): ResMLP's channel half."""
+    h = F.linear(F.gelu(F.linear(torch.addcmul(beta, alpha, x), fc1_weight, fc1_bias), approximate=approximate),
+                 fc2_weight, fc2_bias)
+    return _residual(x, layer_scale * h, sample_scale)
