@@ -161,11 +161,25 @@ def markdown_kernels(records: list[dict], card: str = "") -> str:
                 lines.append(f"| `{name}` | {row['calls_per_step']:.3g} | {_f(row['us_per_step'], '{:.1f}')} | "
                              f"{_f(row['share'], '{:.0%}')} | {_f(row.get('tflops'), '{:.0f}')} | "
                              f"{_f(row.get('pct_matmul'), '{:.0f}%')} | {_f(mod, '{:.1f}')} | {_f(ratio, '{:.2f}')} |")
+        lines += _markdown_choices(k.get("choices"))
     head = ("## Device time per kernel (3 profiled steps, after timing); TFLOP/s and % mm for mixer-kernels' "
             "matmul kernels (FLOPs per call: benchmarks/cases.py kernel_flops); model us/step: the speed model's "
             "time for the same launches (benchmarks/results/model-sm90, a model, not a measurement), and "
             "measured / model, which calibrates it")
     return "\n".join(["", head] + lines) if lines else ""
+
+
+def _markdown_choices(choices) -> list[str]:
+    """The GEMM choices of the profiled steps (mixer_kernels/ops/_choice.py): which alternative ran, why,
+    and the first-call timings when it was measured."""
+    if not choices:
+        return []
+    lines = ["", "| GEMM choice | key | ran | why | first-call ms per alternative |", "|---|---|---|---|---|"]
+    for c in choices:
+        t = c.get("timings_ms")
+        times = ", ".join(f"{label} {ms:.3f}" for label, ms in t.items()) if t else "-"
+        lines.append(f"| {c['choice']} | `{c['key']}` | **{c['pick']}** | {c['reason']} | {times} |")
+    return lines
 
 
 def markdown_summary(meta: dict, records: list[dict]) -> str:

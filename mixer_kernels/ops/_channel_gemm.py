@@ -49,6 +49,9 @@ the compile check on triton 3.8):
 Autotuning (GPU only): two or three configs per kernel and dtype, keyed on C, DC, the mode and M_BUCKET = next
 power of two of M, never the exact batch. Under the interpreter: one config. MIXER_KERNELS_AUTOTUNE=0
 (as for token mixing): the first config of each list, no benchmarking.
+
+These launchers are the first alternative of each GEMM choice of ops/_channel_routes.py (the other: cuBLAS
+plus a pass, taken where it measures faster on the GPU at hand; ops/_choice.py).
 """
 from __future__ import annotations
 

@@ -73,21 +73,33 @@ def _erf_and_gauss(z, INTERPRET: tl.constexpr):
 
 
 @triton.jit
+def _phi_tail_and_gauss(x, INTERPRET: tl.constexpr):
+    """(h, e) for fp32 x: h = 0.5 * erfc(|x| / sqrt(2)) = Phi(-|x|), the normal tail, and e = exp(-x*x/2).
+    The same A&S 7.1.26 formula as _erf_and_gauss, taken straight from x (1/sqrt(2), the 1/2 and log2(e)
+    folded into the constants), so that Phi(x) = where(x < 0, h, 1 - h) needs no sign flip and no
+    1 + erf: about 3 instructions fewer per element in the GELU epilogues."""
+    t = _rcp(1.0 + 0.23164188826636045 * tl.abs(x), INTERPRET)           # 0.3275911 / sqrt(2)
+    e = _exp2(x * x * -0.7213475204444817, INTERPRET)                       # -log2(e) / 2
+    p = t * (0.127414796 + t * (-0.142248368 + t * (0.7107068705 + t * (-0.7265760135 + t * 0.5307027145))))
+    return p * e, e
+
+
+@triton.jit
 def gelu_fast(x, APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr):
-    """GELU(x) for fp32 x; the erf form through _erf_and_gauss."""
+    """GELU(x) = x * Phi(x) for fp32 x; the erf form through the branch-free A&S erf."""
     if APPROX_TANH:
         return gelu(x, True)
     else:
-        erf, _ = _erf_and_gauss(x * 0.7071067811865476, INTERPRET)
-        return 0.5 * x * (1.0 + erf)
+        h, _ = _phi_tail_and_gauss(x, INTERPRET)
+        return x * tl.where(x < 0.0, h, 1.0 - h)      # as gelu_and_grad_fast: bitwise the same GELU
 
 
 @triton.jit
 def gelu_and_grad_fast(x, APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr):
-    """(GELU(x), d GELU(x) / dx) for fp32 x, sharing one erf and one exp."""
+    """(GELU(x), d GELU(x) / dx) for fp32 x, sharing one reciprocal and one exp."""
     if APPROX_TANH:
         return gelu(x, True), gelu_grad(x, True)
     else:
-        erf, e = _erf_and_gauss(x * 0.7071067811865476, INTERPRET)
-        cdf = 0.5 * (1.0 + erf)
+        h, e = _phi_tail_and_gauss(x, INTERPRET)
+        cdf = tl.where(x < 0.0, h, 1.0 - h)
         return x * cdf, cdf + x * 0.3989422804014327 * e
