@@ -4,6 +4,7 @@ autocast, matmul
 precision, torch.compile and bad input. Under the interpreter (CI) the kernels run with 32x32x32
 tiles, so the sizes below leave partial tiles everywhere: M = B*S not a multiple of 32, C in
 {8, 40, 130}, DC not a power of two; M > 64 also exercises the split-K weight-gradient path."""
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,18 @@ import mixer_kernels
 
 NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 FWD = {"_layernorm_stats_kernel": 1, "_channel_hidden_kernel": 1, "_channel_out_kernel": 1}
+# the same op when every GEMM choice takes the composition (cuBLAS + a Triton pass; ops/_channel_routes.py)
+FWD_COMPOSED = {"_layernorm_stats_kernel": 1, "_gelu_pass_kernel": 1, "_residual_pass_kernel": 1}
+OURS = ("_channel_hidden_kernel", "_channel_out_kernel", "_channel_wgrad_kernel")
+
+
+@pytest.fixture(autouse=True)
+def _our_kernels():
+    """The tests of our kernels run our kernels: on a GPU the GEMM choices would otherwise measure both
+    alternatives on a first call and might run the composition (the routing tests below lift this)."""
+    from mixer_kernels.ops import _choice
+    with _choice.forced("triton"):
+        yield
 
 
 def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
@@ -522,3 +535,155 @@ def test_sample_scale_gradient(device, recompute):
         assert_close(f"d{name}", g, r.grad)
     assert scale.grad is not None, "sample_scale got no gradient"
     assert_close("dsample_scale", scale.grad, ref_scale.grad)
+
+
+# --------------------------------------------------------------------------------------------------
+# GEMM choices (ops/_choice.py, ops/_channel_routes.py): our kernel or cuBLAS + a pass, chosen by
+# measurement on a GPU. Without one nothing can be measured: the machinery runs with a fake timer,
+# each composition is judged against float64 like our kernels, and the table shows what ran.
+
+
+@pytest.fixture
+def choice_cache(tmp_path, monkeypatch):
+    """An empty Triton cache directory, where the choices are kept on disk."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    return tmp_path / "triton-cache"
+
+
+def _prefer(winner):
+    """A fake timer: runs the alternative once (so it must work), says `winner` ran fastest."""
+    calls = []
+
+    def timer(label, fn):
+        fn()
+        calls.append(label)
+        return 0.5 if label.startswith(winner) else 1.0
+    return timer, calls
+
+
+@pytest.mark.parametrize("dtype,B,S,C,DC,approximate,recompute,scaled", [CASES[0], CASES[1], CASES[3], CASES[6]],
+                         ids=["fp32-save-scale", "fp32-rec-tanh", "bf16-save", "fp16-tanh-save-scale"])
+def test_composition_against_float64(device, choice_cache, dtype, B, S, C, DC, approximate, recompute, scaled):
+    """Every GEMM measured slower than cuBLAS + its pass: the op runs the compositions (none of our GEMM
+    kernels launches, the passes do) and meets the same accuracy rules, every gradient included."""
+    from mixer_kernels.ops import _choice
+    ts64 = _inputs(B, S, C, DC)
+    scale = torch.tensor([0.0, 1.25, 1.25][:B], dtype=torch.float64) if scaled else None
+    sc = None if scale is None else scale.to(device=device, dtype=dtype)
+    grad = torch.randn(B, S, C, dtype=torch.float64).to(device=device, dtype=dtype)
+    timer, calls = _prefer("cublas")
+    with _choice.timed_by(timer):
+        _run(_leaves(ts64, dtype, device), grad, approximate=approximate, recompute=recompute, sample_scale=sc)
+        n_measured = len(calls)    # 2 per choice and key: fc1 (twice with recompute), fc2, hidden, dn, 2 wgrad
+        assert n_measured == 2 * (7 if recompute else 6), calls
+        ts = _leaves(ts64, dtype, device)
+        with count_launches() as n_fwd:
+            out = mixer_kernels.channel_mixing(*ts, approximate=approximate, recompute=recompute, sample_scale=sc)
+        with count_launches() as n_bwd:
+            out.backward(grad)
+        assert len(calls) == n_measured, "a choice was measured twice in one process"
+        picks = {(p["choice"], p["pick"], p["reason"]) for p in _choice.picks()}
+    assert {k: v for k, v in n_fwd.items() if v} == FWD_COMPOSED, dict(n_fwd)
+    assert not any(n_bwd[k] for k in OURS), dict(n_bwd)
+    assert n_bwd["_hidden_bwd_pass_kernel"] == 1 and n_bwd["_layernorm_bwd_kernel"] == 1, dict(n_bwd)
+    assert picks == {("channel.fc1", "cublas+pass", "fastest (measured)"),
+                     ("channel.fc2", "cublas+pass", "fastest (measured)"),
+                     ("channel.hidden_bwd", "cublas+pass", "fastest (measured)"),
+                     ("channel.dn", "cublas", "fastest (measured)"),
+                     ("channel.wgrad", "cublas", "fastest (measured)")}, picks
+    (ref_out, ref_grads), (eager_out, eager_grads) = _reference(ts64, grad, dtype, approximate, scale)
+    low = dtype != torch.float32
+    assert_close("out", out, ref_out, eager_out if low else None)
+    for name, t, r, e in zip(NAMES, ts, ref_grads, eager_grads, strict=True):
+        assert t.grad.dtype == dtype, f"{name}: gradient dtype {t.grad.dtype}"
+        assert_close(f"d{name}", t.grad, r, e if low else None)
+
+
+@pytest.mark.parametrize("winner", ["triton", "cublas"])
+def test_choice_deterministic(device, choice_cache, winner):
+    """Each choice keeps gradients bitwise reproducible (two backward passes, one process)."""
+    from mixer_kernels.ops import _choice
+    ts64 = _inputs(3, 40, 40, 72)
+    grad = torch.randn(3, 40, 40, dtype=torch.float64).to(device=device, dtype=torch.bfloat16)
+    with _choice.timed_by(_prefer(winner)[0]):
+        runs = [_run(_leaves(ts64, torch.bfloat16, device), grad) for _ in range(2)]
+        assert {p["pick"].split("+")[0] for p in _choice.picks()} == {winner}
+    assert torch.equal(runs[0][0], runs[1][0])
+    for name, a, b in zip(NAMES, runs[0][1], runs[1][1], strict=True):
+        assert torch.equal(a, b), f"d{name} differs between two identical runs ({winner})"
+
+
+def test_choice_cached_on_disk(choice_cache, monkeypatch):
+    """The machinery on its own: the first call of a key measures every alternative and keeps the fastest;
+    later calls reuse it; a new process (the in-memory choices forgotten) reads it from Triton's cache
+    directory instead of measuring; another key measures again."""
+    from mixer_kernels.ops import _choice
+    ran = []
+    choice = _choice.Choice("test.toy", [("a", lambda t: ran.append("a") or t + 1),
+                                         ("b", lambda t: ran.append("b") or t + 2)],
+                            lambda t: ((t.shape[0],), t))
+    timer, calls = _prefer("b")
+    x = torch.zeros(3)
+    with _choice.timed_by(timer):
+        assert torch.equal(choice(x), x + 2) and calls == ["a", "b"]
+        assert torch.equal(choice(x), x + 2) and calls == ["a", "b"]
+        files = list(choice_cache.rglob("test.toy.choice.json"))
+        assert len(files) == 1, files
+        assert json.loads(files[0].read_text())["labels"] == ["a", "b"]
+        _choice.forget()                                   # as a new process would start
+        assert torch.equal(choice(x), x + 2) and calls == ["a", "b"]
+        assert _choice.picks()[-1]["reason"] == "fastest (disk cache)"
+        assert torch.equal(choice(torch.zeros(5)), torch.zeros(5) + 2) and calls == ["a", "b", "a", "b"]
+    assert ran == ["a", "b", "b", "b", "b", "a", "b", "b"]    # measuring runs each once, then the pick runs
+    # no timer: a CPU tensor cannot be measured, the first entry runs
+    monkeypatch.setattr(_choice, "_FORCED", None)
+    assert torch.equal(choice(x), x + 1)
+    assert _choice.picks()[-1]["reason"] == "first entry (nothing to measure on cpu)"
+
+
+def test_autotune_off_takes_our_kernels(device, choice_cache, monkeypatch):
+    """MIXER_KERNELS_AUTOTUNE=0: no measurement, every choice takes its first entry (our kernel), even
+    where a measurement would have chosen the composition."""
+    from mixer_kernels.ops import _choice
+    monkeypatch.setenv("MIXER_KERNELS_AUTOTUNE", "0")
+    timer, calls = _prefer("cublas")
+    ts = _leaves(_inputs(2, 37, 40, 72), torch.bfloat16, device)
+    with _choice.timed_by(timer):
+        with count_launches() as n:
+            out = mixer_kernels.channel_mixing(*ts, approximate="none", recompute=False)
+            out.backward(torch.ones_like(out))
+        picks = _choice.picks()
+    assert calls == []
+    assert {k: v for k, v in n.items() if v and k in OURS} == {"_channel_hidden_kernel": 2, "_channel_out_kernel": 2,
+                                                               "_channel_wgrad_kernel": 2}, dict(n)
+    assert not any(n[k] for k in ("_gelu_pass_kernel", "_residual_pass_kernel", "_hidden_bwd_pass_kernel"))
+    assert picks and all(p["pick"] == "triton" and "MIXER_KERNELS_AUTOTUNE=0" in p["reason"] for p in picks), picks
+
+
+def test_kernels_table_shows_the_choices(device, choice_cache, monkeypatch):
+    """benchmarks' --kernels table: the GEMM choices of the profiled steps, what ran and why (on a CPU
+    without a timer: our kernels, nothing measured; with the fake timer: the composition, measured)."""
+    from benchmarks.kernel_times import kernel_times
+    from benchmarks.report import markdown_kernels
+    from mixer_kernels.ops import _choice
+    ts = _leaves(_inputs(2, 37, 40, 72), torch.bfloat16, device)
+
+    def step(i):
+        mixer_kernels.channel_mixing(*ts, approximate="none", recompute=False).sum().backward()
+
+    with _choice.timed_by(_prefer("cublas")[0]):
+        step(0)
+        measured = kernel_times(step, cuda=device == "cuda")
+    rec = dict(family="channel", name="test", batch=2, mode="fwd+bwd", providers={"mixer-kernels": dict(
+        kernels=measured)})
+    table = markdown_kernels([rec])
+    assert "| channel.fc1 |" in table and "| **cublas+pass** | fastest (measured) |" in table, table
+    assert "| **cublas** | fastest (measured) | triton 1.000, cublas 0.500 |" in table, table
+    assert {c["choice"] for c in measured["choices"]} == {"channel.fc1", "channel.fc2", "channel.hidden_bwd",
+                                                         "channel.dn", "channel.wgrad"}
+    if device == "cpu":       # no timer, nothing to measure: our kernels, and the table says so
+        monkeypatch.setattr(_choice, "_FORCED", None)
+        _choice.forget()
+        table = markdown_kernels([dict(rec, providers={"mixer-kernels": dict(kernels=kernel_times(step, cuda=False))})])
+        assert "| **triton** | first entry (nothing to measure on cpu) | - |" in table, table
+        assert "cublas" not in table, table

@@ -31,6 +31,11 @@ Backward (`channel_mixing_bwd`; kernels of gradients autograd does not need are 
   autotuner may pick another tile config (the same BLOCK_K and row ranges, but not guaranteed to give
   the same bits); MIXER_KERNELS_AUTOTUNE=0 fixes the configs.
 
+Never slower than the composition: each GEMM above (fc1, fc2, the hidden backward, dn, both weight
+gradients) is a choice (ops/_channel_routes.py) between our kernel and cuBLAS plus a Triton pass for what
+cuBLAS cannot fuse, measured on the first call of a shape on a GPU and cached on disk with Triton's
+autotuning (ops/_choice.py); MIXER_KERNELS_AUTOTUNE=0, the CPU and the interpreter take our kernels.
+
 The custom ops `mixer_kernels::channel_mixing_fwd` / `_bwd` (torch.library, with fake kernels and
 registered autograd) make torch.compile(fullgraph=True) trace through without graph breaks.
 float64 inputs (accepted by the checks) take the plain PyTorch path: no Triton dot for them.
@@ -44,7 +49,7 @@ from typing import Optional
 import torch
 
 from .. import torch_math
-from ._channel_gemm import hidden_backward, hidden_forward, out_backward, out_forward, wgrad
+from . import _channel_routes as gemm  # each GEMM: our kernel or cuBLAS + a pass, chosen by measurement
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_apply, layernorm_forward
 
@@ -77,9 +82,9 @@ def _forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bi
         return (torch.empty((B, S, C), device=x.device, dtype=x.dtype), empty_stats, empty_stats.clone(),
                 torch.empty((0, DC), device=x.device, dtype=fc1_weight.dtype))
     y, mean, rstd = layernorm_forward(x, eps, norm_weight, norm_bias, fc1_weight.dtype)
-    z, act = hidden_forward(y, fc1_weight, fc1_bias, approximate=approximate, write_z=save_preact, write_act=True)
+    z, act = gemm.fc1(y, fc1_weight, fc1_bias, approximate=approximate, write_z=save_preact, write_act=True)
     del y
-    out = out_forward(act, x, fc2_weight, fc2_bias, sample_scale)
+    out = gemm.fc2(act, x, fc2_weight, fc2_bias, sample_scale)
     if z is None:
         z = torch.empty((0, DC), device=x.device, dtype=fc1_weight.dtype)
     return out, mean, rstd, z
@@ -128,14 +133,14 @@ def _backward_impl(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weigh
     y = None
     if recompute:
         y = layernorm_apply(x, mean, rstd, norm_weight, norm_bias, cdt)
-        z, _ = hidden_forward(y, fc1_weight, fc1_bias, approximate=approximate, write_z=True, write_act=False)
+        z, _ = gemm.fc1(y, fc1_weight, fc1_bias, approximate=approximate, write_z=True, write_act=False)
         if not need_fc1:
             y = None
-    dz, act, db1 = hidden_backward(grad_out, sample_scale, fc2_weight, z, approximate=approximate,
+    dz, act, db1 = gemm.hidden_bwd(grad_out, sample_scale, fc2_weight, z, approximate=approximate,
                                    write_act=need_fc2, write_db=need_fc1)
     del z
     if need_fc2:
-        dw2 = wgrad(grad_out, act, transpose_out=False, out_dtype=fc2_weight.dtype)
+        dw2 = gemm.wgrad(grad_out, act, transpose_out=False, out_dtype=fc2_weight.dtype)
         # db2 = sum over rows of s[b] * grad_out: per-sample fp32 sums, then the scale (fixed order)
         g = grad_out.sum(dim=1, dtype=torch.float32)                                 # [B, C]
         db2 = (g * sample_scale.to(torch.float32)[:, None] if sample_scale is not None else g).sum(0)
@@ -144,11 +149,11 @@ def _backward_impl(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weigh
     if need_fc1:
         if y is None:
             y = layernorm_apply(x, mean, rstd, norm_weight, norm_bias, cdt)
-        dw1 = wgrad(y, dz, transpose_out=True, out_dtype=cdt)
+        dw1 = gemm.wgrad(y, dz, transpose_out=True, out_dtype=cdt)
         db1 = db1.to(fc1_bias.dtype)
         del y
     if need_input:
-        dn = out_backward(dz, fc1_weight, B, S)
+        dn = gemm.dn(dz, fc1_weight, B, S)
         del dz
         dx, dnw, dnb = layernorm_backward(dn, x, mean, rstd, norm_weight, dresidual=grad_out)
         dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
