@@ -13,19 +13,23 @@ clear error at construction (or, for dropout, at a training forward) instead of 
 from __future__ import annotations
 
 import sys
+import warnings
 from functools import partial
 
+import torch
 import torch.fx
 from torch import nn
 
-from .functional import channel_mixing, token_mixing
+from .functional import channel_mixing, resmlp_channel_mixing, resmlp_token_mixing, token_mixing
 
-__all__ = ["Mlp", "MixerBlock", "fuse_mixer_blocks"]
+__all__ = ["Mlp", "Affine", "MixerBlock", "ResBlock", "fuse_mixer_blocks"]
 
 # torch.fx: symbolic_trace records the two fused ops as calls (leaves) instead of tracing into their
 # argument checks and kernels with Proxy arguments.
 torch.fx.wrap("token_mixing")
 torch.fx.wrap("channel_mixing")
+torch.fx.wrap("resmlp_token_mixing")
+torch.fx.wrap("resmlp_channel_mixing")
 
 
 class Mlp(nn.Module):
@@ -107,7 +111,47 @@ def _dropout_p(mlp: nn.Module) -> float:
     return p
 
 
-class MixerBlock(nn.Module):
+class _FusedBlock(nn.Module):
+    """What every fused block shares: drop_path drawn as timm draws it, refused TorchScript, the dropout rule."""
+
+    @property
+    def drop_path_prob(self) -> float:
+        return float(getattr(self.drop_path, "drop_prob", 0.0) or 0.0)
+
+    def _sample_scale(self, x):
+        """drop_path as timm: per-sample keep mask scaled by 1/keep, drawn in the same order."""
+        p = self.drop_path_prob
+        if not self.training or p == 0.0:
+            return None
+        keep = 1.0 - p
+        mask = x.new_empty((x.shape[0],)).bernoulli_(keep)
+        return mask.div_(keep) if keep > 0.0 else mask
+
+    def _check_dropout(self, *mlps):
+        if self.training and max(_dropout_p(m) for m in mlps) > 0.0:
+            raise RuntimeError(f"the fused {type(self).__name__} does not compute dropout: set drop=0 "
+                               "(proj_drop_rate=0), or call .eval(), or use the unfused block")
+
+    def _take_drop_path(self, block: nn.Module) -> None:
+        dp = block.drop_path
+        if not isinstance(dp, nn.Identity) and not isinstance(getattr(dp, "drop_prob", None), (int, float)):
+            raise ValueError(f"drop_path: expected timm's DropPath or nn.Identity, got {type(dp).__name__}")
+        if getattr(dp, "scale_by_keep", True) is False:
+            raise ValueError("drop_path: scale_by_keep=False is not supported by the fused block")
+        self.drop_path = dp
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every submodule before compiling: refuse clearly, not with a
+        # TorchScript parse error somewhere in the checks
+        raise RuntimeError(f"torch.jit.script of a fused {type(self).__name__} is not supported (its forward calls "
+                           "Triton kernels through Python); use torch.compile, or torch.jit.trace for a TorchScript "
+                           "graph")
+
+    def extra_repr(self) -> str:
+        return f"fused=True, recompute={self.recompute}, drop_path={self.drop_path_prob}"
+
+
+class MixerBlock(_FusedBlock):
     """Fused Mixer block: token mixing then channel mixing, each one fused Triton op (docs/design.md, "The block").
 
     Same constructor as timm's `MixerBlock`, plus `recompute` (channel mixing saves only its input and
@@ -138,12 +182,7 @@ class MixerBlock(nn.Module):
         nn.Module.__init__(fused)
         for name in ("norm1", "mlp_tokens", "norm2", "mlp_channels"):
             setattr(fused, name, getattr(block, name))
-        dp = block.drop_path
-        if not isinstance(dp, nn.Identity) and not isinstance(getattr(dp, "drop_prob", None), (int, float)):
-            raise ValueError(f"drop_path: expected timm's DropPath or nn.Identity, got {type(dp).__name__}")
-        if getattr(block.drop_path, "scale_by_keep", True) is False:
-            raise ValueError("drop_path: scale_by_keep=False is not supported by the fused block")
-        fused.drop_path = block.drop_path
+        fused._take_drop_path(block)
         fused.recompute = recompute
         fused.train(block.training)
         fused._validate()
@@ -159,24 +198,9 @@ class MixerBlock(nn.Module):
         _check_mlp(self.mlp_tokens, seq_len, "mlp_tokens")
         _check_mlp(self.mlp_channels, dim, "mlp_channels")
 
-    @property
-    def drop_path_prob(self) -> float:
-        return float(getattr(self.drop_path, "drop_prob", 0.0) or 0.0)
-
-    def _sample_scale(self, x):
-        """drop_path as timm: per-sample keep mask scaled by 1/keep, drawn in the same order."""
-        p = self.drop_path_prob
-        if not self.training or p == 0.0:
-            return None
-        keep = 1.0 - p
-        mask = x.new_empty((x.shape[0],)).bernoulli_(keep)
-        return mask.div_(keep) if keep > 0.0 else mask
-
     def forward(self, x):
         t, c = self.mlp_tokens, self.mlp_channels
-        if self.training and max(_dropout_p(t), _dropout_p(c)) > 0.0:
-            raise RuntimeError("the fused MixerBlock does not compute dropout: set drop=0 (proj_drop_rate=0), "
-                               "or call .eval(), or use the unfused block")
+        self._check_dropout(t, c)
         # each half its own GELU, read at every call (an act swapped after construction is seen, or refused)
         approx_t = _gelu_approximate(t.act, "mlp_tokens.act")
         approx_c = _gelu_approximate(c.act, "mlp_channels.act")
@@ -188,15 +212,95 @@ class MixerBlock(nn.Module):
                            sample_scale=self._sample_scale(x))
         return x
 
-    def __prepare_scriptable__(self):
-        # torch.jit.script calls this on every submodule before compiling: refuse clearly, not with a
-        # TorchScript parse error somewhere in the checks
-        raise RuntimeError("torch.jit.script of a fused MixerBlock is not supported (its forward calls Triton "
-                           "kernels through Python); use torch.compile, or torch.jit.trace for a TorchScript "
-                           "graph")
 
-    def extra_repr(self) -> str:
-        return f"fused=True, recompute={self.recompute}, drop_path={self.drop_path_prob}"
+class Affine(nn.Module):
+    """ResMLP's "norm": alpha * x + beta per channel, no statistics (timm's Affine: alpha, beta [1, 1, dim])."""
+
+    def __init__(self, dim, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.alpha = nn.Parameter(torch.ones((1, 1, dim), **dd))
+        self.beta = nn.Parameter(torch.zeros((1, 1, dim), **dd))
+
+    def forward(self, x):
+        return torch.addcmul(self.beta, self.alpha, x)
+
+
+def _check_affine(norm: nn.Module, dim: int, where: str) -> None:
+    if type(norm).__name__ != "Affine" or not all(isinstance(getattr(norm, n, None), nn.Parameter)
+                                                  for n in ("alpha", "beta")):
+        raise ValueError(f"{where}: the fused ResBlock computes ResMLP's Affine (alpha * x + beta) only, got "
+                         f"{type(norm).__name__}")
+    for n in ("alpha", "beta"):
+        if getattr(norm, n).numel() != dim:
+            raise ValueError(f"{where}.{n}: expected {dim} elements, got shape {tuple(getattr(norm, n).shape)}")
+
+
+class ResBlock(_FusedBlock):
+    """Fused ResMLP block (Touvron et al. 2021; timm's `ResBlock`): Affine, one linear layer along S and
+    layer scale ls1 for the token half; Affine, the channel Mlp and ls2 for the channel half; drop_path.
+
+    Same constructor, attribute names and state_dict keys as timm's (norm1.alpha, linear_tokens.weight,
+    ls1, norm2, mlp_channels.fc1, ..., ls2), plus `recompute` (channel mixing saves only its input).
+    Both halves are fused ops (docs/design.md, "The kernels as built"). x [B, S, C] -> [B, S, C]."""
+
+    def __init__(self, dim, seq_len, mlp_ratio=4, mlp_layer=Mlp, norm_layer=Affine, act_layer=nn.GELU,
+                 init_values=1e-4, drop=0.0, drop_path=0.0, recompute=False, device=None, dtype=None):
+        super().__init__()
+        _register_with_timm()
+        dd = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        channel_dim = int(dim * mlp_ratio)                                         # DC
+        self.norm1 = norm_layer(dim, **dd)
+        self.linear_tokens = nn.Linear(seq_len, seq_len, **dd)
+        self.drop_path = _DropPathRate(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.norm2 = norm_layer(dim, **dd)
+        self.mlp_channels = mlp_layer(dim, channel_dim, act_layer=act_layer, drop=drop, **dd)
+        self.ls1 = nn.Parameter(init_values * torch.ones(dim, **dd))
+        self.ls2 = nn.Parameter(init_values * torch.ones(dim, **dd))
+        self.recompute = recompute
+        self._validate()
+
+    @classmethod
+    def from_block(cls, block: nn.Module, recompute: bool = False) -> ResBlock:
+        """A fused block that shares `block`'s submodules and layer scales (the same Parameter objects)."""
+        _register_with_timm()
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        for name in ("norm1", "linear_tokens", "norm2", "mlp_channels", "ls1", "ls2"):
+            if not hasattr(block, name):
+                raise ValueError(f"expected a ResMLP ResBlock with {name} (timm's layout)")
+            setattr(fused, name, getattr(block, name))
+        fused._take_drop_path(block)
+        fused.recompute = recompute
+        fused.train(block.training)
+        fused._validate()
+        return fused
+
+    def _validate(self):
+        lt = self.linear_tokens
+        if type(lt) is not nn.Linear or lt.bias is None or lt.in_features != lt.out_features:
+            raise ValueError(f"linear_tokens: the fused ResBlock needs nn.Linear(S, S) with bias, got {lt}")
+        dim = self.mlp_channels.fc1.in_features if hasattr(self.mlp_channels, "fc1") else None
+        _check_affine(self.norm1, dim, "norm_layer (norm1)")
+        _check_affine(self.norm2, dim, "norm_layer (norm2)")
+        _check_mlp(self.mlp_channels, dim, "mlp_channels")
+        for name in ("ls1", "ls2"):
+            ls = getattr(self, name)
+            if not isinstance(ls, nn.Parameter) or tuple(ls.shape) != (dim,):
+                raise ValueError(f"{name}: expected a Parameter of shape [{dim}], got {type(ls).__name__} "
+                                 f"{tuple(getattr(ls, 'shape', ()))}")
+
+    def forward(self, x):
+        c = self.mlp_channels
+        self._check_dropout(c)
+        approx = _gelu_approximate(c.act, "mlp_channels.act")
+        t = self.linear_tokens
+        x = resmlp_token_mixing(x, self.norm1.alpha, self.norm1.beta, t.weight, t.bias, self.ls1,
+                                sample_scale=self._sample_scale(x))
+        x = resmlp_channel_mixing(x, self.norm2.alpha, self.norm2.beta, c.fc1.weight, c.fc1.bias, c.fc2.weight,
+                                  c.fc2.bias, self.ls2, approximate=approx, recompute=self.recompute,
+                                  sample_scale=self._sample_scale(x))
+        return x
 
 
 def _register_with_timm() -> None:
@@ -211,6 +315,7 @@ def _register_with_timm() -> None:
     except ImportError:     # a timm without fx helpers
         return
     register_notrace_module(MixerBlock)
+    register_notrace_module(ResBlock)
     _TIMM_REGISTERED = True
 
 
@@ -229,28 +334,55 @@ class _DropPathRate(nn.Module):
         return f"drop_prob={round(self.drop_prob, 3):0.3f}"
 
 
-def _is_unfused_mixer_block(m: nn.Module) -> bool:
+# The blocks timm's MlpMixer builds (timm.models.mlp_mixer) and the reference model's, by class name:
+# what fuse_mixer_blocks looks for. gMLP's SpatialGatingBlock has no fused form yet.
+_FAMILY_MODULES = ("timm.models.mlp_mixer", "reference.mlp_mixer")
+_FUSED_FORMS = {"MixerBlock": MixerBlock, "ResBlock": ResBlock}
+_FAMILY_BLOCKS = ("MixerBlock", "ResBlock", "SpatialGatingBlock")
+
+
+def _unfused_family_block(m: nn.Module) -> str | None:
+    """The class name of an unfused block of the Mixer family, else None."""
     cls = type(m)
-    return cls.__name__ == "MixerBlock" and cls.__module__ in ("timm.models.mlp_mixer", "reference.mlp_mixer")
+    return cls.__name__ if cls.__module__ in _FAMILY_MODULES and cls.__name__ in _FAMILY_BLOCKS else None
 
 
-def fuse_mixer_blocks(model: nn.Module, recompute: bool = False) -> nn.Module:
-    """Replace, in place, every timm `MixerBlock` and reference `MixerBlock` inside `model` by the fused
-    block, sharing the same Parameter objects (pretrained weights and optimizers built before the swap
-    stay valid). Other modules are left alone; calling it twice changes nothing. Returns `model`.
-    A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` for that."""
+def fuse_mixer_blocks(model: nn.Module, recompute: bool = False, strict: bool = True) -> nn.Module:
+    """Replace, in place, every block of the MLP-Mixer family inside `model` (timm's or the reference
+    model's MixerBlock and ResMLP ResBlock) by its fused form, sharing the same Parameter objects
+    (pretrained weights and optimizers built before the swap stay valid). Other modules are left alone;
+    calling it twice changes nothing. Returns `model`.
+
+    strict (default): a family block the fused forms cannot compute (gMLP's SpatialGatingBlock, a gMixer
+    MixerBlock with GluMlp, an activation other than GELU, ...) raises a ValueError naming it, and
+    nothing is replaced. strict=False fuses the rest and warns once, listing the blocks left unfused.
+    A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` (or ResBlock's)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if _is_unfused_mixer_block(model):
-        raise ValueError("model: a bare MixerBlock cannot be replaced in place; use MixerBlock.from_block(block) "
-                         "or pass the model that contains it")
-    targets = [(name, m) for name, m in model.named_modules() if _is_unfused_mixer_block(m)]
-    for name, block in targets:
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
+    if not isinstance(strict, bool):
+        raise TypeError(f"strict: expected a bool, got {type(strict).__name__}")
+    if _unfused_family_block(model):
+        raise ValueError(f"model: a bare {type(model).__name__} cannot be replaced in place; use "
+                         f"{_FUSED_FORMS.get(type(model).__name__, MixerBlock).__name__}.from_block(block) or pass "
+                         "the model that contains it")
+    swaps, left = [], []
+    for name, m in model.named_modules():
+        kind = _unfused_family_block(m)
+        if kind is None:
+            continue
         try:
-            fused = MixerBlock.from_block(block, recompute=recompute)
-        except ValueError as e:     # name the block inside the model: "stem...blocks.3: mlp_channels.act: ..."
-            raise ValueError(f"{name}: {e}") from None
-        setattr(parent, child, fused)
+            if kind not in _FUSED_FORMS:
+                raise ValueError(f"{kind} (gMLP) has no fused form yet")
+            swaps.append((name, _FUSED_FORMS[kind].from_block(m, recompute=recompute)))
+        except ValueError as e:     # name the block inside the model: "blocks.3: mlp_channels.act: ..."
+            if strict:
+                raise ValueError(f"{name}: {e} (fuse_mixer_blocks(model, strict=False) fuses the other blocks "
+                                 f"and leaves this one unfused)") from None
+            left.append(f"{name} ({e})")
+    for name, fused in swaps:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, fused)
+    if left:
+        warnings.warn(f"fuse_mixer_blocks: {len(left)} block(s) left unfused (they run eager): " + "; ".join(left),
+                      stacklevel=2)
     return model

@@ -157,25 +157,30 @@ def _token_linear_bwd_kernel(
         tl.store(AB + off, a, mask=mask)
 
 
-def block_s(S: int) -> int:
-    """Tokens per program: all of S up to 256 (x read once), else 128."""
-    return max(16, triton.next_power_of_2(S)) if S <= 256 else 128
+def block_s(S: int, kernel: str) -> int:
+    """Tokens per program: the forward takes all of S up to 256 (x read once), else 128; the backward at
+    most 128 (its epilogue holds five fp32 tiles: at 256 tokens it spilled 32-64 B on sm_90)."""
+    cap = 256 if kernel == "fwd" else 128
+    return max(16, triton.next_power_of_2(S)) if triton.next_power_of_2(S) <= cap else 128
 
 
-# (BLOCK_C, BLOCK_K, num_warps, num_stages) by compute dtype on a GPU; the interpreter takes INTERPRET_CONFIG.
-# Compiled for sm_90 at resmlp_24 / resmlp_big_24 (tests/test_compile.py, the speed report): see the
-# compile cases below.
+# (BLOCK_C, BLOCK_K, num_warps, num_stages) by kernel and compute dtype on a GPU; the interpreter takes
+# INTERPRET_CONFIG. Compiled for sm_90 at resmlp_24 / resmlp_big_24 (the compile cases below): 2 stages
+# keep 2 CTAs per SM at S <= 256 (3 stages: 120 KB, one CTA); the backward's epilogue holds five
+# [BLOCK_S, BLOCK_C] fp32 tiles, so it takes 32 channels (64 spilled 1.2 KB at BLOCK_S = 256).
 GPU_CONFIGS = {
-    "fp16": (64, 64, 8, 3),
-    "fp32": (64, 32, 8, 3),
+    ("fwd", "fp16"): (64, 64, 8, 2),
+    ("fwd", "fp32"): (64, 32, 8, 2),
+    ("bwd", "fp16"): (32, 64, 8, 2),
+    ("bwd", "fp32"): (32, 32, 8, 2),
 }
 INTERPRET_CONFIG = (32, 32, 4, 1)
 
 
-def config(dtype: torch.dtype, interpret: bool) -> tuple[int, int, int, int]:
+def config(kernel: str, dtype: torch.dtype, interpret: bool) -> tuple[int, int, int, int]:
     if interpret:
         return INTERPRET_CONFIG
-    return GPU_CONFIGS["fp32" if dtype == torch.float32 else "fp16"]
+    return GPU_CONFIGS[kernel, "fp32" if dtype == torch.float32 else "fp16"]
 
 
 def k_pad(S: int, block_k: int) -> int:
@@ -196,8 +201,8 @@ _SIZES = (("resmlp_24", 196, 384), ("resmlp_big_24", 784, 768))
 
 
 def _args(kernel: str, dt, S, C):
-    bc, bk, _, _ = GPU_CONFIGS["fp32" if dt == torch.float32 else "fp16"]
-    bs = block_s(S)
+    bc, bk, _, _ = config(kernel, dt, False)
+    bs = block_s(S, kernel)
     common = dict(X=dt, Alpha=dt, Beta=dt, Bias=dt, LS=dt, Scale=dt, S=S, C=C, K_PAD=k_pad(S, bk),
                   s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, OFF64=False, INTERPRET=False,
                   INPUT_PRECISION="tf32" if dt == torch.float32 else "ieee", BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk)
@@ -212,7 +217,7 @@ def _cases(kernel: str):
         out = []
         for name, S, C in _SIZES:
             for dt in (torch.bfloat16, torch.float32):
-                bc, bk, warps, stages = GPU_CONFIGS["fp32" if dt == torch.float32 else "fp16"]
+                bc, bk, warps, stages = config(kernel, dt, False)
                 out.append(CompileCase(f"{name} {str(dt)[6:]} c{bc}k{bk}w{warps}s{stages}", _args(kernel, dt, S, C),
                                        num_warps=warps, num_stages=stages))
         return out

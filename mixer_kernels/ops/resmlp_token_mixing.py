@@ -29,8 +29,7 @@ def _off64(*tensors) -> bool:
     return any(t.numel() >= 2**31 for t in tensors)
 
 
-def _weights(weight, S, block_k, transpose):
-    bs = tl_k.block_s(S)
+def _weights(weight, S, bs, block_k, transpose):
     w = weight.t() if transpose else weight
     return tl_k.padded_weight(w, triton.cdiv(S, bs) * bs, tl_k.k_pad(S, block_k))
 
@@ -44,9 +43,9 @@ def resmlp_token_mixing_fwd(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Te
     out = empty((B, S, C), device=x.device, dtype=x.dtype)
     if B * S * C == 0:
         return out
-    bc, bk, warps, stages = tl_k.config(weight.dtype, triton_interpret())
-    bs = tl_k.block_s(S)
-    wp = _weights(weight, S, bk, transpose=False)
+    bc, bk, warps, stages = tl_k.config("fwd", weight.dtype, triton_interpret())
+    bs = tl_k.block_s(S, "fwd")
+    wp = _weights(weight, S, bs, bk, transpose=False)
     with device_of(x):
         tl_k._token_linear_fwd_kernel[(B, triton.cdiv(C, bc), triton.cdiv(S, bs))](
             x, alpha, beta, wp, bias, layer_scale, sample_scale if sample_scale is not None else bias, out,
@@ -70,8 +69,8 @@ def resmlp_token_mixing_bwd(dy: torch.Tensor, x: torch.Tensor, alpha: torch.Tens
     """[dx, dalpha, dbeta, dls] (+ [dweight, dbias] when weight_grads); dalpha, dbeta, dls in fp32."""
     B, S, C = x.shape
     cdt = weight.dtype
-    bc, bk, warps, stages = tl_k.config(cdt, triton_interpret())
-    bs = tl_k.block_s(S)
+    bc, bk, warps, stages = tl_k.config("bwd", cdt, triton_interpret())
+    bs = tl_k.block_s(S, "bwd")
     n_s = triton.cdiv(S, bs)
     K = B * C
     dx = empty((B, S, C), device=x.device, dtype=x.dtype)
@@ -84,7 +83,7 @@ def resmlp_token_mixing_bwd(dy: torch.Tensor, x: torch.Tensor, alpha: torch.Tens
     else:
         gb = ab = dx
     if B * S * C > 0:
-        wtp = _weights(weight, S, bk, transpose=True)
+        wtp = _weights(weight, S, bs, bk, transpose=True)
         with device_of(x):
             tl_k._token_linear_bwd_kernel[(B, triton.cdiv(C, bc), n_s)](
                 dy, x, alpha, beta, wtp, bias, layer_scale, sample_scale if sample_scale is not None else bias, dx,
