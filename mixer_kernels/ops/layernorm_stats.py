@@ -43,16 +43,40 @@ def _layernorm_stats_kernel(
     INTERPRET: tl.constexpr,
     ONE_CHUNK: tl.constexpr,  # C <= BLOCK_C: the row tile is loaded once and kept in registers
     BLOCK_M: tl.constexpr,   # rows per program
-    BLOCK_C: tl.constexpr,   # channels per loop step
+    BLOCK_C: tl.constexpr,   # channels per loop step (BLOCK_C2 > 0: the first chunk, all inside C)
+    BLOCK_C2: tl.constexpr,  # > 0 (statistics only): a second chunk, channels BLOCK_C .. C-1; 0: one chunk or loops
 ):
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)                     # [BLOCK_M]
     row_mask = rows < M
     rows64 = rows.to(tl.int64)
-    row_off = (rows64 // S) * stride_xb + (rows64 % S) * stride_xs    # [BLOCK_M] int64
+    if STATS and not WRITE_Y:
+        # rows < M < 2^31: the sample/token split in 32-bit (a 64-bit division is a ~35-instruction call
+        # per row), the offsets in 64-bit. (The modes that write y keep the 64-bit split: the 32-bit one
+        # spilled 20 B at fp32 stats+y on triton 3.6.)
+        row_off = (rows // S).to(tl.int64) * stride_xb + (rows % S).to(tl.int64) * stride_xs
+    else:
+        row_off = (rows64 // S) * stride_xb + (rows64 % S) * stride_xs    # [BLOCK_M] int64
     cols = tl.arange(0, BLOCK_C)
 
-    if ONE_CHUNK:
+    if STATS and not WRITE_Y and BLOCK_C2 > 0:
+        # statistics only, C <= 1024 not a power of two (_block_sizes): the row as two power-of-two tiles,
+        # BLOCK_C (inside C, no column mask) + BLOCK_C2, so no lane works on padding (C = 768: 512 + 256
+        # instead of 1024 with a quarter masked); the same two passes from registers
+        c2 = BLOCK_C + tl.arange(0, BLOCK_C2)
+        mask1 = row_mask[:, None] & (cols < BLOCK_C)[None, :]
+        mask2 = row_mask[:, None] & (c2 < C)[None, :]
+        x1 = tl.load(X + row_off[:, None] + cols[None, :].to(tl.int64) * stride_xc, mask=mask1, other=0.0)
+        x2 = tl.load(X + row_off[:, None] + c2[None, :].to(tl.int64) * stride_xc, mask=mask2, other=0.0)
+        x1 = x1.to(tl.float32)
+        x2 = x2.to(tl.float32)
+        mean = (tl.sum(x1, axis=1) + tl.sum(x2, axis=1)) / C
+        d1 = x1 - mean[:, None]
+        d2 = tl.where(mask2, x2 - mean[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt((tl.sum(d1 * d1, axis=1) + tl.sum(d2 * d2, axis=1)) / C + eps)
+        tl.store(Mean + rows64, mean, mask=row_mask)
+        tl.store(Rstd + rows64, rstd, mask=row_mask)
+    elif ONE_CHUNK:
         # Mixer widths up to 1024 (H/14's 1280 takes the loops): one load, then mean, variance and y
         # from registers (the looping form re-loads the row for each pass)
         cmask = cols < C
@@ -109,14 +133,24 @@ def _layernorm_stats_kernel(
             tl.store(Y + rows64[:, None] * C + c[None, :], to_dtype(y, Y.dtype.element_ty, INTERPRET), mask=mask)
 
 
-def _block_sizes(C: int) -> tuple[int, int, int]:
-    """BLOCK_M, BLOCK_C, num_warps: 16384-element tiles (16 rows at C <= 1024), 8 warps. The speed model
-    (H100, B/16 batch 256) had the 4096-element tiles of earlier versions issue-bound at 0.076 ms for the
-    statistics against a 0.026 ms memory floor; 16 rows, loaded once (ONE_CHUNK): 0.045 ms, and 0.055 ms
-    with y against 0.052. (4 warps at 4096 elements spilled 8 bytes at bf16 with triton 3.6 on sm_90.)"""
+def _block_sizes(C: int, stats_only: bool = False) -> tuple[int, int, int, int]:
+    """BLOCK_M, BLOCK_C, BLOCK_C2, num_warps: 16384-element tiles (16 rows at C <= 1024), 8 warps. The speed
+    model (H100, B/16 batch 256) had the 4096-element tiles of earlier versions issue-bound at 0.076 ms for
+    the statistics against a 0.026 ms memory floor; 16 rows, loaded once (ONE_CHUNK): 0.045 ms, and 0.055 ms
+    with y against 0.052. (4 warps at 4096 elements spilled 8 bytes at bf16 with triton 3.6 on sm_90.)
+    Statistics only, the row split in 32-bit: 0.045 -> 0.035 ms (L/16: 0.036, memory-bound).
+    Statistics only (token mixing's launch) with C <= 1024 not a power of two: two chunks (BLOCK_C2 > 0)
+    and up to 32 rows (24576-element tiles): B/16, C = 768: 0.028 ms against 0.026, memory-bound (one
+    1024 chunk: 0.035, issue-bound; 16 rows of two chunks: 0.028, 5 CTAs per SM). The modes that write y
+    (channel mixing's) keep one chunk: their numerics and tiles are unchanged."""
+    if stats_only and C <= 1024 and C & (C - 1):
+        block_c = 1 << (C.bit_length() - 1)                 # the largest power of two below C
+        block_c2 = triton.next_power_of_2(C - block_c)
+        block_m = max(1, min(32, 1 << ((24576 // (block_c + block_c2)).bit_length() - 1)))
+        return block_m, block_c, block_c2, 8 if block_m * (block_c + block_c2) >= 4096 else 4
     block_c = min(triton.next_power_of_2(C), 1024)
     block_m = max(1, min(16, 16384 // block_c))
-    return block_m, block_c, 8 if block_m * block_c >= 4096 else 4
+    return block_m, block_c, 0, 8 if block_m * block_c >= 4096 else 4
 
 
 def layernorm_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,12 +170,12 @@ def layernorm_stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Te
 def _launch(x3, mean, rstd, weight, bias, y, eps, *, stats: bool, write_y: bool):
     B, S, C = x3.shape
     M = B * S
-    BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
+    BLOCK_M, BLOCK_C, BLOCK_C2, num_warps = _block_sizes(C, stats_only=stats and not write_y)
     grid = (triton.cdiv(M, BLOCK_M),)
     _layernorm_stats_kernel[grid](
         x3, mean, rstd, weight, bias, y, M, S, C, x3.stride(0), x3.stride(1), x3.stride(2), eps,
         STATS=stats, WRITE_Y=write_y, INTERPRET=triton_interpret(), ONE_CHUNK=C <= BLOCK_C, BLOCK_M=BLOCK_M,
-        BLOCK_C=BLOCK_C,
+        BLOCK_C=BLOCK_C, BLOCK_C2=BLOCK_C2,
         num_warps=num_warps,
     )
 
@@ -174,16 +208,16 @@ def _compile_cases() -> list[CompileCase]:
     cases = []
     for name, S, C in [("B/16", 196, 768), ("L/16", 196, 1024), ("H/14", 256, 1280), ("odd", 197, 130)]:
         for dtype in (torch.bfloat16, torch.float32):
-            BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
             for mode, stats, write_y in (("stats", True, False), ("stats+y", True, True), ("y", False, True)):
                 if mode != "stats" and name in ("H/14", "odd"):
                     continue
+                BLOCK_M, BLOCK_C, BLOCK_C2, num_warps = _block_sizes(C, stats_only=stats and not write_y)
                 cases.append(CompileCase(
                     f"{name} {str(dtype)[6:]} {mode}",
                     dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=dtype, NB=dtype, Y=torch.bfloat16,
                          M=256 * S, S=S, C=C, stride_xb=S * C, stride_xs=C, stride_xc=1, eps=1e-6, STATS=stats,
                          WRITE_Y=write_y, INTERPRET=False, ONE_CHUNK=C <= BLOCK_C, BLOCK_M=BLOCK_M,
-                         BLOCK_C=BLOCK_C),
+                         BLOCK_C=BLOCK_C, BLOCK_C2=BLOCK_C2),
                     num_warps=num_warps, num_stages=1))
     return cases
 
