@@ -24,7 +24,10 @@ import subprocess
 import sys
 
 TITLE = "model, not a measurement"
-SHAPES = ("B/16", "L/16")
+SHAPES = ("B/16", "L/16", "resmlp_24")
+# ResMLP-24 (timm's resmlp_24_224): its ResBlock halves are the "token_mixing" / "channel_mixing" rows of
+# that shape (one linear layer along S; Affine and layer scales), with timm's ResBlock as the eager side.
+RESMLP_SHAPES = {"resmlp_24": dict(S=196, C=384, DS=0, DC=1536, depth=24, patch=16)}
 BATCH = 256
 CARDS = ("H100", "H200")
 OUT_DIR = os.path.join(os.path.dirname(__file__), "results", "model-sm90")
@@ -62,19 +65,48 @@ def _fused(shape: dict, batch: int, dtype):
     return seqs
 
 
-def _eager(shape: dict, batch: int, dtype):
-    """{(op, phase): Recording} of eager PyTorch: the reference MixerBlock's halves, bf16 modules."""
+def _fused_resmlp(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of the ResMLP ops' launchers (training, every gradient)."""
     import torch
 
     from benchmarks.launch_record import record
-    from reference.mlp_mixer import MixerBlock
-    B, S, C = batch, shape["S"], shape["C"]
+    from mixer_kernels.ops import resmlp_channel_mixing as rc
+    from mixer_kernels.ops import resmlp_token_mixing as rt
+    B, S, C, DC = batch, shape["S"], shape["C"], shape["DC"]
+    m = dict(device="meta", dtype=dtype)
+    x, dy = torch.empty(B, S, C, **m), torch.empty(B, S, C, **m)
+    a, b, ls = torch.empty(C, **m), torch.empty(C, **m), torch.empty(C, **m)
+    tw, tb = torch.empty(S, S, **m), torch.empty(S, **m)
+    c1w, c1b, c2w, c2b = torch.empty(DC, C, **m), torch.empty(DC, **m), torch.empty(C, DC, **m), torch.empty(C, **m)
+    seqs = {}
+    seqs["token_mixing", "fwd"], _ = record(lambda: rt.token_linear_forward(x, a, b, tw, tb, ls, None))
+    seqs["token_mixing", "bwd"], _ = record(lambda: rt.token_linear_backward(dy, x, a, b, tw, tb, ls, None, True))
+    seqs["channel_mixing", "fwd"], (_, z) = record(
+        lambda: rc._forward(x, a, b, c1w, c1b, c2w, c2b, ls, None, "none", True))
+    seqs["channel_mixing", "bwd"], _ = record(
+        lambda: rc._backward_impl(dy, x, z, a, b, c1w, c1b, c2w, c2b, ls, None, "none", True, True, True, True))
+    return seqs
+
+
+def _eager_resmlp(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of eager PyTorch: timm's ResBlock halves, bf16 modules."""
+    import torch
+    from timm.models.mlp_mixer import ResBlock
+
     with torch.device("meta"):
-        blk = MixerBlock(C, S).to(dtype)
+        blk = ResBlock(shape["C"], shape["S"]).to(dtype)
     halves = {
-        "token_mixing": lambda x: x + blk.mlp_tokens(blk.norm1(x).transpose(1, 2)).transpose(1, 2),
-        "channel_mixing": lambda x: x + blk.mlp_channels(blk.norm2(x)),
+        "token_mixing": lambda x: x + blk.ls1 * blk.linear_tokens(blk.norm1(x).transpose(1, 2)).transpose(1, 2),
+        "channel_mixing": lambda x: x + blk.ls2 * blk.mlp_channels(blk.norm2(x)),
     }
+    return _record_halves(halves, blk, shape, batch, dtype)
+
+
+def _record_halves(halves, blk, shape, batch, dtype):
+    import torch
+
+    from benchmarks.launch_record import record
+    B, S, C = batch, shape["S"], shape["C"]
     seqs = {}
     for op, f in halves.items():
         x = torch.empty(B, S, C, device="meta", dtype=dtype, requires_grad=True)
@@ -84,6 +116,20 @@ def _eager(shape: dict, batch: int, dtype):
         seqs[op, "bwd"], _ = record(lambda out=out, params=params, dy=dy: torch.autograd.grad(out, params, dy,
                                                                                                  allow_unused=True))
     return seqs
+
+
+def _eager(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of eager PyTorch: the reference MixerBlock's halves, bf16 modules."""
+    import torch
+
+    from reference.mlp_mixer import MixerBlock
+    with torch.device("meta"):
+        blk = MixerBlock(shape["C"], shape["S"]).to(dtype)
+    halves = {
+        "token_mixing": lambda x: x + blk.mlp_tokens(blk.norm1(x).transpose(1, 2)).transpose(1, 2),
+        "channel_mixing": lambda x: x + blk.mlp_channels(blk.norm2(x)),
+    }
+    return _record_halves(halves, blk, shape, batch, dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,15 +189,18 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
 
     from benchmarks import hopper_model as hm
     from benchmarks.cases import SHAPES as SHAPE_SIZES
-    from mixer_kernels.ops._compile_check import _import_all_ops
-    from mixer_kernels.ops._registry import KERNELS
-    _import_all_ops()
+    from mixer_kernels.ops._registry import KERNELS, import_all_ops
+    import_all_ops()
     dtype = torch.bfloat16
     cache: dict = {}
     kernels, ops = [], []
     for shape_name in shapes:
-        shape = SHAPE_SIZES[shape_name]
-        fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
+        if shape_name in RESMLP_SHAPES:
+            shape = RESMLP_SHAPES[shape_name]
+            fused, eager = _fused_resmlp(shape, batch, dtype), _eager_resmlp(shape, batch, dtype)
+        else:
+            shape = SHAPE_SIZES[shape_name]
+            fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
         per = {}     # (op, phase, card) -> (fused s, eager s)
         for (op, phase), rec in fused.items():
             for card in CARDS:
@@ -205,7 +254,8 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
         for card in CARDS:
             S, C, DS, DC = shape["S"], shape["C"], shape["DS"], shape["DC"]
             act = batch * S * C * torch.finfo(dtype).bits // 8
-            mat = {"token_mixing": 4.0 * batch * C * S * DS, "channel_mixing": 4.0 * batch * S * C * DC}
+            token_flops = 2.0 * batch * C * S * S if shape_name in RESMLP_SHAPES else 4.0 * batch * C * S * DS
+            mat = {"token_mixing": token_flops, "channel_mixing": 4.0 * batch * S * C * DC}
             for mode, phases, mult, moved in (("fwd", ("fwd",), 1, 2 * act), ("fwd+bwd", ("fwd", "bwd"), 3, 5 * act)):
                 rows = []
                 for op in ("token_mixing", "channel_mixing"):
@@ -238,7 +288,8 @@ def summary_md(results: list[dict], date: str) -> str:
     versions = [r["triton"] for r in results]
     lines = [f"# Hopper speed report (sm_90a): {TITLE}", "",
              f"Triton {', '.join(versions)}; torch {', '.join(r['torch'] for r in results)}; {date}. "
-             f"Mixer {', '.join(SHAPES)}, batch {BATCH}, bf16. Generated by `python -m benchmarks.speed_model`; "
+             f"Mixer {', '.join(SHAPES)} (resmlp_24: timm's ResBlock halves), batch {BATCH}, bf16. "
+             "Generated by `python -m benchmarks.speed_model`; "
              "the formula and every constant are in benchmarks/hopper_model.py (the model's docstring). "
              "Compiled for sm_90a on a machine without a GPU: no kernel ran.", "",
              "Constants: " + ", ".join(f"{k}={v}" for k, v in hm.CONSTANTS.items()), ""]

@@ -18,6 +18,7 @@ import triton.language as tl
 from .._config import empty, triton_interpret
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from .layernorm_backward import MAX_PROGRAMS
 
 
 @triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size
@@ -104,10 +105,10 @@ def _block_sizes(C: int) -> tuple[int, int, int]:
     return block_m, block_c, 8 if block_m * block_c >= 4096 else 4
 
 
-def _programs(M: int, block_m: int, device: torch.device) -> int:
-    """G of the backward: 4 programs per SM on a GPU (4 under the interpreter), never more than row blocks."""
-    per = 4 * torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 4
-    return max(1, min(triton.cdiv(M, block_m), per))
+def _programs(M: int, block_m: int) -> int:
+    """G of the backward: the LayerNorm backward's fixed program count (independent of the card, so the
+    partials' order - and the bits - are the same everywhere), never more than row blocks."""
+    return max(1, min(triton.cdiv(M, block_m), MAX_PROGRAMS))
 
 
 def affine_forward(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -133,7 +134,7 @@ def affine_backward(dn: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, dres
         zero = torch.zeros((C,), device=x.device, dtype=torch.float32)
         return dx, zero, zero.clone()
     BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
-    G = _programs(M, BLOCK_M, x.device)
+    G = _programs(M, BLOCK_M)
     dap = empty((G, C), device=x.device, dtype=torch.float32)
     dbp = empty((G, C), device=x.device, dtype=torch.float32)
     _affine_bwd_kernel[(G,)](
@@ -177,11 +178,14 @@ def _fwd_work(a) -> Work:
 
 
 def _bwd_work(a) -> Work:
-    """dn, x and the residual gradient read once, dx written once, the partials written."""
+    """dn, x and the residual gradient read once, dx written once, the partials written; main loop: the
+    row blocks of one program (outer: the chunks of C)."""
     M, C = a["M"], a["C"]
     rows = M * C * (a["DN"].element_size() + a["X"].element_size() + a["DRes"].element_size()
                     + a["DX"].element_size())
-    return Work(0.0, rows + 2 * nbytes(a["DAp"]), triton.cdiv(M, a["BLOCK_M"]))
+    G = a["DAp"].shape[0]
+    return Work(0.0, rows + 2 * nbytes(a["DAp"]), triton.cdiv(triton.cdiv(M, a["BLOCK_M"]), G),
+                triton.cdiv(C, a["BLOCK_C"]))
 
 
 register_kernel(_affine_fwd_kernel, _fwd_cases, _fwd_work)

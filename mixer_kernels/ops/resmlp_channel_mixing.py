@@ -41,6 +41,12 @@ def resmlp_channel_mixing_fwd(x: torch.Tensor, alpha: torch.Tensor, beta: torch.
                               layer_scale: torch.Tensor, sample_scale: Optional[torch.Tensor],  # noqa: UP045
                               approximate: str, save_preact: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, z): z the pre-activation [M, DC] if save_preact, else an empty [0, DC]."""
+    return _forward(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale, approximate,
+                    save_preact)
+
+
+def _forward(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale, approximate,
+             save_preact):
     B, S, C = x.shape
     M, DC = B * S, fc1_weight.shape[0]
     cdt = fc1_weight.dtype

@@ -39,6 +39,11 @@ def resmlp_token_mixing_fwd(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Te
                             bias: torch.Tensor, layer_scale: torch.Tensor,
                             sample_scale: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045
     """out [B, S, C] contiguous in x's dtype. weight [S, S] and bias [S] in the compute dtype."""
+    return token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+
+
+def token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale):
+    """The forward launcher (the custom op's body; the speed model records it on meta tensors)."""
     B, S, C = x.shape
     out = empty((B, S, C), device=x.device, dtype=x.dtype)
     if B * S * C == 0:
@@ -67,6 +72,11 @@ def resmlp_token_mixing_bwd(dy: torch.Tensor, x: torch.Tensor, alpha: torch.Tens
                             sample_scale: Optional[torch.Tensor],  # noqa: UP045
                             weight_grads: bool) -> list[torch.Tensor]:
     """[dx, dalpha, dbeta, dls] (+ [dweight, dbias] when weight_grads); dalpha, dbeta, dls in fp32."""
+    return token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_scale, weight_grads)
+
+
+def token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_scale, weight_grads):
+    """The backward launcher (the custom op's body)."""
     B, S, C = x.shape
     cdt = weight.dtype
     bc, bk, warps, stages = tl_k.config("bwd", cdt, triton_interpret())
