@@ -1,5 +1,5 @@
 """One whole Mixer block (token mixing, then channel mixing): mixer_kernels' two fused ops against
-reference.mlp_mixer.mixer_block_math in eager PyTorch and under torch.compile."""
+reference.ops.mixer_block (the float64 oracle's formulas) in eager PyTorch and under torch.compile."""
 from __future__ import annotations
 
 import torch
@@ -34,8 +34,8 @@ def _build(shape: str, B: int, mode: str):
                 *layernorm_params(C, gen, cfg), *linear_params(DC, C, gen, cfg), *linear_params(C, DC, gen, cfg)]
 
     def build(cfg: RunConfig):
-        from reference.mlp_mixer import mixer_block_math
-        return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), fused_block, mixer_block_math)
+        from reference.ops import mixer_block
+        return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), fused_block, mixer_block)
 
     return build
 

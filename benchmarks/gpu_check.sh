@@ -45,12 +45,14 @@ echo "gpu_check: $("$PY" -c 'import torch, triton; print("torch", torch.__versio
 [ "$HAS_CUDA" = 1 ] || echo "gpu_check: no CUDA device: a dry run (GPU tests skip; CPU smoke run, no speed claims)"
 
 # 1. The GPU tests (all of `pytest -m gpu`), a per-test timeout where pytest-timeout is installed and
-#    a stack dump of any test running over 90 s either way. tests/test_gpu.py (the broad suite) runs
-#    first, then the gpu tests of the other files, so a slow one there cannot starve it of time.
+#    a stack dump of any test running over 90 s either way. The ops' own accuracy tests at real sizes
+#    (every shape and dtype) run first, then tests/test_gpu.py (modules, CUDA graphs, torch.compile),
+#    then the gpu tests of the other files, so a slow one there cannot starve the broad ones of time.
 TIMEOUT_ARGS=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_ARGS=(--timeout 120)
-TEST_FILES=(tests/test_gpu.py)
-for f in tests/test_*.py; do [ "$f" = tests/test_gpu.py ] || TEST_FILES+=("$f"); done
+FIRST=(tests/test_token_mixing.py tests/test_channel_mixing.py tests/test_layernorm_stats.py tests/test_gpu.py)
+TEST_FILES=("${FIRST[@]}")
+for f in tests/test_*.py; do [[ " ${FIRST[*]} " == *" $f "* ]] || TEST_FILES+=("$f"); done
 timeout -k 10 -s INT "$PYTEST_S" "$PY" -m pytest -m gpu -q -p no:cacheprovider -o faulthandler_timeout=90 \
   "${TIMEOUT_ARGS[@]}" "${TEST_FILES[@]}" 2>&1 | tee "$DEST/pytest_gpu.log" | tail -n 40
 rc=${PIPESTATUS[0]}

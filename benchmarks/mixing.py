@@ -19,7 +19,7 @@ from .cases import (
     token_flops,
 )
 
-# family -> (op name in mixer_kernels and torch_math, the MLP's (features, hidden) keys of SHAPES, FLOPs)
+# family -> (op name in mixer_kernels and reference/ops.py, the MLP's (features, hidden) keys of SHAPES, FLOPs)
 FAMILIES = {"token": ("token_mixing", ("S", "DS"), token_flops),
             "channel": ("channel_mixing", ("C", "DC"), channel_flops)}
 
@@ -35,9 +35,9 @@ def _build(family: str, shape: str, B: int, mode: str):
 
     def build(cfg: RunConfig):
         import mixer_kernels
-        from mixer_kernels import torch_math
+        from reference import ops
         return build_op_case(cfg, mode, lambda g: make_set(g, cfg), (B, S, C), getattr(mixer_kernels, op),
-                             getattr(torch_math, f"{op}_torch"))
+                             getattr(ops, op))
 
     return build
 

@@ -54,52 +54,17 @@ def max_rel_err(outs, refs) -> float:
     return max(errs, default=0.0)
 
 
-def _import_all_ops():
-    import importlib
-    import pkgutil
-
-    import mixer_kernels.ops as ops
-    for m in pkgutil.iter_modules(ops.__path__):
-        if not m.name.startswith("_"):
-            importlib.import_module(f"mixer_kernels.ops.{m.name}")
-
-
-class _LaunchCounter:
-    """Counts launches of the package's registered Triton kernels (as tests/helpers.count_launches does),
-    to prove the mixer-kernels provider ran the kernels and not a PyTorch fallback."""
-
-    def __enter__(self):
-        self.count, self._patched = 0, []
-        try:
-            from mixer_kernels.ops._registry import KERNELS
-            _import_all_ops()          # kernels register when their module is imported
-        except ImportError:
-            return self
-        for entry in KERNELS.values():
-            k, orig = entry.kernel, entry.kernel.run
-
-            def run(*args, _orig=orig, **kwargs):
-                self.count += 1
-                return _orig(*args, **kwargs)
-            k.run = run
-            self._patched.append(k)
-        return self
-
-    def __exit__(self, *exc):
-        for k in self._patched:
-            del k.run
-
-
 def first_call(step, provider: str, count_launches: bool, cuda: bool):
     """The first step (compilation, autotuning happen here; never timed). Returns its outputs and how
     many launches of registered Triton kernels it made (on a GPU that includes the autotuner's
     benchmark launches: the count proves the kernels ran, it is not the launches per step)."""
     launches = None
     if count_launches:
-        with _LaunchCounter() as c:
+        from mixer_kernels.ops._registry import count_launches as launch_counter
+        with launch_counter() as n:
             outs = step(0)
             _sync(cuda)
-        launches = c.count
+        launches = sum(n.values())
     else:
         outs = step(0)
         _sync(cuda)

@@ -1,5 +1,6 @@
-"""Plain-PyTorch MLP-Mixer (Tolstikhin et al. 2021, arXiv 2105.01601): the reference every kernel is
-judged against. Module and parameter names equal timm's `timm/models/mlp_mixer.py`, so
+"""Plain-PyTorch MLP-Mixer (Tolstikhin et al. 2021, arXiv 2105.01601): the reference model the fused
+modules are judged against (each op's float64 oracle, as functions, is reference/ops.py). Module and
+parameter names equal timm's `timm/models/mlp_mixer.py`, so
 `MlpMixer.load_state_dict(timm_model.state_dict(), strict=True)` works and gives timm's logits.
 
 Shapes use the paper's letters: B batch, S tokens (patches), C channels, DS token-MLP hidden width,
@@ -9,10 +10,9 @@ from __future__ import annotations
 
 from functools import partial
 
-import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CONFIGS", "DropPath", "Mlp", "MixerBlock", "PatchEmbed", "MlpMixer", "mixer_block_math"]
+__all__ = ["CONFIGS", "DropPath", "Mlp", "MixerBlock", "PatchEmbed", "MlpMixer"]
 
 # Paper Table 1. name -> (patch_size, num_blocks, embed_dim C); DS = C/2 and DC = 4C via mlp_ratio.
 CONFIGS = {
@@ -24,17 +24,6 @@ CONFIGS = {
     "L/16": dict(patch_size=16, num_blocks=24, embed_dim=1024),
     "H/14": dict(patch_size=14, num_blocks=32, embed_dim=1280),
 }
-
-
-def mixer_block_math(x, n1w, n1b, t1w, t1b, t2w, t2b, n2w, n2b, c1w, c1b, c2w, c2b, eps=1e-6,
-                     approximate="none"):
-    """One Mixer block as formulas (docs/design.md, "The block"), any dtype; x [B, S, C] -> [B, S, C]."""
-    C = x.shape[-1]
-    t = F.layer_norm(x, (C,), n1w, n1b, eps).transpose(1, 2)               # [B, C, S]
-    t = F.linear(F.gelu(F.linear(t, t1w, t1b), approximate=approximate), t2w, t2b)
-    y = x + t.transpose(1, 2)                                              # [B, S, C]
-    h = F.gelu(F.linear(F.layer_norm(y, (C,), n2w, n2b, eps), c1w, c1b), approximate=approximate)
-    return y + F.linear(h, c2w, c2b)
 
 
 class DropPath(nn.Module):

@@ -1,52 +1,16 @@
-"""Shared test helpers: the launch counter, the accuracy rules (docs/design.md, "Accuracy:
-how the tests judge"; in one place), and
-parameter perturbation."""
+"""Shared test helpers: the launch counter, the accuracy rules (docs/design.md, "Accuracy: how the
+tests judge"; in one place), parameter perturbation, and the shape lists chosen by device. The
+float64 oracle of each op is reference/ops.py."""
 from __future__ import annotations
 
-import contextlib
-import importlib
-import pkgutil
 import shutil
-from collections import Counter
 
 import pytest
 import torch
 
-# --------------------------------------------------------------------------------------------------
-# Launch counting: proves the Triton kernel answered, not a PyTorch fallback.
-
-
-def _import_all_ops():
-    import mixer_kernels.ops as ops
-    for m in pkgutil.iter_modules(ops.__path__):
-        if not m.name.startswith("_"):
-            importlib.import_module(f"mixer_kernels.ops.{m.name}")
-
-
-@contextlib.contextmanager
-def count_launches():
-    """`with count_launches() as n: ...` then `n["_token_mixing_fwd_kernel"]` is how many times that
-    registered Triton kernel was launched inside the block (wraps each kernel object's `run`)."""
-    from mixer_kernels.ops._registry import KERNELS
-    _import_all_ops()
-    counts: Counter = Counter()
-    patched = []
-    for name, entry in KERNELS.items():
-        k = entry.kernel
-        orig = k.run
-
-        def run(*args, _orig=orig, _name=name, **kwargs):
-            counts[_name] += 1
-            return _orig(*args, **kwargs)
-
-        k.run = run
-        patched.append(k)
-    try:
-        yield counts
-    finally:
-        for k in patched:
-            del k.run
-
+# The launch counter (proves the Triton kernel answered, not a PyTorch fallback): one, in the kernel
+# registry, which the benchmarks use too.
+from mixer_kernels.ops._registry import count_launches  # noqa: F401
 
 # --------------------------------------------------------------------------------------------------
 # Accuracy (docs/design.md, "Accuracy: how the tests judge"). Reference in float64; error = ||out - ref|| /
@@ -132,3 +96,23 @@ COMPILE_BACKENDS = [
         not (shutil.which("c++") or shutil.which("g++")) and not torch.cuda.is_available(),
         reason="inductor on CPU needs a C++ compiler")),
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# One shape list chosen by device: the same test functions judge small shapes under the interpreter
+# (CPU) and real Mixer sizes on a GPU.
+
+ON_GPU = torch.cuda.is_available()
+
+
+def by_device(small, real, ids=None):
+    """Parameters for one test: on a GPU the `real` cases (marked gpu: `pytest -m gpu` selects them);
+    elsewhere the `small` ones, which the interpreter finishes in seconds, then the `real` ones, which
+    skip there with the reason (conftest). Each case is a tuple of the test's arguments; `ids`, when
+    given, names a case from its tuple."""
+    def param(case, marks=()):
+        case = case if isinstance(case, tuple) else (case,)
+        return pytest.param(*case, marks=marks, id=None if ids is None else ids(case))
+
+    real = [param(c, pytest.mark.gpu) for c in real]
+    return real if ON_GPU else [param(c) for c in small] + real

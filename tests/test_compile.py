@@ -36,7 +36,7 @@ def test_every_kernel_compiles(compile_report):
 def test_no_spills_on_sm90(compile_report):
     spilled = [f"{r['kernel']} [{r['case']}]: {r['spill_stores']} B stores, {r['spill_loads']} B loads"
                for r in compile_report
-               if r["arch"] == 90 and r["expect_no_spills"] and not r["error"]
+               if r["arch"] == 90 and not r["error"]
                and (r["spill_stores"] or r["spill_loads"])]
     assert not spilled, "\n".join(spilled)
 

@@ -1,28 +1,25 @@
-"""The compiled kernels on a CUDA device at real Mixer shapes: `pytest -m gpu` (skipped without CUDA).
-
-Every public function and module, fp32/fp16/bf16, forward and every gradient against a float64
-reference judged by tests/helpers.assert_close (docs/design.md, "Accuracy: how the tests judge"), plus
-torch.compile(fullgraph=True) and
-CUDA-graph capture, with the launch counter proving the Triton kernels ran. Small batches keep it fast:
-the shapes that matter are S, C, DS, DC (paper Table 1 at 224 px, patch 16).
+"""The compiled kernels on a CUDA device at real Mixer shapes, beyond one op: `pytest -m gpu` (skipped
+without CUDA). The modules (mixer_kernels.MixerBlock, a whole timm Mixer-B/16 fused by
+fuse_mixer_blocks), CUDA-graph capture and torch.compile(fullgraph=True) at scale, forward and every
+gradient against float64 judged by tests/helpers.assert_close (docs/design.md, "Accuracy: how the
+tests judge"), with the launch counter proving the Triton kernels ran. The per-op GPU tests (every
+shape and dtype, strides, autocast, drop_path, recompute, the tanh GELU) are the op's own accuracy
+tests at real sizes, beside its interpreter tests: tests/test_token_mixing.py, test_channel_mixing.py
+and test_layernorm_stats.py (helpers.by_device).
 """
 import copy
 
 import pytest
 import torch
-import torch.nn.functional as F
 from helpers import assert_close, count_launches, layernorm_params, linear_params, perturb_, rel_err
+
+from reference import ops as oracle
 
 pytestmark = pytest.mark.gpu
 DEVICE = "cuda"      # constants, so the test logic can be dry-run on CPU through the interpreter
 IMG = 224
-
-# name -> (S, C, DS, DC), batch
-SHAPES = {"S/16": (196, 512, 256, 2048), "B/16": (196, 768, 384, 3072), "L/16": (196, 1024, 512, 4096)}
-BATCH = {"S/16": 4, "B/16": 4, "L/16": 2}
+S, C, DS, DC = 196, 768, 384, 3072    # Mixer-B/16 (paper Table 1 at 224 px, patch 16)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-GRAD_NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
-KERNEL_PREFIX = {"token": "_token", "channel": "_channel"}
 
 
 @pytest.fixture(autouse=True)
@@ -37,40 +34,6 @@ def _ieee_fp32():
     yield
     torch.set_float32_matmul_precision(prec)
     torch.backends.cudnn.allow_tf32 = cudnn_tf32
-
-
-# -------------------------------------------------------------------------------------------------
-# The math, written out (docs/design.md, "The block"): float64 for the reference, the test dtype for eager.
-
-def _residual(x, branch, sample_scale):
-    return x + (branch if sample_scale is None else branch * sample_scale.to(branch.dtype)[:, None, None])
-
-
-def token_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
-    t = F.layer_norm(x, (x.shape[-1],), nw, nb, eps).transpose(1, 2)
-    branch = F.linear(F.gelu(F.linear(t, w1, b1), approximate=approximate), w2, b2).transpose(1, 2)
-    return _residual(x, branch, sample_scale)
-
-
-def channel_math(x, nw, nb, w1, b1, w2, b2, eps=1e-6, approximate="none", sample_scale=None):
-    h = F.layer_norm(x, (x.shape[-1],), nw, nb, eps)
-    return _residual(x, F.linear(F.gelu(F.linear(h, w1, b1), approximate=approximate), w2, b2), sample_scale)
-
-
-def _op(kind):
-    import mixer_kernels
-    return (mixer_kernels.token_mixing, token_math) if kind == "token" else (mixer_kernels.channel_mixing, channel_math)
-
-
-def _inputs64(kind, shape, B=None):
-    """x and the six parameters in float64 on the GPU, away from init."""
-    S, C, DS, DC = SHAPES[shape]
-    B = B or BATCH[shape]
-    n, h = (S, DS) if kind == "token" else (C, DC)
-    x = 0.5 + 2.0 * torch.randn(B, S, C, dtype=torch.float64)
-    params = [*layernorm_params(C, torch.float64), *linear_params(h, n, torch.float64),
-              *linear_params(n, h, torch.float64)]
-    return [t.to(DEVICE) for t in (x, *params)]
 
 
 def _leaves(ts, dtype=None):
@@ -92,108 +55,25 @@ def _judge(named_outs, named_refs, named_eager):
     scale = max(r.detach().double().norm().item() for r in named_refs.values())
     failures = []
     for name in named_outs:
-        out, ref, eager = named_outs[name], named_refs[name], named_eager.get(name)
-        if ref.detach().double().norm().item() <= 1e-9 * scale:
+        out, ref64, eager = named_outs[name], named_refs[name], named_eager.get(name)
+        if ref64.detach().double().norm().item() <= 1e-9 * scale:
             size = out.detach().double().norm().item()
             bound = max(10 * eager.detach().double().norm().item() if eager is not None else 0.0, 1e-4 * scale)
             if not size <= bound:
                 failures.append(f"{name}: zero in exact arithmetic, got norm {size:.3g} > {bound:.3g}")
             continue
         try:
-            assert_close(name, out, ref, eager)
+            assert_close(name, out, ref64, eager)
         except AssertionError as e:
             failures.append(str(e))
     assert not failures, "\n".join(failures)
 
 
-def _run_and_judge(kind, shape, dtype, approximate="none", noncontiguous=False, sample_scale=False, **kwargs):
-    op, math = _op(kind)
-    ins64 = _inputs64(kind, shape)
-    scale = None
-    if sample_scale:      # drop_path's per-sample factors: dropped (0) or kept and scaled by 1/keep
-        scale = torch.tensor([0.0, 1.25, 1.25, 0.0, 1.25, 1.25][:ins64[0].shape[0]], device=DEVICE).to(dtype)
-        kwargs["sample_scale"] = scale
-    leaves = _leaves(ins64, dtype)
-    if noncontiguous:        # x as a [B, S, C] view of a [B, C, S] buffer: channel stride S, token stride 1
-        xbuf = leaves[0].detach().transpose(1, 2).contiguous().requires_grad_(True)
-        x_in = xbuf.transpose(1, 2)
-        assert not x_in.is_contiguous()
-    else:
-        xbuf = x_in = leaves[0]
-    gout = torch.randn(x_in.shape, device=DEVICE, dtype=torch.float64).to(dtype)
-    with count_launches() as fwd:
-        out = op(x_in, *leaves[1:], approximate=approximate, **kwargs)
-    _assert_kernels_ran(fwd, KERNEL_PREFIX[kind], "the forward")
-    assert out.dtype == dtype and out.shape == x_in.shape
-    with count_launches() as bwd:
-        grads = torch.autograd.grad(out, [xbuf, *leaves[1:]], gout)
-    _assert_kernels_ran(bwd, KERNEL_PREFIX[kind], "the backward")
-    if noncontiguous:
-        grads = (grads[0].transpose(1, 2), *grads[1:])
-
-    ref_leaves = _leaves([t.double() for t in leaves])     # the reference sees the rounded inputs
-    ref_out = math(*ref_leaves, approximate=approximate, sample_scale=None if scale is None else scale.double())
-    ref_grads = torch.autograd.grad(ref_out, ref_leaves, gout.double())
-    eager_leaves = _leaves(leaves)
-    eager_out = math(*eager_leaves, approximate=approximate, sample_scale=scale)
-    eager_grads = torch.autograd.grad(eager_out, eager_leaves, gout)
-
-    _judge(dict(out=out, **{f"grad {n}": g for n, g in zip(GRAD_NAMES, grads, strict=True)}),
-           dict(out=ref_out, **{f"grad {n}": g for n, g in zip(GRAD_NAMES, ref_grads, strict=True)}),
-           dict(out=eager_out, **{f"grad {n}": g for n, g in zip(GRAD_NAMES, eager_grads, strict=True)}))
-
-
-# -------------------------------------------------------------------------------------------------
-# The functions: every shape and dtype, forward and every gradient (first: the broadest check).
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=list(DTYPES))
-@pytest.mark.parametrize("shape", SHAPES)
-def test_token_mixing(shape, dtype):
-    _run_and_judge("token", shape, DTYPES[dtype])
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=list(DTYPES))
-@pytest.mark.parametrize("shape", SHAPES)
-def test_channel_mixing(shape, dtype):
-    _run_and_judge("channel", shape, DTYPES[dtype])
-
-
-# -------------------------------------------------------------------------------------------------
-# Cheap checks on the same compiled kernels (nothing new to compile): statistics, determinism.
-
-@pytest.mark.parametrize("shape", SHAPES)
-def test_layernorm_stats(shape):
-    from mixer_kernels.ops.layernorm_stats import layernorm_stats
-    S, C, _, _ = SHAPES[shape]
-    x = (3.0 + 2.0 * torch.randn(BATCH[shape], S, C, device=DEVICE)).to(torch.bfloat16)
-    with count_launches() as n:
-        mean, rstd = layernorm_stats(x, 1e-6)
-    assert n["_layernorm_stats_kernel"] == 1
-    x64 = x.double()
-    torch.testing.assert_close(mean.double(), x64.mean(-1).reshape(-1), rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(rstd.double(), (x64.var(-1, unbiased=False) + 1e-6).rsqrt().reshape(-1),
-                               rtol=1e-5, atol=0)
-
-
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_backward_is_deterministic(kind):
-    # Batch 64 (M = 12544 rows): the paths only large batches take, here within the first minutes of a
-    # time-limited run: the channel weight gradients split K = M into row ranges (at the other tests'
-    # M <= 1568 they do not split), and each LayerNorm-backward program loops over several row blocks.
-    op, _ = _op(kind)
-    leaves = _leaves(_inputs64(kind, "B/16", B=64), torch.bfloat16)
-    gout = torch.randn(leaves[0].shape, device=DEVICE, dtype=torch.bfloat16)
-    runs = [torch.autograd.grad(op(*leaves), leaves, gout) for _ in range(2)]
-    for name, a, b in zip(GRAD_NAMES, *runs, strict=True):
-        assert torch.equal(a, b), f"grad {name}: two backward runs differ (max {(a - b).abs().max().item():.3g})"
-
-
 # -------------------------------------------------------------------------------------------------
 # The modules.
 
-def _reference_block(shape):
+def _reference_block():
     from reference.mlp_mixer import MixerBlock as RefBlock
-    S, C, _, _ = SHAPES[shape]
     return perturb_(RefBlock(C, S)).to(DEVICE)
 
 
@@ -202,14 +82,13 @@ def test_mixer_block_module(dtype):
     """mixer_kernels.MixerBlock loads the reference block's state_dict and matches it."""
     import mixer_kernels
     dt = DTYPES[dtype]
-    S, C, _, _ = SHAPES["B/16"]
-    ref_block = _reference_block("B/16")
+    ref_block = _reference_block()
     fused = mixer_kernels.MixerBlock(C, S).to(DEVICE)
     fused.load_state_dict(ref_block.state_dict(), strict=True)
     fused.to(dt)
     eager = copy.deepcopy(ref_block).to(dt)
     ref64 = copy.deepcopy(ref_block).double()
-    x = (0.5 + 2.0 * torch.randn(BATCH["B/16"], S, C, device=DEVICE, dtype=torch.float64)).to(dt)
+    x = (0.5 + 2.0 * torch.randn(4, S, C, device=DEVICE, dtype=torch.float64)).to(dt)
     gout = torch.randn(x.shape, device=DEVICE, dtype=torch.float64).to(dt)
 
     def run(model, x):
@@ -271,14 +150,13 @@ def _block_fn(x, n1w, n1b, t1w, t1b, t2w, t2b, n2w, n2b, c1w, c1b, c2w, c2b):
     return mixer_kernels.channel_mixing(y, n2w, n2b, c1w, c1b, c2w, c2b)
 
 
-def _block_math(x, n1w, n1b, t1w, t1b, t2w, t2b, n2w, n2b, c1w, c1b, c2w, c2b):
-    return channel_math(token_math(x, n1w, n1b, t1w, t1b, t2w, t2b), n2w, n2b, c1w, c1b, c2w, c2b)
-
-
 def _block_inputs(dtype, B=4):
-    tok = _inputs64("token", "B/16", B)
-    ch = _inputs64("channel", "B/16", B)[1:]
-    return _leaves([*tok, *ch], dtype)
+    """x [B, S, C] and the twelve parameters of a B/16 block, away from init."""
+    x = 0.5 + 2.0 * torch.randn(B, S, C, dtype=torch.float64)
+    params = [*layernorm_params(C, torch.float64), *linear_params(DS, S, torch.float64),
+              *linear_params(S, DS, torch.float64), *layernorm_params(C, torch.float64),
+              *linear_params(DC, C, torch.float64), *linear_params(C, DC, torch.float64)]
+    return _leaves([t.to(DEVICE) for t in (x, *params)], dtype)
 
 
 def _capture(fn):
@@ -349,36 +227,6 @@ def test_cuda_graph_fused_timm_model():
 
 
 # -------------------------------------------------------------------------------------------------
-# Variants of the functions that compile little: strides, autocast, recompute.
-
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_noncontiguous_x(kind):
-    _run_and_judge(kind, "B/16", torch.bfloat16, noncontiguous=True)
-
-
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_autocast_bf16(kind):
-    """fp32 tensors under torch.autocast(bfloat16): as close to float64 as eager under autocast is."""
-    op, math = _op(kind)
-    ins64 = _inputs64(kind, "B/16")
-    leaves = _leaves(ins64, torch.float32)
-    with torch.autocast(DEVICE, dtype=torch.bfloat16), count_launches() as n:
-        out = op(*leaves)
-    _assert_kernels_ran(n, KERNEL_PREFIX[kind], "an autocast forward")
-    with torch.autocast(DEVICE, dtype=torch.bfloat16):
-        eager = math(*_leaves(leaves))
-    assert out.dtype == eager.dtype, f"autocast output dtype {out.dtype}, eager gives {eager.dtype}"
-    ref = math(*[t.double() for t in leaves])
-    err, eager_err = rel_err(out, ref), rel_err(eager, ref)
-    assert err <= 2 * eager_err + 1e-3, f"autocast: relative error {err:.3g} > 2 x eager's {eager_err:.3g} + 1e-3"
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=list(DTYPES))
-def test_channel_mixing_recompute(dtype):
-    _run_and_judge("channel", "B/16", DTYPES[dtype], recompute=True)
-
-
-# -------------------------------------------------------------------------------------------------
 # torch.compile (inductor compiles the rest of the graph: tens of seconds cold).
 
 def test_compile_fullgraph_block():
@@ -393,10 +241,10 @@ def test_compile_fullgraph_block():
     _assert_kernels_ran(n, "_token", "the compiled block")
     _assert_kernels_ran(n, "_channel", "the compiled block")
     ref_leaves = _leaves([t.double() for t in leaves])
-    ref_out = _block_math(*ref_leaves)
+    ref_out = oracle.mixer_block(*ref_leaves)
     ref_grads = torch.autograd.grad(ref_out, ref_leaves, gout.double())
     e_leaves = _leaves(leaves)
-    e_out = _block_math(*e_leaves)
+    e_out = oracle.mixer_block(*e_leaves)
     e_grads = torch.autograd.grad(e_out, e_leaves, gout)
     names = [f"grad {i}" for i in range(len(leaves))]
     _judge(dict(out=out, **dict(zip(names, grads, strict=True))),
@@ -418,20 +266,3 @@ def test_compile_fullgraph_fused_timm_model():
     _assert_kernels_ran(n, "_channel", "the compiled fused model")
     assert rel_err(out, expected) <= 2e-2, f"compiled fused model differs from uncompiled by {rel_err(out, expected)}"
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
-
-
-# -------------------------------------------------------------------------------------------------
-# Variants that compile every kernel again (new constexprs; fp32's FMA dots compile slowest): last,
-# so that a run stopped by gpu_check.sh's time limit loses these first; bf16 before fp32.
-
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_tanh_gelu(kind, dtype):
-    _run_and_judge(kind, "B/16", DTYPES[dtype], approximate="tanh")
-
-
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
-@pytest.mark.parametrize("kind", ["token", "channel"])
-def test_sample_scale(kind, dtype):
-    """drop_path's per-sample scale, applied to the branch before the residual."""
-    _run_and_judge(kind, "B/16", DTYPES[dtype], sample_scale=True)

@@ -1,11 +1,13 @@
-"""The reference model equals timm's MlpMixer (float64, perturbed weights) and the paper's formulas."""
+"""The reference model (reference/mlp_mixer.py) and the float64 oracle of each op (reference/ops.py) equal
+timm's MlpMixer (float64, perturbed weights) and the paper's formulas."""
 import math
 
 import pytest
 import torch
 from helpers import perturb_
 
-from reference.mlp_mixer import CONFIGS, MixerBlock, MlpMixer, mixer_block_math
+from reference import ops
+from reference.mlp_mixer import CONFIGS, MixerBlock, MlpMixer
 
 timm_mixer = pytest.importorskip("timm.models.mlp_mixer")
 
@@ -97,4 +99,54 @@ def test_block_formula_float64():
         torch.testing.assert_close(blk(x), out, rtol=1e-12, atol=1e-12)
         ps = [blk.norm1.weight, blk.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias,
               blk.norm2.weight, blk.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight, c.fc2.bias]
-        torch.testing.assert_close(mixer_block_math(x, *ps), out, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(ops.mixer_block(x, *ps), out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_ops_equal_timm_halves(approximate):
+    """reference/ops.py's token_mixing and channel_mixing are timm's two residual halves (float64,
+    perturbed weights), with drop_path's per-sample scale on the branch; forward_backward gives every
+    gradient autograd gives through timm's block."""
+    B, S, C = 3, 13, 10
+    act = lambda: torch.nn.GELU(approximate=approximate)
+    blk = perturb_(timm_mixer.MixerBlock(C, S, (0.75, 3.0), act_layer=act).double())
+    t, c = blk.mlp_tokens, blk.mlp_channels
+    tok = [blk.norm1.weight, blk.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias]
+    ch = [blk.norm2.weight, blk.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight, c.fc2.bias]
+    x = torch.randn(B, S, C, dtype=torch.float64, requires_grad=True)
+    scale = torch.tensor([0.0, 1.25, 2.0], dtype=torch.float64)
+    y_timm = x + scale[:, None, None] * t(blk.norm1(x).transpose(1, 2)).transpose(1, 2)
+    out_timm = y_timm + c(blk.norm2(y_timm))
+    dy = torch.randn(B, S, C, dtype=torch.float64)
+    timm_grads = torch.autograd.grad(out_timm, [x, *tok, *ch], dy)
+    y = ops.token_mixing(x, *tok, approximate=approximate, sample_scale=scale)
+    torch.testing.assert_close(y, y_timm, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ops.channel_mixing(y, *ch, approximate=approximate), out_timm, rtol=1e-12, atol=1e-12)
+
+    def both(x, *p):
+        return ops.channel_mixing(ops.token_mixing(x, *p[:6], approximate=approximate, sample_scale=scale), *p[6:],
+                                  approximate=approximate)
+
+    out, grads = ops.forward_backward(both, [x, *tok, *ch], dy)
+    torch.testing.assert_close(out, out_timm.detach(), rtol=1e-12, atol=1e-12)
+    assert len(grads) == 13
+    for g, r in zip(grads, timm_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+def test_forward_backward_casts_and_scale_gradient():
+    """forward_backward: float64 copies by default (the oracle), the inputs' own dtype with dtype=None
+    (eager), and the gradient of a sample_scale that requires grad appended."""
+    x, p = torch.randn(2, 5, 4), [torch.randn(4), torch.randn(4), torch.randn(6, 5), torch.randn(6),
+                                  torch.randn(5, 6), torch.randn(5)]
+    dy = torch.randn(2, 5, 4)
+    out, grads = ops.forward_backward(ops.token_mixing, [x, *p], dy)
+    assert out.dtype == torch.float64 and len(grads) == 7 and all(g.dtype == torch.float64 for g in grads)
+    bf = [t.bfloat16() for t in (x, *p)]
+    out, grads = ops.forward_backward(ops.token_mixing, bf, dy.bfloat16(), dtype=None)
+    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in grads)
+    s = torch.tensor([0.5, 2.0], requires_grad=True)
+    out, grads = ops.forward_backward(ops.token_mixing, [x, *p], dy, sample_scale=s)
+    branch = ops.token_mixing(x.double(), *(t.double() for t in p)) - x.double()
+    torch.testing.assert_close(grads[-1], (dy.double() * branch).sum((1, 2)), rtol=1e-12, atol=1e-12)
+    assert len(grads) == 8 and s.grad is None      # the caller's tensors are never touched

@@ -1,7 +1,8 @@
 """Fused token mixing (ops/token_mixing.py) through the public `mixer_kernels.token_mixing`, judged against
-float64 (docs/design.md, "Accuracy: how the tests judge"). Without a GPU the Triton kernels run under the
-interpreter on CPU tensors, so the
-shapes are small; the big token counts (196, 197, 576) come with few channels."""
+float64 (reference/ops.py; docs/design.md, "Accuracy: how the tests judge"). Without a GPU the Triton kernels
+run under the interpreter on CPU tensors, so the shapes are small (the big token counts 196, 197, 576 come
+with few channels); on a GPU the accuracy tests take real Mixer sizes instead (helpers.by_device: one
+shape list per test, the real sizes marked gpu)."""
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from helpers import (
     LOWP_ATOL,
     LOWP_FACTOR,
     assert_close,
+    by_device,
     count_launches,
     layernorm_params,
     linear_params,
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 
 import mixer_kernels
 from mixer_kernels.ops import token_mixing as tm
-from mixer_kernels.torch_math import token_mixing_torch
+from reference import ops as oracle
 
 NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 FWD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_kernel")
@@ -48,20 +50,15 @@ def leaves(tensors, dtype=None):
 
 
 def reference(inputs, dy, approximate="none", sample_scale=None, eps=1e-6):
-    """Output and the 7 gradients in float64."""
-    p = leaves(inputs, torch.float64)
-    ss = None if sample_scale is None else sample_scale.double()
-    out = token_mixing_torch(*p, eps, approximate, ss)
-    out.backward(dy.double())
-    return out.detach(), [t.grad for t in p]
+    """Output and the 7 gradients in float64 (the oracle, reference/ops.py)."""
+    return oracle.forward_backward(oracle.token_mixing, inputs, dy, sample_scale=sample_scale, eps=eps,
+                                approximate=approximate)
 
 
 def eager(inputs, dy, approximate="none", sample_scale=None):
-    """Output and gradients of the plain PyTorch path in the inputs' own dtype."""
-    p = leaves(inputs)
-    out = token_mixing_torch(*p, 1e-6, approximate, sample_scale)
-    out.backward(dy)
-    return out.detach(), [t.grad for t in p]
+    """Output and gradients of eager PyTorch (the oracle's math) in the inputs' own dtype."""
+    return oracle.forward_backward(oracle.token_mixing, inputs, dy, dtype=None, sample_scale=sample_scale,
+                                approximate=approximate)
 
 
 def run(inputs, dy, **kw):
@@ -79,18 +76,21 @@ def check_all(out, grads, ref_out, ref_grads, eager_out=None, eager_grads=None):
         assert_close(f"d{name}", grads[i], ref_grads[i], None if eager_grads is None else eager_grads[i])
 
 
+# Real sizes for the GPU (paper Table 1 at 224 px, patch 16: S = 196): (B, S, C, DS) of S/16, B/16, L/16.
+S16, B16, L16 = (4, 196, 512, 256), (4, 196, 768, 384), (2, 196, 1024, 512)
+
 # --------------------------------------------------------------------------------------------------
 # fp32 against float64: S in {1, 49, 196, 197} and the tiled path (S > 256), C in {8, 40, 130}, DS never a
-# power of two, both GELUs; launches counted.
+# power of two, both GELUs; launches counted. On a GPU: S/16, B/16, L/16 (and B/16 with the tanh GELU).
 
-@pytest.mark.parametrize("B,S,C,DS,approximate", [
+@pytest.mark.parametrize("B,S,C,DS,approximate", by_device([
     (2, 1, 8, 24, "none"),
     (2, 49, 40, 24, "tanh"),
     (1, 49, 130, 36, "none"),
     (1, 196, 8, 20, "tanh"),
     (1, 197, 40, 36, "none"),
     (1, 576, 8, 20, "none"),      # S > 256: the tiled fallback
-])
+], [(*S16, "none"), (*B16, "none"), (*L16, "none"), (*B16, "tanh")]))
 def test_fp32(device, B, S, C, DS, approximate):
     inputs = make_inputs(B, S, C, DS, device=device)
     dy = torch.randn(B, S, C, device=device)
@@ -112,12 +112,13 @@ def test_fp32(device, B, S, C, DS, approximate):
 # --------------------------------------------------------------------------------------------------
 # fp16 / bf16: within 2x eager PyTorch's error in the same dtype (+ atol), output and every gradient.
 
-@pytest.mark.parametrize("dtype,approximate,shape", [
+@pytest.mark.parametrize("dtype,approximate,shape", by_device([
     (torch.bfloat16, "none", (2, 49, 40, 24)),
     (torch.bfloat16, "tanh", (1, 197, 8, 36)),
     (torch.float16, "none", (1, 196, 8, 20)),
     (torch.float16, "tanh", (2, 49, 40, 24)),
-])
+], [(dt, "none", shape) for shape in (S16, B16, L16) for dt in (torch.bfloat16, torch.float16)]
+   + [(torch.bfloat16, "tanh", B16)]))
 def test_low_precision(device, dtype, approximate, shape):
     B, S, C, DS = shape
     inputs = make_inputs(B, S, C, DS, dtype, device)
@@ -188,19 +189,20 @@ def test_fast_path_empty_batch(device):
 
 # --------------------------------------------------------------------------------------------------
 
-def test_backward_deterministic(device):
+@pytest.mark.parametrize("B,S,C,DS", by_device([(3, 49, 40, 24)], [(64, 196, 768, 384)]))   # GPU: B/16 batch 64
+def test_backward_deterministic(device, B, S, C, DS):
     """Two backward runs are bitwise equal (no atomics; the dW partitions are summed in fixed order)."""
-    inputs = make_inputs(3, 49, 40, 24, torch.bfloat16, device)
-    dy = torch.randn(3, 49, 40, device=device).to(torch.bfloat16)
+    inputs = make_inputs(B, S, C, DS, torch.bfloat16, device)
+    dy = torch.randn(B, S, C, device=device).to(torch.bfloat16)
     _, g1 = run(inputs, dy)
     _, g2 = run(inputs, dy)
     for name, a, b in zip(NAMES, g1, g2, strict=True):
         assert torch.equal(a, b), name
 
 
-def test_non_contiguous(device):
+@pytest.mark.parametrize("B,S,C,DS", by_device([(2, 49, 40, 24)], [B16]))
+def test_non_contiguous(device, B, S, C, DS):
     """x and dy as transposed, sliced views."""
-    B, S, C, DS = 2, 49, 40, 24
     base = torch.randn(B, C + 5, S + 3, device=device) + 0.3
     x = base.transpose(1, 2)[:, 1:S + 1, 2:C + 2]              # [B, S, C], stride 1 along S
     assert not x.is_contiguous()
@@ -236,11 +238,11 @@ def test_strided_parameters(device):
     check_all(out, grads, ref_out, ref_grads)
 
 
-def test_sample_scale(device):
+@pytest.mark.parametrize("B,S,C,DS", by_device([(3, 49, 8, 20)], [B16]))
+def test_sample_scale(device, B, S, C, DS):
     """drop_path: each sample's branch is multiplied by its scale (0 drops it); no gradient for the scale."""
-    B, S, C, DS = 3, 49, 8, 20
     inputs = make_inputs(B, S, C, DS, device=device)
-    scale = torch.tensor([0.0, 1.25, 2.0], device=device)
+    scale = torch.tensor([0.0, 1.25, 2.0, 1.25][:B], device=device)
     dy = torch.randn(B, S, C, device=device)
     out, grads = run(inputs, dy, sample_scale=scale)
     assert torch.equal(out[0], inputs[0][0])                  # dropped sample: the residual only
@@ -248,10 +250,10 @@ def test_sample_scale(device):
     check_all(out, grads, ref_out, ref_grads)
 
 
-def test_sample_scale_low_precision(device):
-    B, S, C, DS = 2, 49, 8, 20
+@pytest.mark.parametrize("B,S,C,DS", by_device([(2, 49, 8, 20)], [B16]))
+def test_sample_scale_low_precision(device, B, S, C, DS):
     inputs = make_inputs(B, S, C, DS, torch.bfloat16, device)
-    scale = torch.tensor([0.5, 2.0], device=device)
+    scale = torch.tensor([0.5, 2.0, 0.0, 1.25][:B], device=device)
     dy = torch.randn(B, S, C, device=device).to(torch.bfloat16)
     out, grads = run(inputs, dy, sample_scale=scale)
     ref_out, ref_grads = reference(inputs, dy, sample_scale=scale)
@@ -266,16 +268,16 @@ def _assert_like_eager(name, out, ref64, eager_out, dtype):
     assert err <= LOWP_FACTOR * eager_err + LOWP_ATOL[dtype], f"{name}: {err:.3g} vs eager {eager_err:.3g}"
 
 
-def test_autocast(device):
+@pytest.mark.parametrize("B,S,C,DS", by_device([(2, 49, 40, 24)], [B16]))
+def test_autocast(device, B, S, C, DS):
     """Under autocast, x and the parameters stay fp32, the matmuls run in bf16 (as eager's nn.Linear),
     the LayerNorm in fp32; output and gradients in the inputs' dtypes, as eager gives them."""
-    B, S, C, DS = 2, 49, 40, 24
     inputs = make_inputs(B, S, C, DS, device=device)
     dy = torch.randn(B, S, C, device=device)
     p, q = leaves(inputs), leaves(inputs)
     with torch.autocast(device_type=device, dtype=torch.bfloat16):
         out = mixer_kernels.token_mixing(*p)
-        e_out = token_mixing_torch(*q)
+        e_out = oracle.token_mixing(*q)
     assert out.dtype == e_out.dtype == torch.float32
     out.backward(dy)
     e_out.backward(dy)
@@ -513,8 +515,7 @@ def test_matches_layer_norm_semantics_eps(device):
     """eps reaches the statistics: a large eps changes the result exactly as F.layer_norm's does."""
     inputs = make_inputs(1, 49, 8, 20, device=device)
     out = mixer_kernels.token_mixing(*inputs, eps=0.5)
-    ref = token_mixing_torch(*(t.double() for t in inputs), 0.5)
-    assert_close("out", out, ref)
+    assert_close("out", out, oracle.token_mixing(*(t.double() for t in inputs), 0.5))
 
 
 def test_sample_scale_gradient(device):
@@ -530,7 +531,7 @@ def test_sample_scale_gradient(device):
         out.backward(dy)
     assert sum(n.values()) >= 4, n                             # the kernels answered, forward and backward
     ref_p, ref_s = leaves(inputs, torch.float64), scale.double().requires_grad_()
-    ref_out = token_mixing_torch(*ref_p, 1e-6, "none", ref_s)
+    ref_out = oracle.token_mixing(*ref_p, 1e-6, "none", ref_s)
     ref_out.backward(dy.double())
     check_all(out.detach(), [t.grad for t in p], ref_out.detach(), [t.grad for t in ref_p])
     assert s.grad is not None, "sample_scale got no gradient"

@@ -24,7 +24,8 @@ from torch import nn
 
 import mixer_kernels as mk
 from mixer_kernels import xla as mk_xla
-from reference.mlp_mixer import Mlp, MlpMixer
+from reference import ops as oracle
+from reference.mlp_mixer import MlpMixer
 
 NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
 
@@ -57,7 +58,7 @@ def _fallbacks() -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# The two functions against float64 reference modules (reference/mlp_mixer.py, not torch_math.py).
+# The two functions against the float64 oracle (reference/ops.py, not the package's torch_math.py).
 
 
 def _half_inputs(kind: str, B=3, S=13, C=10, DS=7, DC=20):
@@ -67,23 +68,9 @@ def _half_inputs(kind: str, B=3, S=13, C=10, DS=7, DC=20):
 
 
 def _reference_half(kind, inputs, approximate, sample_scale, grad_out):
-    """Output and gradients (x, then the six parameters) in float64 from reference modules."""
-    x, nw, nb, w1, b1, w2, b2 = (t.detach().double() for t in inputs)
-    norm = nn.LayerNorm(x.shape[-1], eps=1e-6).double()
-    mlp = Mlp(w1.shape[1], w1.shape[0], act_layer=partial(nn.GELU, approximate=approximate)).double()
-    with torch.no_grad():
-        for p, v in zip((norm.weight, norm.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias),
-                        (nw, nb, w1, b1, w2, b2), strict=True):
-            p.copy_(v)
-    x.requires_grad_()
-    branch = mlp(norm(x).transpose(1, 2)).transpose(1, 2) if kind == "token" else mlp(norm(x))
-    if sample_scale is not None:
-        branch = branch * sample_scale.double()[:, None, None]
-    out = x + branch
-    out.backward(grad_out.double())
-    grads = [x.grad, norm.weight.grad, norm.bias.grad, mlp.fc1.weight.grad, mlp.fc1.bias.grad,
-             mlp.fc2.weight.grad, mlp.fc2.bias.grad]
-    return out.detach(), grads
+    """Output and gradients (x, then the six parameters) in float64 from the oracle (reference/ops.py)."""
+    op = oracle.token_mixing if kind == "token" else oracle.channel_mixing
+    return oracle.forward_backward(op, inputs, grad_out, sample_scale=sample_scale, approximate=approximate)
 
 
 def _run_half(kind, inputs, device, **kwargs):

@@ -15,10 +15,8 @@ call it in a subprocess.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
-import pkgutil
 import re
 import subprocess
 import sys
@@ -27,13 +25,6 @@ import tempfile
 from mixer_kernels._config import triton_interpret
 from mixer_kernels.ops import _sass
 from mixer_kernels.ops._sass import ptxas_notes
-
-
-def _import_all_ops():
-    import mixer_kernels.ops as ops
-    for m in pkgutil.iter_modules(ops.__path__):
-        if not m.name.startswith("_"):
-            importlib.import_module(f"mixer_kernels.ops.{m.name}")
 
 
 def _tool(name: str) -> str:
@@ -146,8 +137,8 @@ def _check_not_interpreted():
 
 def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
     _check_not_interpreted()
-    from mixer_kernels.ops._registry import KERNELS, jit_function, signature_of
-    _import_all_ops()
+    from mixer_kernels.ops._registry import KERNELS, import_all_ops, jit_function, signature_of
+    import_all_ops()
     results = []
     for entry in KERNELS.values():
         if only and only not in entry.name:
@@ -155,7 +146,7 @@ def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
         for case in entry.cases():
             sig, constexprs, attrs = signature_of(entry.kernel, case.args)
             for arch in archs:
-                row = dict(kernel=entry.name, case=case.name, expect_no_spills=case.expect_no_spills)
+                row = dict(kernel=entry.name, case=case.name)
                 row.update(compile_kernel(jit_function(entry.kernel), sig, constexprs, attrs, case.num_warps,
                                           case.num_stages, arch))
                 results.append(row)

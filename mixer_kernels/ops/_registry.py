@@ -1,12 +1,17 @@
 """Every Triton kernel of the package registers itself here with the launch configurations it meets at
 real Mixer sizes and a description of the work one launch does. Three consumers: the compile test
 (tests/test_compile.py builds each case for sm_90 and sm_80 on a CPU machine and reports registers,
-spills and speed hazards), the launch counter of the tests (which wraps each kernel's `run` to prove
-the Triton path answered, not a PyTorch fallback), and the speed model (benchmarks/speed_model.py,
-which needs each launch's `Work`).
+spills and speed hazards), the launch counter of the tests and benchmarks (`count_launches`, which
+wraps each kernel's `run` to prove the Triton path answered, not a PyTorch fallback), and the speed
+model (benchmarks/speed_model.py, which needs each launch's `Work`). Kernels register when their
+module is imported: `import_all_ops()` imports every one.
 """
 from __future__ import annotations
 
+import contextlib
+import importlib
+import pkgutil
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,7 +28,6 @@ class CompileCase:
     args: dict[str, Any]
     num_warps: int = 4
     num_stages: int = 3
-    expect_no_spills: bool = True
 
 
 @dataclass
@@ -71,6 +75,37 @@ def register_kernel(kernel, cases: Callable[[], list[CompileCase]], work: Callab
     name = jit_function(kernel).fn.__name__
     KERNELS[name] = KernelEntry(name, kernel, cases, work)
     return kernel
+
+
+def import_all_ops():
+    """Import every kernel module of mixer_kernels.ops, so that each of its kernels is in KERNELS."""
+    import mixer_kernels.ops as ops
+    for m in pkgutil.iter_modules(ops.__path__):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"mixer_kernels.ops.{m.name}")
+
+
+@contextlib.contextmanager
+def count_launches():
+    """`with count_launches() as n: ...` then `n["_token_mixing_fwd_kernel"]` is how many times that
+    registered Triton kernel was launched inside the block (wraps each kernel object's `run`; on a GPU
+    the autotuner's benchmark launches count too). The tests and benchmarks use it to prove that the
+    kernels ran, not a PyTorch fallback."""
+    import_all_ops()
+    counts: Counter = Counter()
+    patched = []
+    for name, entry in KERNELS.items():
+        def run(*args, _orig=entry.kernel.run, _name=name, **kwargs):
+            counts[_name] += 1
+            return _orig(*args, **kwargs)
+
+        entry.kernel.run = run
+        patched.append(entry.kernel)
+    try:
+        yield counts
+    finally:
+        for k in patched:
+            del k.run
 
 
 def nbytes(t) -> int:
