@@ -13,6 +13,11 @@ os.environ.setdefault("MIXER_KERNELS_POISON", "1")  # launchers NaN-fill their o
 import pytest  # noqa: E402
 
 from mixer_kernels._config import bounds_check as bounds_check_on  # noqa: E402
+from mixer_kernels._config import triton_interpret  # noqa: E402
+
+if not torch.cuda.is_available() and not triton_interpret():   # _config's rule, Triton's own
+    raise pytest.UsageError(f"TRITON_INTERPRET={os.environ['TRITON_INTERPRET']!r} and no CUDA device: the kernel "
+                            f"tests would take the plain PyTorch path; unset it (the tests set 1) or set it to 1")
 
 # Files whose every test is slow: test_compile.py compiles every registered kernel for sm_90 and sm_80
 # (4-5 minutes on 2 cores). `pytest -m "not slow"` leaves them out.
