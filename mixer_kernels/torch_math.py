@@ -1,6 +1,6 @@
 """The two halves of a Mixer block as plain PyTorch ops: the CPU path (no GPU, no TRITON_INTERPRET)
 and the formulation the XLA path builds on. One source of truth for this math inside the package;
-the independent oracle of the tests is reference/mlp_mixer.py.
+a thing under test, not an oracle: the tests judge it and the kernels by reference/ops.py.
 
 Under autocast these behave as eager timm does: layer_norm runs in fp32, linear in the autocast dtype.
 `sample_scale` [B] (drop_path's per-sample keep/scale) multiplies the branch before the residual add.

@@ -150,3 +150,23 @@ def test_forward_backward_casts_and_scale_gradient():
     branch = ops.token_mixing(x.double(), *(t.double() for t in p)) - x.double()
     torch.testing.assert_close(grads[-1], (dy.double() * branch).sum((1, 2)), rtol=1e-12, atol=1e-12)
     assert len(grads) == 8 and s.grad is None      # the caller's tensors are never touched
+
+
+@pytest.mark.parametrize("kind", ["token", "channel"])
+def test_package_cpu_path_against_the_oracle(kind):
+    """mixer_kernels/torch_math.py (the package's CPU path, under test like the kernels) against the oracle:
+    float64 output and every gradient, perturbed parameters, a drop_path scale, the tanh GELU."""
+    from mixer_kernels import torch_math
+    B, S, C, H = 2, 11, 10, 14
+    n = S if kind == "token" else C
+    x = 0.3 + torch.randn(B, S, C, dtype=torch.float64)
+    params = [1 + 0.1 * torch.randn(C, dtype=torch.float64), 0.1 * torch.randn(C, dtype=torch.float64),
+              torch.randn(H, n, dtype=torch.float64) / n ** 0.5, 0.1 * torch.randn(H, dtype=torch.float64),
+              torch.randn(n, H, dtype=torch.float64) / H ** 0.5, 0.1 * torch.randn(n, dtype=torch.float64)]
+    dy, scale = torch.randn(B, S, C, dtype=torch.float64), torch.tensor([0.5, 2.0], dtype=torch.float64)
+    ours = getattr(torch_math, f"{kind}_mixing_torch")
+    oracle = getattr(ops, f"{kind}_mixing")
+    got = ops.forward_backward(ours, [x, *params], dy, sample_scale=scale, approximate="tanh")
+    want = ops.forward_backward(oracle, [x, *params], dy, sample_scale=scale, approximate="tanh")
+    for g, r in zip([got[0], *got[1]], [want[0], *want[1]], strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
