@@ -161,7 +161,7 @@ def markdown_kernels(records: list[dict], card: str = "") -> str:
                 lines.append(f"| `{name}` | {row['calls_per_step']:.3g} | {_f(row['us_per_step'], '{:.1f}')} | "
                              f"{_f(row['share'], '{:.0%}')} | {_f(row.get('tflops'), '{:.0f}')} | "
                              f"{_f(row.get('pct_matmul'), '{:.0f}%')} | {_f(mod, '{:.1f}')} | {_f(ratio, '{:.2f}')} |")
-        lines += _markdown_choices(k.get("choices"))
+            lines += _markdown_choices(k.get("choices"))
     head = ("## Device time per kernel (3 profiled steps, after timing); TFLOP/s and % mm for mixer-kernels' "
             "matmul kernels (FLOPs per call: benchmarks/cases.py kernel_flops); model us/step: the speed model's "
             "time for the same launches (benchmarks/results/model-sm90, a model, not a measurement), and "

@@ -420,7 +420,8 @@ def block_table(doc: dict, card: str = "H100") -> str:
     return "\n".join(lines)
 
 
-_FAMILY_OPS = {"token": ("token_mixing",), "channel": ("channel_mixing",), "block": ("token_mixing", "channel_mixing")}
+_FAMILY_OPS = {"token": ("token_mixing",), "channel": ("channel_mixing",), "block": ("token_mixing", "channel_mixing"),
+               "resmlp": ("token_mixing", "channel_mixing")}   # resmlp: the shape resmlp_24 holds its halves
 
 
 def model_us_per_step(doc: dict | None, family: str, shape: str, batch: int, mode: str, card_name: str,

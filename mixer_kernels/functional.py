@@ -5,6 +5,8 @@ Dispatch (docs/design.md, "The user contract"):
   implementation, so torch.compile(fullgraph=True) traces it).
 - CPU tensors: the same Triton kernels under the interpreter when TRITON_INTERPRET=1 (how the tests run
   them), else the plain PyTorch path of torch_math.py.
+- float64 (x or the fc weights), on CPU and CUDA alike: the plain PyTorch path, decided here only (no
+  Triton kernel computes in float64; the custom ops refuse it, ops/_guard.py).
 - XLA tensors (torch_xla): the XLA formulation of xla.py.
 """
 from __future__ import annotations
@@ -12,7 +14,13 @@ from __future__ import annotations
 import torch
 
 from . import _nvtx, torch_math
-from ._checks import autocast_enabled, check_mlp_args, check_resmlp_channel_args, check_resmlp_token_args
+from ._checks import (
+    autocast_enabled,
+    check_mlp_args,
+    check_resmlp_channel_args,
+    check_resmlp_token_args,
+    check_transforms,
+)
 from ._config import use_triton
 
 _XLA_DEVICE_TYPES = ("xla", "tpu", "jax")  # torch_xla, TorchTPU, torchax: all compiled by XLA (xla.py)
@@ -25,6 +33,12 @@ def _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
         return fc1_weight, fc1_bias, fc2_weight, fc2_bias
     dt = torch.get_autocast_dtype(x.device.type)
     return fc1_weight.to(dt), fc1_bias.to(dt), fc2_weight.to(dt), fc2_bias.to(dt)
+
+
+def _triton_path(x, fc1_weight) -> bool:
+    """The routing rule for CPU and CUDA tensors: Triton kernels (compiled, or interpreted on CPU), except for
+    float64, which runs torch_math on every device (full float64 precision; gradcheck passes)."""
+    return use_triton(x) and torch.float64 not in (x.dtype, fc1_weight.dtype)
 
 
 def _scale_needs_grad(sample_scale) -> bool:
@@ -48,7 +62,9 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
     fc2_bias [S]. `approximate`: "none" (exact erf GELU, timm) or "tanh" (the JAX original).
     `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
     `recompute` matters only on the XLA path (the Triton path always recomputes the hidden activation).
-    Returns a tensor shaped and typed like x.
+    Returns a tensor shaped and typed like x. float64 runs the plain PyTorch math on every device.
+    On the Triton path torch.func.grad / jacrev / jvp and double backward (create_graph=True) raise a
+    RuntimeError naming them; torch.func.vmap works.
 
     Triton path (ops/token_mixing.py): two launches forward (row statistics, one fused kernel). S <= 256
     (all Mixers at 224 px) keeps the hidden activation [B, DS, C] on chip; S > 256 (e.g. 576 at 384 px)
@@ -71,7 +87,9 @@ def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, 
     fc2_bias [C]. `recompute=True` saves only x and the row statistics for backward (the hidden
     pre-activation [B*S, DC] is recomputed); by default that pre-activation is saved in the compute dtype.
     `sample_scale` [B], optional: multiplies each sample's branch before the residual (drop_path).
-    Returns a tensor shaped and typed like x.
+    Returns a tensor shaped and typed like x. float64 runs the plain PyTorch math on every device.
+    On the Triton path torch.func.grad / jacrev / jvp and double backward (create_graph=True) raise a
+    RuntimeError naming them; torch.func.vmap works.
     """
     args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     if _nvtx.ENABLED:
@@ -89,7 +107,8 @@ def _token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, f
         from . import xla
         return xla.token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                 eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
-    if use_triton(x):
+    if _triton_path(x, fc1_weight):
+        check_transforms("token_mixing")
         from .ops.token_mixing import token_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if _scale_needs_grad(sample_scale):
@@ -108,7 +127,8 @@ def _channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
         from . import xla
         return xla.channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                   eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
-    if use_triton(x):
+    if _triton_path(x, fc1_weight):
+        check_transforms("channel_mixing")
         from .ops.channel_mixing import channel_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if _scale_needs_grad(sample_scale):
@@ -139,7 +159,7 @@ def resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, *, sample_sca
     Triton path (ops/resmlp_token_mixing.py): one launch forward (Affine, GEMM over S, bias, scales and
     residual fused), one launch backward plus one GEMM for the weight gradient; only x is saved.
     float64 and CPU tensors without TRITON_INTERPRET run the plain PyTorch math (torch_math.py); XLA
-    devices the same math compiled by XLA."""
+    devices the same math compiled by XLA (xla.py)."""
     check_resmlp_token_args(x, alpha, beta, weight, bias, layer_scale, sample_scale)
     alpha, beta = _flat(alpha), _flat(beta)
     if _nvtx.ENABLED:
@@ -149,7 +169,10 @@ def resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, *, sample_sca
 
 
 def _resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale):
-    if x.device.type not in _XLA_DEVICE_TYPES and use_triton(x) and x.dtype != torch.float64:
+    if x.device.type in _XLA_DEVICE_TYPES:
+        from . import xla
+        return xla.resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale=sample_scale)
+    if use_triton(x) and x.dtype != torch.float64:
         from .ops.resmlp_token_mixing import resmlp_token_mixing as op
         if autocast_enabled(x):
             dt = torch.get_autocast_dtype(x.device.type)
@@ -182,7 +205,11 @@ def resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_
 
 def _resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, approximate,
                            sample_scale, recompute):
-    if x.device.type not in _XLA_DEVICE_TYPES and use_triton(x) and x.dtype != torch.float64:
+    if x.device.type in _XLA_DEVICE_TYPES:
+        from . import xla
+        return xla.resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale,
+                                         approximate=approximate, sample_scale=sample_scale, recompute=recompute)
+    if use_triton(x) and x.dtype != torch.float64:
         from .ops.resmlp_channel_mixing import resmlp_channel_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if _scale_needs_grad(sample_scale):

@@ -58,3 +58,32 @@ def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, 
     (already checked there). `recompute=True`: backward recomputes LN and the hidden activation."""
     return _run(torch_math.channel_mixing_torch, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                 fc2_bias, eps, approximate, sample_scale, recompute)
+
+
+def _checkpointed(fn, args, recompute):
+    """fn(*args), recomputed in the backward when `recompute` (as _run, for any argument list)."""
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in args)
+    if not (recompute and needs_grad):
+        return fn(*args)
+    if args[0].device.type == "xla":
+        from torch_xla.utils.checkpoint import checkpoint
+        return checkpoint(fn, *args, preserve_rng_state=False)
+    from torch.utils.checkpoint import checkpoint
+    return checkpoint(fn, *args, use_reentrant=False, preserve_rng_state=False)
+
+
+def resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, *, sample_scale=None):
+    """x + ls * (W @ (alpha * x + beta) + bias) along S on an XLA device (ResMLP's token half); arguments as
+    `mixer_kernels.resmlp_token_mixing`, already checked. Nothing to recompute: only x is needed."""
+    return torch_math.resmlp_token_mixing_torch(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+
+
+def resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, *,
+                          approximate="none", sample_scale=None, recompute=False):
+    """x + ls * fc2(GELU(fc1(alpha * x + beta))) on an XLA device; `recompute=True`: the backward recomputes
+    the hidden activation (an optimisation barrier keeps XLA from merging it back)."""
+    def fn(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale):
+        return torch_math.resmlp_channel_mixing_torch(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                                      layer_scale, approximate, sample_scale)
+    return _checkpointed(fn, (x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale),
+                         recompute)

@@ -325,3 +325,44 @@ def test_fused_mixer_recompute_covers_both_halves(xdev, recompute):
     nn.functional.cross_entropy(model(img.to(xdev)), target.to(xdev)).backward()
     hlo = torch_xla._XLAC._get_xla_tensors_hlo([p.grad for p in model.parameters()])
     assert hlo.count(" opt-barrier(") == (2 * len(model.blocks) if recompute else 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# ResMLP's halves on XLA (issue 14), against reference/resmlp.py in float64.
+
+def _resmlp_inputs(kind, B=3, S=13, C=10, DC=20):
+    x = torch.randn(B, S, C)
+    alpha, beta = 1.0 + 0.2 * torch.randn(C), 0.2 * torch.randn(C)
+    ls = 1.0 + 0.2 * torch.randn(C)
+    if kind == "token":
+        return [x, alpha, beta, *linear_params(S, S), ls]
+    return [x, alpha, beta, *linear_params(DC, C), *linear_params(C, DC), ls]
+
+
+@pytest.mark.xla
+@pytest.mark.parametrize("kind", ["token", "channel"])
+@pytest.mark.parametrize("recompute", [False, True])
+def test_resmlp_matches_float64(xdev, kind, recompute):
+    import torch_xla
+
+    from reference import resmlp
+    inputs = _resmlp_inputs(kind)
+    scale = torch.tensor([0.0, 1.25, 1.25])
+    grad_out = torch.randn_like(inputs[0])
+    leaves = [t.detach().to(xdev).requires_grad_() for t in inputs]
+    if kind == "token":
+        out = mk.resmlp_token_mixing(*leaves, sample_scale=scale.to(xdev))
+    else:
+        out = mk.resmlp_channel_mixing(*leaves, sample_scale=scale.to(xdev), approximate="tanh", recompute=recompute)
+    assert out.device.type == "xla"
+    out.backward(grad_out.to(xdev))
+    torch_xla.sync()
+    ref_leaves = [t.detach().double().requires_grad_() for t in inputs]
+    if kind == "token":
+        ref = resmlp.token_mixing(*ref_leaves, sample_scale=scale.double())
+    else:
+        ref = resmlp.channel_mixing(*ref_leaves, sample_scale=scale.double(), approximate="tanh")
+    ref.backward(grad_out.double())
+    assert_close(f"resmlp {kind} out", out.cpu(), ref.detach())
+    for i, (leaf, r) in enumerate(zip(leaves, ref_leaves, strict=True)):
+        assert_close(f"resmlp {kind} grad {i}", leaf.grad.cpu(), r.grad)
