@@ -139,3 +139,22 @@ def check_resmlp_channel_args(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, 
     # (its norm arguments stand in for alpha and beta, already checked above)
     check_mlp_args("channel", x, alpha.reshape(C), beta.reshape(C), fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                    1.0, approximate, sample_scale, recompute)
+
+
+_UNSUPPORTED_TRANSFORMS = {"Grad": "torch.func.grad / vjp / jacrev / hessian (functorch's Grad transform)",
+                           "Jvp": "torch.func.jvp / jacfwd (functorch's Jvp transform)"}
+
+
+def check_transforms(op: str) -> None:
+    """The Triton path's custom ops have torch.autograd formulas, which functorch's Grad and Jvp
+    transforms cannot use (torch raises an internal error about autograd.Function's setup_context):
+    refuse them here, naming the transform. vmap works (torch runs the op per sample). Skipped while
+    torch.compile traces (dynamo handles functorch itself)."""
+    if torch.compiler.is_compiling():
+        return
+    for interp in torch._C._functorch.get_interpreter_stack() or ():
+        what = _UNSUPPORTED_TRANSFORMS.get(interp.key().name)
+        if what is not None:
+            raise RuntimeError(f"mixer_kernels.{op}: {what} is not supported on the Triton path (CUDA, or CPU "
+                               "with TRITON_INTERPRET=1); use torch.autograd.grad, or the plain PyTorch path "
+                               "(CPU tensors without TRITON_INTERPRET, or float64) under torch.func")

@@ -38,27 +38,22 @@ autotuning (ops/_choice.py); MIXER_KERNELS_AUTOTUNE=0, the CPU and the interpret
 
 The custom ops `mixer_kernels::channel_mixing_fwd` / `_bwd` (torch.library, with fake kernels and
 registered autograd) make torch.compile(fullgraph=True) trace through without graph breaks.
-float64 inputs (accepted by the checks) take the plain PyTorch path: no Triton dot for them.
+float64 never reaches these ops (functional.py runs it in plain PyTorch); called directly, they refuse it
+(ops/_guard.py, which also makes x's GPU current for the launches).
 Direct callers of the custom ops pass contiguous 1-D tensors (the `channel_mixing` wrapper ensures it).
 """
 # No `from __future__ import annotations`: torch.library infers the op schemas from real annotation
 # objects (string annotations need a newer torch to resolve).
-import contextlib
 from typing import Optional
 
 import torch
 
-from .. import torch_math
 from . import _channel_routes as gemm  # each GEMM: our kernel or cuBLAS + a pass, chosen by measurement
+from . import _guard
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_apply, layernorm_forward
 
 _OP = "mixer_kernels::channel_mixing"
-
-
-def _device_of(x):
-    """Launch on x's GPU even when another one is current (Triton launches on the current device)."""
-    return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.library.custom_op(_OP + "_fwd", mutates_args=())
@@ -68,7 +63,8 @@ def channel_mixing_fwd(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: to
                        eps: float, approximate: str, save_preact: bool
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(out, mean, rstd, z): z is the pre-activation [M, DC] if save_preact, else an empty [0, DC]."""
-    with _device_of(x):
+    with _guard.launch_guard(_OP + "_fwd", x, fc1_weight=fc1_weight, fc2_weight=fc2_weight, norm_weight=norm_weight,
+                             sample_scale=sample_scale):
         return _forward(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale, eps,
                         approximate, save_preact)
 
@@ -111,7 +107,8 @@ def channel_mixing_bwd(grad_out: torch.Tensor, x: torch.Tensor, mean: torch.Tens
     each in its input's dtype. z: the saved pre-activation, or [0, DC] to recompute it. need_input
     (x and the LayerNorm parameters), need_fc1, need_fc2: which gradients to compute; the others come
     back as empty [0] tensors and their kernels are skipped (frozen layers)."""
-    with _device_of(x):
+    with _guard.launch_guard(_OP + "_bwd", x, grad_out=grad_out, fc1_weight=fc1_weight, fc2_weight=fc2_weight,
+                             norm_weight=norm_weight, sample_scale=sample_scale):
         return _backward_impl(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                               sample_scale, approximate, need_input, need_fc1, need_fc2)
 
@@ -188,6 +185,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _gmean, _grstd, _gz):
     x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
+    _guard.no_double_backward("mixer_kernels.channel_mixing", grad_out, x, norm_weight, norm_bias, fc1_weight,
+                              fc1_bias, fc2_weight)
     need = ctx.needs_input_grad
     need_input, need_fc1, need_fc2 = any(need[0:3]), any(need[3:5]), any(need[5:7])
     grads = channel_mixing_bwd(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
@@ -204,9 +203,6 @@ def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, 
 
     x [B, S, C] any float dtype and strides; LN parameters any float dtype; fc weights/biases in one
     compute dtype. Returns x + sample_scale[b] * branch, contiguous, in x's dtype."""
-    if x.dtype == torch.float64 or fc1_weight.dtype == torch.float64:
-        return torch_math.channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
-                                               fc2_bias, eps, approximate, sample_scale)
     params = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in params)
     # The kernels index 1-D tensors with unit stride (x, grad_out and the weights take any strides).

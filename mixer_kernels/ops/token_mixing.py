@@ -91,6 +91,7 @@ import triton
 import triton.language as tl
 
 from .._config import autotune, empty, input_precision, triton_interpret
+from . import _guard
 from . import _token_kernels as tk
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
@@ -668,8 +669,10 @@ def _token_mixing_fwd_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: 
                          fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
                          fc2_bias: torch.Tensor, eps: float, approx_tanh: bool,
                          sample_scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
-                            approx_tanh, sample_scale)
+    with _guard.launch_guard("mixer_kernels::token_mixing_fwd", x, fc1_weight=fc1_weight, fc2_weight=fc2_weight,
+                             norm_weight=norm_weight, sample_scale=sample_scale):
+        return token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                                approx_tanh, sample_scale)
 
 
 @_token_mixing_fwd_op.register_fake
@@ -684,8 +687,10 @@ def _token_mixing_bwd_op(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, 
                          norm_weight: torch.Tensor, norm_bias: torch.Tensor, fc1_weight: torch.Tensor,
                          fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, eps: float, approx_tanh: bool,
                          sample_scale: torch.Tensor | None, weight_grads: bool) -> list[torch.Tensor]:
-    grads = token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps,
-                             approx_tanh, sample_scale, weight_grads)
+    with _guard.launch_guard("mixer_kernels::token_mixing_bwd", x, dy=dy, fc1_weight=fc1_weight,
+                             fc2_weight=fc2_weight, norm_weight=norm_weight, sample_scale=sample_scale):
+        grads = token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps,
+                                 approx_tanh, sample_scale, weight_grads)
     return [g for g in grads if g is not None]
 
 
@@ -713,6 +718,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, _dmean, _drstd):
     x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
+    _guard.no_double_backward("mixer_kernels.token_mixing", dy, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
+                              fc2_weight)
     weight_grads = any(ctx.needs_input_grad[3:7])
     grads = _token_mixing_bwd_op(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                                  ctx.eps, ctx.approx_tanh, sample_scale, weight_grads)
