@@ -317,3 +317,28 @@ def test_float64_takes_the_torch_path():
         out = fused(x)
     assert not any(n.values()), dict(n)
     torch.testing.assert_close(out, ref(x), rtol=1e-12, atol=1e-12)
+
+
+def test_no_unfused_layer_runs(device):
+    """Inside a fused ResBlock's forward no eager layer runs: no matmul, linear, addcmul, GELU or layer
+    norm reaches ATen; the two custom ops do the work."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Ops(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.names = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.names.append(str(func.name()))
+            return func(*args, **(kwargs or {}))
+
+    fused = mk.ResBlock.from_block(_timm_block(16, 32).float().to(device))
+    x = torch.randn(2, 16, 32, device=device)
+    with torch.no_grad(), Ops() as ops:
+        fused(x)
+    assert any("resmlp_token_mixing_fwd" in n for n in ops.names), ops.names
+    assert any("resmlp_channel_mixing_fwd" in n for n in ops.names), ops.names
+    eager_layers = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::addcmul",
+                    "aten::gelu", "aten::native_layer_norm")
+    assert not [n for n in ops.names if n.split(".")[0] in eager_layers], ops.names
