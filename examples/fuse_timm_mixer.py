@@ -24,7 +24,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("--model", default=None,
-                   help="a timm model name with MixerBlocks (mixer_b16_224, mixer_l16_224, mixer_s32_224, ...), or "
+                   help="a timm MLP-Mixer or ResMLP model name (mixer_b16_224, mixer_l16_224, resmlp_24_224, ...), or "
                         "'tiny' (2 blocks, 32 px images, 10 classes); default mixer_b16_224, or tiny with --interpret")
     p.add_argument("--batch", type=int, default=None, help="images per step (default 64 on a GPU, 2 on a CPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
@@ -99,13 +99,17 @@ def main(argv=None):
         try:
             unfused = timm.create_model(a.model, pretrained=False)
         except RuntimeError as e:   # timm: "Unknown model (...)"
-            sys.exit(f"--model {a.model}: {e}; MLP-Mixer models: {', '.join(timm.list_models('mixer_*'))}")
+            sys.exit(f"--model {a.model}: {e}; MLP-Mixer and ResMLP models: "
+                     f"{', '.join(timm.list_models('mixer_*') + timm.list_models('resmlp_*'))}")
     unfused = unfused.to(device).eval()
     torch.nn.init.normal_(unfused.head.weight, std=0.02)   # timm zero-initialises the head: give the check teeth
-    fused = mk.fuse_mixer_blocks(copy.deepcopy(unfused))
-    n_fused = sum(isinstance(m, mk.MixerBlock) for m in fused.modules())
+    try:
+        fused = mk.fuse_mixer_blocks(copy.deepcopy(unfused))
+    except ValueError as e:     # gmixer_* (GluMlp) and gmlp_* (SpatialGatingBlock): no fused form yet
+        sys.exit(f"--model {a.model}: {e}")
+    n_fused = sum(isinstance(m, (mk.MixerBlock, mk.ResBlock)) for m in fused.modules())
     if n_fused == 0:
-        sys.exit(f"--model {a.model}: no MixerBlock to fuse (gmixer, resmlp and gmlp models use other blocks)")
+        sys.exit(f"--model {a.model}: no MixerBlock or ResBlock to fuse")
     path = {"cuda": "compiled Triton kernels", "cpu": "plain PyTorch math (no kernels, no speed-up)"}[device]
     if a.interpret:
         path = "Triton kernels under the interpreter (correctness only)"
