@@ -161,6 +161,36 @@ def test_fast_path(device, dtype, shape, layout):
     check_all(out.detach(), [t.grad for t in p], ref_out, ref_grads, e_out, e_grads)
 
 
+@pytest.mark.parametrize("B,S,C,DS,approximate", [
+    (2, 49, 40, 24, "tanh"),
+    (1, 197, 40, 36, "none"),       # masked channel tile, DS padded to 64
+    (1, 256, 8, 72, "none"),        # S = BLOCK_S exactly, two hidden chunks
+])
+def test_fp32_tf32_takes_fast_path(device, B, S, C, DS, approximate):
+    """fp32 with tf32 dots allowed (torch.set_float32_matmul_precision("high")) runs the token-major kernels
+    (wgmma on sm_90) and the GEMM weight gradients: exactly their launches. Against float64 at fp32
+    tolerance where the dots are exact (the interpreter); on a GPU within 2x eager's error under tf32."""
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        inputs = make_inputs(B, S, C, DS, device=device)
+        dy = torch.randn(B, S, C, device=device)
+        p = leaves(inputs)
+        with count_launches() as n_fwd:
+            out = mixer_kernels.token_mixing(*p, approximate=approximate)
+        assert dict(n_fwd) == {k: 1 for k in FAST_FWD_KERNELS}
+        with count_launches() as n_bwd:
+            out.backward(dy)
+        assert dict(n_bwd) == {k: 1 for k in FAST_BWD_KERNELS}
+        # on a GPU eager's own matmuls run tf32 too: the 2x rule against it
+        e_out, e_grads = eager(inputs, dy, approximate) if device == "cuda" else (None, None)
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert out.dtype == torch.float32
+    ref_out, ref_grads = reference(inputs, dy, approximate)
+    check_all(out.detach(), [t.grad for t in p], ref_out, ref_grads, e_out, e_grads)
+
+
 def test_fast_path_frozen_weights_and_offsets(device, monkeypatch):
     """bf16 without fc weight gradients (the dT kernel skips its stores) and with 64-bit offsets forced."""
     monkeypatch.setattr(tm, "_off64", lambda *t: True)
@@ -293,7 +323,9 @@ def test_matmul_precision(device, precision, expected):
     """fp32 dots follow torch.get_float32_matmul_precision() (the interpreter computes exact fp32 either
     way; the compiled kernels get the flag)."""
     seen = []
-    kernels = (tm._token_mixing_fwd_kernel, tm._token_mixing_bwd_dt_kernel, tm._token_mixing_bwd_dw_kernel)
+    # ieee: the channel-major kernels (FMA dots); tf32: the token-major ones (ops/_token_kernels.py)
+    kernels = (tm._token_mixing_fwd_kernel, tm._token_mixing_bwd_dt_kernel, tm._token_mixing_bwd_dw_kernel,
+               tm._token_mixing_fwd_tm_kernel, tm._token_mixing_bwd_dt_tm_kernel)
     for k in kernels:
         orig = k.run
 
@@ -311,7 +343,7 @@ def test_matmul_precision(device, precision, expected):
         torch.set_float32_matmul_precision(old)
         for k in kernels:
             del k.run
-    assert set(seen) == {expected} and len(seen) >= 3     # more than 3 launches: GPU autotune
+    assert set(seen) == {expected} and len(seen) >= (3 if expected == "ieee" else 2)   # more: GPU autotune
     ref_out, ref_grads = reference(inputs, dy)
     if expected == "ieee" or device == "cpu":
         check_all(out, grads, ref_out, ref_grads)

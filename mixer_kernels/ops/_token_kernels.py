@@ -1,5 +1,5 @@
-"""Token mixing's resident kernels (S <= 256) and their tile tables; the custom ops, launchers and the
-tiled path (S > 256) live in ops/token_mixing.py.
+"""Token mixing's resident kernels (S <= 256; fp16/bf16, or fp32 with tf32 dots) and their tile tables; the
+custom ops, launchers, the tiled path (S > 256) and the ieee fp32 kernels live in ops/token_mixing.py.
 
 Token-major tiles, the fc weights as the A operand. One program per (sample b, BLOCK_C channels) holds
 T = LN(x[b])[:, c] as a [BLOCK_S, BLOCK_C] tile (rows: tokens, padded to a power of two; columns:
@@ -28,6 +28,8 @@ ops/token_mixing.py through torch.matmul, K = B*C): T and G as [S, B*C] (TB, GB)
 ones appended to TB and AB (by the launcher), the same GEMMs give the bias gradients:
 dW1|db1 = dH @ [T; 1]^T, dW2|db2 = G @ [A; 1]^T.
 """
+import itertools
+
 import torch
 import triton
 import triton.language as tl
@@ -46,6 +48,25 @@ def _tm_tile(b, s, c, S, C, BLOCK_C: tl.constexpr, OFF64: tl.constexpr):
         c = c.to(tl.int64)
     mask = (s < S)[:, None] & (c < C)[None, :]
     return s, c, mask
+
+
+@triton.jit
+def _tm_program(X, Mean, Rstd, NW, NB, W1, S, C, s_xb, s_xs, s_xc, OFF64: tl.constexpr, INTERPRET: tl.constexpr,
+                BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The prologue of both kernels: this program's sample b (int64), tokens s, channels c, their mask,
+    and T = LN(x[b])[s, c] as a [BLOCK_S, BLOCK_C] tile in the compute dtype (W1's), zero outside S and C."""
+    b = tl.program_id(0).to(tl.int64)
+    s, c, mask = _tm_tile(b, tl.arange(0, BLOCK_S), tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C), S, C,
+                          BLOCK_C, OFF64)
+    t = to_dtype(_tm_norm(X, Mean, Rstd, NW, NB, b, s, c, mask, S, C, s_xb, s_xs, s_xc), W1.dtype.element_ty,
+                 INTERPRET)
+    return b, s, c, mask, t
+
+
+@triton.jit
+def _tm_rows(W, h, BLOCK_S: tl.constexpr):
+    """Rows h of a zero-padded [DS_pad, BLOCK_S] weight copy: a [len(h), BLOCK_S] tile (no mask needed)."""
+    return tl.load(W + h[:, None] * BLOCK_S + tl.arange(0, BLOCK_S)[None, :])
 
 
 @triton.jit
@@ -90,17 +111,15 @@ def _token_mixing_fwd_tm_kernel(
     BLOCK_C: tl.constexpr,    # channels per program (wgmma N)
     BLOCK_H: tl.constexpr,    # hidden units per chunk (the first matmul's M)
 ):
-    b = tl.program_id(0).to(tl.int64)
-    s, c, mask = _tm_tile(b, tl.arange(0, BLOCK_S), tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C), S, C,
-                          BLOCK_C, OFF64)
+    b, s, c, mask, t = _tm_program(X, Mean, Rstd, NW, NB, W1, S, C, s_xb, s_xs, s_xc, OFF64, INTERPRET, BLOCK_S,
+                                   BLOCK_C)
     cdt = W1.dtype.element_ty
-    t = to_dtype(_tm_norm(X, Mean, Rstd, NW, NB, b, s, c, mask, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
     ss = tl.arange(0, BLOCK_S)
     hh = tl.arange(0, BLOCK_H)
     acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
     for h0 in range(0, DS_pad, BLOCK_H):
         h = h0 + hh
-        w1 = tl.load(W1 + h[:, None] * BLOCK_S + ss[None, :])                   # [BH, BS]
+        w1 = _tm_rows(W1, h, BLOCK_S)                                           # [BH, BS]
         hacc = dot(w1, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         a = to_dtype(gelu_fast(hacc + b1[:, None], APPROX_TANH, INTERPRET), cdt, INTERPRET)     # [BH, BC]
@@ -141,27 +160,24 @@ def _token_mixing_bwd_dt_tm_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    b = tl.program_id(0).to(tl.int64)
-    s, c, mask = _tm_tile(b, tl.arange(0, BLOCK_S), tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C), S, C,
-                          BLOCK_C, OFF64)
+    b, s, c, mask, t = _tm_program(X, Mean, Rstd, NW, NB, W1, S, C, s_xb, s_xs, s_xc, OFF64, INTERPRET, BLOCK_S,
+                                   BLOCK_C)
     cdt = W1.dtype.element_ty
     scale = 1.0
     if HAS_SCALE:
         scale = tl.load(Scale + b)
-    t = to_dtype(_tm_norm(X, Mean, Rstd, NW, NB, b, s, c, mask, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
     g = tl.load(DY + b * s_gb + s[:, None] * s_gs + c[None, :] * s_gc, mask=mask, other=0.0).to(tl.float32)
     g = to_dtype(g * scale, cdt, INTERPRET)
     col = b * C + c                                  # column of this program's channels in the [*, B*C] stores
     if STORE_WGRAD:
         tl.store(TB + s[:, None] * K + col[None, :], t, mask=mask)
         tl.store(GB + s[:, None] * K + col[None, :], g, mask=mask)
-    ss = tl.arange(0, BLOCK_S)
     hh = tl.arange(0, BLOCK_H)
     acc = tl.zeros([BLOCK_S, BLOCK_C], dtype=tl.float32)
     for h0 in range(0, DS_pad, BLOCK_H):
         h = h0 + hh
-        w1 = tl.load(W1 + h[:, None] * BLOCK_S + ss[None, :])                   # [BH, BS]
-        w2t = tl.load(W2T + h[:, None] * BLOCK_S + ss[None, :])                 # W2[:, h]^T: [BH, BS]
+        w1 = _tm_rows(W1, h, BLOCK_S)                                           # [BH, BS]
+        w2t = _tm_rows(W2T, h, BLOCK_S)                                         # W2[:, h]^T: [BH, BS]
         hacc = dot(w1, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
         dacc = dot(w2t, g, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
         pre = hacc + tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)[:, None]
@@ -186,8 +202,7 @@ def block_s(S: int) -> int:
     return max(16, triton.next_power_of_2(S))
 
 
-# kernel -> BLOCK_C, BLOCK_H, num_warps, num_stages (fp16/bf16 operands; fp32 takes ops/token_mixing.py's
-# channel-major kernels). 4 warps: one warpgroup, so the chained dots' M = BLOCK_H = 64 is one warpgroup's
+# (kernel, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps, num_stages. 4 warps: one warpgroup, so the chained dots' M = BLOCK_H = 64 is one warpgroup's
 # tile (8 warps would duplicate it or need M = 128). Compiled for sm_90 at B/16 (`python -m
 # mixer_kernels.ops._compile_check --only token`), triton 3.6 and 3.8:
 #   fwd 32x64, 2 stages: 168 registers, 0 spills, wgmma 64x32x16, 151 KB shared (cp.async double-buffers
@@ -198,13 +213,25 @@ def block_s(S: int) -> int:
 #     so one program's prologue and epilogue overlap the other's hidden loop. The speed model ranks it
 #     first (H100, B/16 batch 256: 0.157 ms against 0.169 at 2 stages; it does not model the exposed
 #     latency of the synchronous weight loads, so the 2-stage config stays in the tuning list).
-_CONFIGS = {"fwd": (32, 64, 4, 1), "dt": (32, 64, 4, 2)}
+# fp32 operands with tf32 dots (wgmma 64xNx8; ieee fp32 takes ops/token_mixing.py's channel-major kernels:
+# an FMA dot of these tiles spilled 36 KB), twice the bytes per weight slice:
+#   fwd 32x64, 1 stage: wgmma 64x32x8, 255 registers, 0 spills, 104 KB shared, 2 CTAs per SM (2 stages:
+#     296 KB of shared memory, over the limit).
+#   dt 16x64, 8 warps, 1 stage: wgmma 64x8x8 (the two warpgroups split N), 232 registers, 0 spills, 224 KB
+#     shared (160 KB on sm_80). At 4 warps the [64, 256] fp32 weight slices loaded through registers
+#     (128 each per thread) spilled 8 B on triton 3.6 at 16 channels, 8-36 B at 32; 2 stages need
+#     288-328 KB.
+_CONFIGS = {("fwd", False): (32, 64, 4, 1), ("dt", False): (32, 64, 4, 2),
+            ("fwd", True): (32, 64, 4, 1), ("dt", True): (16, 64, 8, 1)}
 
-# GPU autotune lists (every entry compiled for sm_90 without hazards on triton 3.6 and 3.8).
+# GPU autotune lists (every entry compiled for sm_90 without hazards on triton 3.6 and 3.8), by (kernel,
+# fp32 operands).
 GPU_CONFIGS = {
-    "fwd": [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=1),
-            dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=2)],
-    "dt": [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=2)],
+    ("fwd", False): [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=1),
+                     dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=2)],
+    ("dt", False): [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=2)],
+    ("fwd", True): [dict(BLOCK_C=32, BLOCK_H=64, num_warps=4, num_stages=1)],
+    ("dt", True): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=8, num_stages=1)],
 }
 
 MAX_BLOCK_H = 64
@@ -229,7 +256,7 @@ def padded_weights(fc1_weight, fc2_weight, BS: int, dsp: int):
 def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
     """The one configuration of the interpreter and of MIXER_KERNELS_AUTOTUNE=0. Small C or DS shrink
     the tiles (16 is the smallest dot dimension on GPUs)."""
-    block_c, block_h, warps, stages = _CONFIGS[kernel]
+    block_c, block_h, warps, stages = _CONFIGS[(kernel, dtype == torch.float32)]
     block_c = min(block_c, max(16, triton.next_power_of_2(C)))
     block_h = min(block_h, ds_pad(DS))
     return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
@@ -237,22 +264,24 @@ def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> 
 
 # ------------------------------------------------------------------------------------------------
 # Compile cases (tests/test_compile.py) and the work of a launch (the speed model): B/16 and L/16 at
-# batch 256 (S = 196), B/32 (S = 49), bf16; the default config and the GPU autotune list; the dT kernel
-# with and without the weight-gradient stores.
+# batch 256 (S = 196), B/32 (S = 49), bf16 and fp32 (tf32 dots); the default config and the GPU autotune
+# list; the dT kernel with and without the weight-gradient stores.
 
 
 def _compile_cases(name):
     def cases():
         out = []
-        for tag, S, C, DS in [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/32", 49, 768, 384)]:
-            dtype = torch.bfloat16
+        for (tag, S, C, DS), dtype in itertools.product(
+                [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/32", 49, 768, 384)],
+                (torch.bfloat16, torch.float32)):
             cfgs = [default_config(name, S, C, DS, dtype)]
-            cfgs += [c for c in GPU_CONFIGS[name] if c != cfgs[0]]
+            cfgs += [c for c in GPU_CONFIGS[(name, dtype == torch.float32)] if c != cfgs[0]]
             for cfg in cfgs:
                 args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
                             W1=dtype, B1=dtype, W2T=dtype, Scale=torch.float32, S=S, C=C, DS=DS, DS_pad=ds_pad(DS),
                             s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, OFF64=False,
-                            INTERPRET=False, INPUT_PRECISION="ieee", BLOCK_S=block_s(S), BLOCK_C=cfg["BLOCK_C"],
+                            INTERPRET=False, INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee",
+                            BLOCK_S=block_s(S), BLOCK_C=cfg["BLOCK_C"],
                             BLOCK_H=cfg["BLOCK_H"])
                 label = (f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
                          f"s{cfg['num_stages']}")

@@ -8,15 +8,17 @@ self-contained unit of work: no transpose is ever materialised.
 
 Two paths
 ---------
-* The fast path, fp16/bf16 fc weights and S <= 256 (every 224 px model): the token-major kernels of
+* The fast path, S <= 256 (every 224 px model) with fp16/bf16 fc weights, or fp32 ones when
+  torch.get_float32_matmul_precision() allows tf32 dots ("high"/"medium"): the token-major kernels of
   ops/_token_kernels.py (weights as the wgmma A operand from shared memory, 4 warps, no duplicated
   warpgroup work, zero-padded 16-byte aligned weight copies, a branch-free erf), and in the backward the
   dT kernel also writes T, G, GELU(H) and dH in the compute dtype ([S or DS, B*C], transient, freed on
   return) so that the fc weight and bias gradients are two cuBLAS GEMMs with K = B*C
   (`_token_mixing_bwd_tm`: deterministic, no atomics; ~0.46 GB of transient buffers at B/16 batch 256).
   That file's docstring has the layout.
-* fp32 weights and S > 256: this file's channel-major kernels, described below (fp32: the resident
-  kernels and the recomputing dW kernel; S > 256: the tiled path).
+* fp32 weights with exact ("ieee", the default "highest") dots and S > 256: this file's channel-major
+  kernels, described below (ieee fp32: the resident kernels and the recomputing dW kernel, FMA dots;
+  S > 256: the tiled path, wgmma in bf16 and tf32).
 
 Design of the channel-major kernels (the trade-offs, in the spirit of flash-attention's layer_norm.py)
 --------------------------------------------------------------------------------------------------------
@@ -436,6 +438,10 @@ def _blocks_for(S: int, C: int) -> dict:
 #     channel tile shrinks (32x32 spilled 36-56 B, 64x16 244 B, 32x16 fits but re-reads twice as
 #     much; keeping the weight slices resident across items spilled 140+ B).
 #   tiled path (S > 256): the tiles are [BLOCK_C, 128 or 64], so 64x32 fits (fp32 dW: 1 stage, 2 spilled).
+#   fp32 (tf32) dT, tiled: 64x32, 4 warps, 1 stage: M = 64 is one warpgroup's rows, wgmma 64x32x8 and
+#     64x128x8, 240 registers, 0 spills, 24 KB shared, 2 CTAs per SM at S = 576 and 784 (32x32 at 8 warps
+#     ran mma.sync: M = 32 is under a warpgroup's 64).
+#   fp32 with S <= 256 runs these kernels only with ieee dots (FMA, no tensor cores; _fast_path).
 #   num_stages 2 pipelines the weight tiles of the hidden loop (cp.async); fp32 dT keeps 1 stage so its
 #   shared memory (131 KB) also fits an A100 (2 stages: 168 KB > 163 KB).
 _CONFIGS = {
@@ -443,7 +449,7 @@ _CONFIGS = {
     ("dt", True, False): (64, 32, 8, 2), ("dt", True, True): (32, 32, 8, 1),
     ("dw", True, False): (16, 32, 8, 2), ("dw", True, True): (16, 32, 8, 2),
     ("fwd", False, False): (64, 32, 8, 2), ("fwd", False, True): (64, 32, 8, 2),
-    ("dt", False, False): (64, 32, 8, 2), ("dt", False, True): (32, 32, 8, 2),
+    ("dt", False, False): (64, 32, 8, 2), ("dt", False, True): (64, 32, 4, 1),
     ("dw", False, False): (64, 32, 8, 2), ("dw", False, True): (64, 32, 8, 1),
 }
 
@@ -476,19 +482,27 @@ def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: tor
     return kernel, _default_config(name, S, C, DS, dtype)
 
 
-def _fast_path(S: int, dtype: torch.dtype) -> bool:
+def _fast_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool:
     """The token-major resident kernels of ops/_token_kernels.py and the weight gradients from GEMMs:
-    S <= 256 with fp16/bf16 fc weights. fp32 weights and S > 256 take this file's channel-major kernels."""
-    return S <= MAX_RESIDENT_S and dtype in (torch.float16, torch.bfloat16)
+    S <= 256 with fp16/bf16 fc weights, or fp32 ones with tf32 dots (torch.get_float32_matmul_precision()
+    "high" or "medium"; `precision`, when given, stands for _config.input_precision's answer). fp32 with
+    exact ("ieee") dots and S > 256 take this file's channel-major kernels: ieee fp32 has no tensor-core
+    form, and an FMA dot of the token-major tiles spilled 36 KB."""
+    if S > MAX_RESIDENT_S:
+        return False
+    if dtype in (torch.float16, torch.bfloat16):
+        return True
+    return dtype == torch.float32 and (precision or input_precision(dtype)) == "tf32"
 
 
 def _tm_kernel_and_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
     """As _kernel_and_grid_meta, for the token-major kernels and their tables (ops/_token_kernels.py)."""
     default = tk.default_config(name, S, C, DS, dtype)
-    configs = tk.GPU_CONFIGS[name]
+    fp32 = dtype == torch.float32
+    configs = tk.GPU_CONFIGS[(name, fp32)]
     if triton_interpret() or not autotune() or len(configs) < 2:
         return kernel, default
-    key = name + "_tm"
+    key = (name, "tm", fp32)
     if key not in _AUTOTUNED:
         cfgs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
                               num_stages=c["num_stages"]) for c in configs]
@@ -746,19 +760,17 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
 
 
 # ------------------------------------------------------------------------------------------------
-# Compile cases (tests/test_compile.py): the launches of B/16 and L/16 at batch 256 (S = 196), B/32
-# (S = 49), and the tiled path at S = 576; the default config in bf16 and fp32, the GPU autotune list in bf16.
+# Compile cases (tests/test_compile.py): the launches of this file's kernels at batch 256 that the fast path
+# (ops/_token_kernels.py) does not take with tf32 dots: the tiled path at S = 576 (B/16 at 384 px) and
+# S = 784 (B/8, patch 8 at 224 px), bf16 and fp32 (tf32), the default config.
 
 
 def _compile_cases(name):
     def cases():
         out = []
-        shapes = [("B/16", 196, 768, 384, 2), ("L/16", 196, 1024, 512, 2), ("B/32", 49, 768, 384, 1),
-                  ("B/16@384", 576, 768, 384, 2)]
-        for tag, S, C, DS, n_dtypes in shapes:
-            for dtype in (torch.bfloat16, torch.float32)[:n_dtypes]:
-                if _fast_path(S, dtype):   # ops/_token_kernels.py's kernels
-                    continue
+        for tag, S, C, DS in [("B/16@384", 576, 768, 384), ("B/8", 784, 768, 384)]:
+            for dtype in (torch.bfloat16, torch.float32):
+                assert not _fast_path(S, dtype, "tf32")
                 path = _blocks_for(S, C)
                 for cfg in [_default_config(name, S, C, DS, dtype)]:
                     args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
