@@ -62,8 +62,9 @@ def input_precision(dtype: torch.dtype) -> str:
 
 def autotune() -> bool:
     """MIXER_KERNELS_AUTOTUNE (default on): GPU launches benchmark their short config lists on the first
-    call of each shape. Off (0): the first config of each list, no benchmarking, so results are bitwise
-    equal across processes too. Read at every launch."""
+    call of each shape, and each GEMM choice (ops/_choice.py: our kernel or cuBLAS + a pass) measures its
+    alternatives. Off (0): the first config of each list and the first alternative (our kernel), no
+    benchmarking, so results are bitwise equal across processes too. Read at every launch."""
     return _flag("MIXER_KERNELS_AUTOTUNE", True)
 
 

@@ -121,6 +121,9 @@ class Choice:
                 f"first entry (nothing to measure on {tensor.device.type})"
             return self._record(key, 0, reason, None)
         full_key = key + (_device_tag(tensor),)
+        if full_key not in self.cache and tensor.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            # nothing can be timed inside a CUDA graph capture (do_bench synchronises): our kernel, not kept
+            return self._record(key, 0, "first entry (CUDA graph capture: not measured)", None)
         if full_key not in self.cache:
             timings, where = self._load(full_key), "disk cache"
             if timings is None:
