@@ -171,7 +171,7 @@ def test_committed_report():
         doc = json.load(f)
     assert doc["title"] == "model, not a measurement"
     assert {v[:3] for v in doc["triton"]} == {"3.6", "3.8"}, "run it under both Triton versions CI has"
-    assert doc["date"] and doc["batch"] == 256 and set(doc["shapes"]) == {"B/16", "L/16"}
+    assert doc["date"] and doc["batch"] == 256 and set(doc["shapes"]) == {"B/16", "L/16", "resmlp_24", "resmlp_big_24"}
     kernel_keys = {"kernel", "case", "modelled_ms", "floor_ms", "serialised", "hmma", "spills", "issue_ratio"}
     assert doc["kernels"] and all(kernel_keys <= set(k) for k in doc["kernels"] if not k.get("error"))
     op_keys = {"op", "mode", "shape", "batch", "modelled_ms", "floor_ms", "eager_modelled_ms"}
@@ -180,7 +180,7 @@ def test_committed_report():
     for v in ("3.6", "3.8"):
         for op in ("token_mixing", "channel_mixing", "block"):
             for mode in ("fwd", "fwd+bwd"):
-                for shape in ("B/16", "L/16"):
+                for shape in ("B/16", "L/16", "resmlp_24", "resmlp_big_24"):
                     assert (v, "H100", op, mode, shape) in got
     for o in doc["ops"]:
         assert 0 < o["floor_ms"] <= o["modelled_ms"]

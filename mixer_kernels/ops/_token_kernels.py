@@ -202,9 +202,9 @@ def block_s(S: int) -> int:
     return max(16, triton.next_power_of_2(S))
 
 
-# (kernel, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps, num_stages. 4 warps: one warpgroup, so the chained dots' M = BLOCK_H = 64 is one warpgroup's
-# tile (8 warps would duplicate it or need M = 128). Compiled for sm_90 at B/16 (`python -m
-# mixer_kernels.ops._compile_check --only token`), triton 3.6 and 3.8:
+# (kernel, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps, num_stages. 4 warps: one warpgroup, so the chained
+# dots' M = BLOCK_H = 64 is one warpgroup's tile (8 warps would duplicate it or need M = 128). Compiled for
+# sm_90 at B/16 (`python -m mixer_kernels.ops._compile_check --only token`), triton 3.6 and 3.8:
 #   fwd 32x64, 2 stages: 168 registers, 0 spills, wgmma 64x32x16, 151 KB shared (cp.async double-buffers
 #     the two [64 x 256] weight slices); 64x64 needs 255 registers and spilled 32 B on 3.8 (0 on 3.6).
 #   dt 32x64, 2 stages: 206-231 registers, 0 spills with the weight-gradient stores; 64x64 spilled 264-452 B.

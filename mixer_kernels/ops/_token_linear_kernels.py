@@ -10,8 +10,12 @@ For one sample b, with A = alpha * x_b + beta (the Affine "norm", [S, C]) and th
 
 One program per (sample b, BLOCK_C channels, BLOCK_S output tokens) runs a plain GEMM over K = S in
 BLOCK_K steps: the weight tile (A operand) from a zero-padded copy (16-byte aligned rows, no masks), the
-x (or dy) tile (B operand) loaded along C, coalesced, transformed in registers (Affine, or the sample
-scale) and rounded to the compute dtype. The op is memory-bound at ResMLP sizes (2*B*S*S*C FLOPs
+x (or dy) tile (B operand) loaded along C, coalesced, and fed to the dot as loaded. The Affine is folded
+into the epilogue, W @ (alpha x + beta) = alpha (W @ x) + beta rowsum(W) (a sum of two terms, no
+cancellation that eager's form avoids; x enters the dot unrounded where eager rounds alpha x + beta
+first), and the sample scale of the backward multiplies W^T @ dy once: applied to the tiles in the loop
+they made the main loop issue-bound (resmlp_big_24, S = 784: 0.62 ms at 49% of the tensor floor, H100
+model). The op is memory-bound at ResMLP sizes (2*B*S*S*C FLOPs
 against reading x and writing out once: ~10 us of tensor work and ~26 us of traffic for resmlp_24,
 H100 model), so BLOCK_S covers S up to 256 in one tile: x is read from DRAM once for the GEMM and its
 residual re-read hits L2; padding S = 196 to 256 costs tensor work the memory bound hides.
@@ -42,11 +46,21 @@ def _tile(b, s, c, S, C, OFF64: tl.constexpr):
 
 
 @triton.jit
+def _operand(t, dtype: tl.constexpr, INTERPRET: tl.constexpr):
+    """A loaded x / dy tile as the dot's B operand: as loaded when already in the compute dtype (a plain
+    main loop: no arithmetic between the load and the wgmma), else rounded to it (fp32 x under autocast)."""
+    if t.dtype == dtype:
+        return t
+    return to_dtype(t.to(tl.float32), dtype, INTERPRET)
+
+
+@triton.jit
 def _token_linear_fwd_kernel(
     # pointers
     X,            # [B, S, C] input, any strides
     Alpha, Beta,  # [C] the Affine "norm"
     W,            # [S_rows, K_pad] zero-padded token weight (rows: output tokens), compute dtype
+    RowSum,       # [S_rows] fp32 row sums of W (as rounded to the compute dtype): the Affine's beta term
     Bias,         # [S] token bias
     LS,           # [C] layer scale of the branch
     Scale,        # [B] per-sample branch scale (drop_path); unused unless HAS_SCALE
@@ -78,8 +92,10 @@ def _token_linear_fwd_kernel(
         kmask = (k < S)[:, None] & cmask[None, :]
         w = tl.load(W + s[:, None] * K_PAD + k[None, :])                                  # [BLOCK_S, BLOCK_K]
         x = tl.load(X + b * s_xb + k[:, None] * s_xs + c[None, :] * s_xc, mask=kmask, other=0.0)
-        a = tl.where(kmask, x.to(tl.float32) * alpha[None, :] + beta[None, :], 0.0)       # Affine, [BLOCK_K, BLOCK_C]
-        acc = dot(w, to_dtype(a, W.dtype.element_ty, INTERPRET), acc, INTERPRET, INPUT_PRECISION)
+        acc = dot(w, _operand(x, W.dtype.element_ty, INTERPRET), acc, INTERPRET, INPUT_PRECISION)
+    # the Affine, folded: W @ (alpha x + beta) = alpha * (W @ x) + beta * rowsum(W)
+    rowsum = tl.load(RowSum + s, mask=s < S, other=0.0)
+    acc = acc * alpha[None, :] + rowsum[:, None] * beta[None, :]
     bias = tl.load(Bias + s, mask=s < S, other=0.0).to(tl.float32)
     gain = tl.load(LS + c, mask=cmask, other=0.0).to(tl.float32)
     if HAS_SCALE:
@@ -132,8 +148,8 @@ def _token_linear_bwd_kernel(
         smask = (s < S)[:, None] & cmask[None, :]
         wt = tl.load(WT + k[:, None] * K_PAD + s[None, :])                 # [BLOCK_S, BLOCK_K]
         g = tl.load(DY + b * s_gb + s[:, None] * s_gs + c[None, :] * s_gc, mask=smask, other=0.0)
-        p = g.to(tl.float32) * scale
-        acc = dot(wt, to_dtype(p, WT.dtype.element_ty, INTERPRET), acc, INTERPRET, INPUT_PRECISION)
+        acc = dot(wt, _operand(g, WT.dtype.element_ty, INTERPRET), acc, INTERPRET, INPUT_PRECISION)
+    acc = acc * scale                                   # W^T @ (scale * dy) = scale * (W^T @ dy): one multiply
     # epilogue on this program's tokens k
     alpha = tl.load(Alpha + c, mask=cmask, other=0.0).to(tl.float32)
     beta = tl.load(Beta + c, mask=cmask, other=0.0).to(tl.float32)
@@ -159,18 +175,21 @@ def _token_linear_bwd_kernel(
 
 def block_s(S: int, kernel: str) -> int:
     """Tokens per program: the forward takes all of S up to 256 (x read once), else 128; the backward at
-    most 128 (its epilogue holds five fp32 tiles: at 256 tokens it spilled 32-64 B on sm_90)."""
-    cap = 256 if kernel == "fwd" else 128
+    most 64 (its epilogue holds five [BLOCK_S, BLOCK_C] fp32 tiles: at 256 tokens it spilled 32-64 B on
+    sm_90; 64 tokens on 8 warps compile with 0 spills at resmlp_24 and resmlp_big_24, triton 3.6 and 3.8;
+    the backward's model time is in the speed report)."""
+    cap = 256 if kernel == "fwd" else 64
     return max(16, triton.next_power_of_2(S)) if triton.next_power_of_2(S) <= cap else 128
 
 
 # (BLOCK_C, BLOCK_K, num_warps, num_stages) by kernel and compute dtype on a GPU; the interpreter takes
 # INTERPRET_CONFIG. Compiled for sm_90 at resmlp_24 / resmlp_big_24 (the compile cases below): 2 stages
 # keep 2 CTAs per SM at S <= 256 (3 stages: 120 KB, one CTA); the backward's epilogue holds five
-# [BLOCK_S, BLOCK_C] fp32 tiles, so it takes 32 channels (64 spilled 1.2 KB at BLOCK_S = 256).
+# [BLOCK_S, BLOCK_C] fp32 tiles, so it takes 32 channels and 64 tokens on 8 warps (4 warps spilled with
+# HAS_SCALE; 64 channels spilled 2 KB, and 1.2 KB at 256 tokens).
 GPU_CONFIGS = {
     ("fwd", "fp16"): (64, 64, 8, 2),
-    ("fwd", "fp32"): (64, 32, 8, 2),
+    ("fwd", "fp32"): (32, 32, 8, 2),
     ("bwd", "fp16"): (32, 64, 8, 2),
     ("bwd", "fp32"): (32, 32, 8, 2),
 }
@@ -207,7 +226,7 @@ def _args(kernel: str, dt, S, C):
                   s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, OFF64=False, INTERPRET=False,
                   INPUT_PRECISION="tf32" if dt == torch.float32 else "ieee", BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk)
     if kernel == "fwd":
-        return dict(common, W=dt, Out=dt)
+        return dict(common, W=dt, RowSum=torch.float32, Out=dt)
     return dict(common, DY=dt, WT=dt, DX=dt, DAp=torch.float32, DBp=torch.float32, DLp=torch.float32, GB=dt,
                 AB=dt, s_gb=S * C, s_gs=C, s_gc=1, STORE_WGRAD=True)
 

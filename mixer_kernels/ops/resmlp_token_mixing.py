@@ -51,9 +51,10 @@ def token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale
     bc, bk, warps, stages = tl_k.config("fwd", weight.dtype, triton_interpret())
     bs = tl_k.block_s(S, "fwd")
     wp = _weights(weight, S, bs, bk, transpose=False)
+    rowsum = wp.sum(1, dtype=torch.float32)             # of the rounded weights the dot uses: [S_rows]
     with device_of(x):
         tl_k._token_linear_fwd_kernel[(B, triton.cdiv(C, bc), triton.cdiv(S, bs))](
-            x, alpha, beta, wp, bias, layer_scale, sample_scale if sample_scale is not None else bias, out,
+            x, alpha, beta, wp, rowsum, bias, layer_scale, sample_scale if sample_scale is not None else bias, out,
             S, C, wp.shape[1], *x.stride(),
             HAS_SCALE=sample_scale is not None, OFF64=_off64(x, out), INTERPRET=triton_interpret(),
             INPUT_PRECISION=input_precision(weight.dtype), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk,
