@@ -45,3 +45,23 @@ def resmlp_channel_mixing_torch(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight
     h = F.linear(F.gelu(F.linear(torch.addcmul(beta, alpha, x), fc1_weight, fc1_bias), approximate=approximate),
                  fc2_weight, fc2_bias)
     return _residual(x, layer_scale * h, sample_scale)
+
+
+def _glu(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gate_last):
+    x1, x2 = F.linear(x, fc1_weight, fc1_bias).chunk(2, dim=-1)
+    return F.linear(x1 * F.silu(x2) if gate_last else F.silu(x1) * x2, fc2_weight, fc2_bias)
+
+
+def gmixer_token_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                              eps=1e-6, gate_last=True, sample_scale=None):
+    """x [B, S, C] -> x + GluMlp(LN(x)^T)^T: gMixer's token half (fc1 [DS, S], SiLU gate, fc2 [S, DS/2])."""
+    t = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps).transpose(1, 2)   # [B, C, S]
+    t = _glu(t, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gate_last)
+    return _residual(x, t.transpose(1, 2), sample_scale)
+
+
+def gmixer_channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                                eps=1e-6, gate_last=True, sample_scale=None):
+    """x [B, S, C] -> x + GluMlp(LN(x)): gMixer's channel half (fc1 [DC, C], SiLU gate, fc2 [C, DC/2])."""
+    h = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
+    return _residual(x, _glu(h, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gate_last), sample_scale)

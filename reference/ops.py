@@ -14,7 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["layer_norm", "mlp", "token_mixing", "channel_mixing", "mixer_block", "forward_backward"]
+__all__ = ["layer_norm", "mlp", "token_mixing", "channel_mixing", "mixer_block", "glu_mlp", "gmixer_token_mixing",
+           "gmixer_channel_mixing", "forward_backward"]
 
 
 def layer_norm(x, weight, bias, eps=1e-6):
@@ -53,6 +54,31 @@ def mixer_block(x, n1w, n1b, t1w, t1b, t2w, t2b, n2w, n2b, c1w, c1b, c2w, c2b, e
     """One Mixer block (docs/design.md, "The block"): token mixing, then channel mixing."""
     y = token_mixing(x, n1w, n1b, t1w, t1b, t2w, t2b, eps, approximate)
     return channel_mixing(y, n2w, n2b, c1w, c1b, c2w, c2b, eps, approximate)
+
+
+# gMixer (timm's gmixer_*: MixerBlock with GluMlp and SiLU in both halves). fc1 [2H, N], fc2 [N, H].
+
+def glu_mlp(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gate_last=True):
+    """fc2(x1 * SiLU(x2)) (gate_last) or fc2(SiLU(x1) * x2), x1, x2 = fc1(x).chunk(2, -1): timm's GluMlp."""
+    x1, x2 = F.linear(x, fc1_weight, fc1_bias).chunk(2, dim=-1)
+    g = x1 * F.silu(x2) if gate_last else F.silu(x1) * x2
+    return F.linear(g, fc2_weight, fc2_bias)
+
+
+def gmixer_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps=1e-6,
+                        gate_last=True, sample_scale=None):
+    """x [B, S, C] -> x + GluMlp(LN(x)^T)^T along S: fc1 [DS, S], fc2 [S, DS/2]."""
+    t = layer_norm(x, norm_weight, norm_bias, eps).transpose(1, 2)                       # [B, C, S]
+    branch = glu_mlp(t, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gate_last).transpose(1, 2)
+    return _residual(x, branch, sample_scale)
+
+
+def gmixer_channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps=1e-6,
+                          gate_last=True, sample_scale=None):
+    """x [B, S, C] -> x + GluMlp(LN(x)) along C: fc1 [DC, C], fc2 [C, DC/2]."""
+    branch = glu_mlp(layer_norm(x, norm_weight, norm_bias, eps), fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                     gate_last)
+    return _residual(x, branch, sample_scale)
 
 
 def forward_backward(op, inputs, grad_out, dtype=torch.float64, sample_scale=None, **kwargs):
