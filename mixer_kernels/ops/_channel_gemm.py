@@ -62,6 +62,7 @@ import triton
 import triton.language as tl
 
 from .._config import autotune, empty, input_precision, triton_interpret
+from ._act import glu, glu_and_grad
 from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
@@ -90,6 +91,10 @@ GPU_CONFIGS = {
     # went with the LayerNorm prologue (it halved that work per FLOP) and was serialised on triton 3.6
     "hidden": {16: [(64, 128, 64, 4, 3), (128, 128, 64, 8, 3)],
                32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
+    # gMixer's SiLU-gated GLU (GLU != 0): BLOCK_N hidden units per half, two accumulators, so 64 gives the
+    # GELU tile's 64x128 (128x128) accumulator registers and FLOPs per k-step
+    "hidden_glu": {16: [(64, 64, 64, 4, 3), (128, 64, 64, 8, 3)],
+                   32: [(128, 64, 32, 8, 3), (64, 64, 32, 4, 3)]},
     "out": {16: [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)],
             32: [(128, 128, 32, 8, 3), (64, 128, 32, 4, 3)]},
     "wgrad": {16: [(128, 128, 64, 8, 3), (128, 256, 64, 8, 3)],
@@ -102,10 +107,16 @@ def _configs(kind):
     if triton_interpret():
         bm, bn, bk, w, s = INTERPRET_CONFIG
         return [_cfg(bm, bn, bk, w, s, group_m=2)]
-    return [_cfg(*c) for bits in (16, 32) for c in GPU_CONFIGS[kind][bits]]
+    kinds = [kind] + ([kind + "_glu"] if kind + "_glu" in GPU_CONFIGS else [])
+    return [_cfg(*c) for k in kinds for bits in (16, 32) for c in GPU_CONFIGS[k][bits]]
 
 
-def _prune(weight_arg):
+def _table_of(kind, named_args):
+    """The table of a launch: the GLU table ("hidden_glu") when the launch passes GLU != 0."""
+    return kind + "_glu" if named_args.get("GLU", 0) and kind + "_glu" in GPU_CONFIGS else kind
+
+
+def _prune(weight_arg, kind):
     """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32); before
     sm_90 drop 128x256 tiles (the weight-gradient one spills 136-380 bytes on sm_80). With
     MIXER_KERNELS_AUTOTUNE=0 keep only the first (no benchmarking: the same config in every process,
@@ -115,7 +126,9 @@ def _prune(weight_arg):
             return configs
         w = named_args[weight_arg]
         bits = 32 if w.element_size() >= 4 else 16
-        keep = [c for c in configs if (c.kwargs["BLOCK_K"] == 32) == (bits == 32)]
+        table = GPU_CONFIGS[_table_of(kind, {**kwargs, **named_args})][bits]
+        keep = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
+                                       c.num_stages) in table]
         if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
             keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
         keep = keep or configs
@@ -131,7 +144,7 @@ def _autotune(kind, weight_arg, key):
     tensor dtypes (Triton adds those). cache_results: the choice is kept in Triton's on-disk cache, so
     a new process does not re-benchmark."""
     return triton.autotune(configs=_configs(kind), key=key,
-                           prune_configs_by={"early_config_prune": _prune(weight_arg)}, do_bench=_bench,
+                           prune_configs_by={"early_config_prune": _prune(weight_arg, kind)}, do_bench=_bench,
                            cache_results=True)
 
 
@@ -189,23 +202,64 @@ def _hidden_bwd_epilogue(acc, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, c
         tl.store(DB + pid_m.to(tl.int64) * N_SIZE + cols, db, mask=cmask)
 
 
+@triton.jit
+def _glu_bwd_epilogue(acc, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols, N_SIZE,
+                      HAS_SCALE: tl.constexpr, WRITE_ACT: tl.constexpr, WRITE_DB: tl.constexpr,
+                      GLU: tl.constexpr, INTERPRET: tl.constexpr):
+    """gMixer's GLU: acc = dg [BM, len(cols)] for hidden units cols < H = N_SIZE. z = [x1 | x2] rows of 2H;
+    dz = s * [dx1 | dx2] (recomputed from the saved or recomputed z), s * g (fc2's weight-gradient operand,
+    [M, H]), and this row tile's column sums of both dz halves ([tiles, 2H] partials)."""
+    cmask = cols < N_SIZE
+    omask = rmask[:, None] & cmask[None, :]
+    offs1 = rows64[:, None] * (2 * N_SIZE) + cols[None, :]
+    x1 = tl.load(Z + offs1, mask=omask, other=0.0).to(tl.float32)
+    x2 = tl.load(Z + offs1 + N_SIZE, mask=omask, other=0.0).to(tl.float32)
+    g, dx1, dx2 = glu_and_grad(x1, x2, acc, GLU, INTERPRET)
+    if HAS_SCALE:
+        dx1 = dx1 * row_scale[:, None]
+        dx2 = dx2 * row_scale[:, None]
+        g = g * row_scale[:, None]
+    dx1 = to_dtype(dx1, DZ.dtype.element_ty, INTERPRET)
+    dx2 = to_dtype(dx2, DZ.dtype.element_ty, INTERPRET)
+    tl.store(DZ + offs1, dx1, mask=omask)
+    tl.store(DZ + offs1 + N_SIZE, dx2, mask=omask)
+    if WRITE_ACT:
+        tl.store(Act + rows64[:, None] * N_SIZE + cols[None, :], to_dtype(g, Act.dtype.element_ty, INTERPRET),
+                 mask=omask)
+    if WRITE_DB:
+        # dz is exactly 0 outside the matrix (acc = 0 on masked rows, the loads of z are 0 there)
+        db = DB + pid_m.to(tl.int64) * (2 * N_SIZE) + cols
+        tl.store(db, tl.sum(dx1.to(tl.float32), axis=0), mask=cmask)
+        tl.store(db + N_SIZE, tl.sum(dx2.to(tl.float32), axis=0), mask=cmask)
+
+
 # --------------------------------------------------------------------------------------------------
 # GEMM 1 (K = C): forward fc1 + bias + GELU on the LayerNorm output y; backward hidden gradient
+#
+# gMixer (GLU != 0; fc1 [DC, C] = [2H, C], fc2 [C, H]): N_SIZE = H, and the forward runs two accumulators
+# over the paired fc1 rows n and n + H (the x1 and x2 halves of one hidden unit), so the gate is one
+# epilogue: z = [x1 | x2] rows of 2H (timm's chunk order, saved as is), g = x1 * SiLU(x2) [M, H]. Two
+# accumulators rather than a per-call interleaved weight copy (rows n, n + H side by side in one BLOCK_N
+# tile): the copy would tie z's column order to BLOCK_N (the autotuned configs and the cuBLAS composition
+# would disagree on it) and cost a pass over W1 per call; the two dots read the same A tile, so the
+# k-step does the FLOPs of a GELU tile twice as wide (the GLU table halves BLOCK_N: same registers).
 
 
-@_autotune("hidden", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "BACKWARD"])
+@_autotune("hidden", "W", ["N_SIZE", "K_SIZE", "M_BUCKET", "BACKWARD", "GLU"])
 @triton.jit(do_not_specialize=_BATCH_ARGS)
 def _channel_hidden_kernel(
     X,               # [B, S, C] any strides: forward the LayerNorm output y (compute dtype), backward grad_out
     Scale,           # [B] per-sample branch scale (backward, HAS_SCALE)
     W,               # forward fc1_weight [DC, C] (stride_wk=1, stride_wn=C); backward fc2_weight [C, DC]
+                     # (GLU: fc2_weight [C, H])
     Bias,            # [DC] fc1_bias (forward)
     Z,               # [M, DC] pre-activation: forward output (WRITE_Z), backward input
     Act,             # [M, DC] forward: GELU(z) (WRITE_ACT); backward: s * GELU(z) for fc2's weight gradient
+                     # (GLU: [M, H], the gate g = x1 * SiLU(x2); backward s * g)
     DZ,              # [M, DC] backward output: grad w.r.t. z
     DB,              # [>= cdiv(M, BLOCK_M), DC] fp32 backward output (WRITE_DB): row tile pid_m's column sums of dz
     M, S,            # rows (B*S), tokens per sample
-    N_SIZE,          # DC (output columns)
+    N_SIZE,          # DC (output columns); GLU: H = DC / 2 (hidden units after the gate)
     K_SIZE,          # C (reduction)
     M_BUCKET,        # autotuning key only
     stride_xb, stride_xs, stride_xc,
@@ -214,6 +268,7 @@ def _channel_hidden_kernel(
     WRITE_DB: tl.constexpr,
     A_CAST: tl.constexpr,   # X's dtype is not the compute dtype: round the A tiles to it on chip
     APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    GLU: tl.constexpr,      # 0: GELU; gMixer's SiLU-gated GLU: 1 gate last (x1 * SiLU(x2)), 2 gate first
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = _tile_ids(tl.program_id(0), M, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
@@ -235,6 +290,8 @@ def _channel_hidden_kernel(
     # tensor-core cycles, A from registers), and the backward's drop_path scale s is applied in the
     # epilogue (scaling the A tiles made ptxas serialise the wgmmas). Only a dtype change touches A.
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    if GLU and not BACKWARD:
+        acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)     # x2: fc1 rows n + H
     for k0 in range(0, K_SIZE, BLOCK_K):
         kmask = (k0 + ks) < K_SIZE
         a = tl.load(x_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
@@ -242,6 +299,9 @@ def _channel_hidden_kernel(
             a = to_dtype(a.to(tl.float32), W.dtype.element_ty, INTERPRET)
         w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
         acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
+        if GLU and not BACKWARD:
+            w2 = tl.load(w_ptrs + N_SIZE * stride_wn, mask=kmask[:, None] & cmask[None, :], other=0.0)
+            acc2 = dot(a, w2, acc2, INTERPRET, INPUT_PRECISION)
         x_ptrs += BLOCK_K * stride_xc
         w_ptrs += BLOCK_K * stride_wk
 
@@ -254,10 +314,30 @@ def _channel_hidden_kernel(
         cols_lo = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
         if not HAS_SCALE:
             row_scale = tl.zeros([BLOCK_M], dtype=tl.float32)
-        _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo, N_SIZE, HAS_SCALE,
-                             WRITE_ACT, WRITE_DB, APPROX_TANH, INTERPRET)
-        _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo + BLOCK_N // 2, N_SIZE,
-                             HAS_SCALE, WRITE_ACT, WRITE_DB, APPROX_TANH, INTERPRET)
+        if GLU:
+            _glu_bwd_epilogue(acc_lo, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo, N_SIZE, HAS_SCALE,
+                              WRITE_ACT, WRITE_DB, GLU, INTERPRET)
+            _glu_bwd_epilogue(acc_hi, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo + BLOCK_N // 2,
+                              N_SIZE, HAS_SCALE, WRITE_ACT, WRITE_DB, GLU, INTERPRET)
+        else:
+            _hidden_bwd_epilogue(acc_lo, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo, N_SIZE,
+                                 HAS_SCALE, WRITE_ACT, WRITE_DB, APPROX_TANH, INTERPRET)
+            _hidden_bwd_epilogue(acc_hi, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols_lo + BLOCK_N // 2,
+                                 N_SIZE, HAS_SCALE, WRITE_ACT, WRITE_DB, APPROX_TANH, INTERPRET)
+    elif GLU:
+        # z = [x1 | x2] rounded to the compute dtype (saved as is), the gate g from the rounded halves (the
+        # backward recomputes it from the same bits)
+        bias1 = tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)
+        bias2 = tl.load(Bias + N_SIZE + cols, mask=cmask, other=0.0).to(tl.float32)
+        x1 = to_dtype(tl.where(omask, acc + bias1[None, :], 0.0), Act.dtype.element_ty, INTERPRET)
+        x2 = to_dtype(tl.where(omask, acc2 + bias2[None, :], 0.0), Act.dtype.element_ty, INTERPRET)
+        zoffs = rows64[:, None] * (2 * N_SIZE) + cols[None, :]
+        if WRITE_Z:
+            tl.store(Z + zoffs, x1, mask=omask)
+            tl.store(Z + zoffs + N_SIZE, x2, mask=omask)
+        if WRITE_ACT:
+            tl.store(Act + offs, to_dtype(glu(x1.to(tl.float32), x2.to(tl.float32), GLU, INTERPRET),
+                                          Act.dtype.element_ty, INTERPRET), mask=omask)
     else:
         bias = tl.load(Bias + cols, mask=cmask, other=0.0).to(tl.float32)
         # z rounded to the compute dtype first: the saved z, the activation used here and the one the
@@ -419,21 +499,36 @@ def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
 
 
+# The hidden activation of a launch, as ops/channel_mixing.py names it (its `approximate` argument):
+# GELU "none" (erf) / "tanh", or gMixer's SiLU-gated GLU "glu_silu" (gate last, timm's default) /
+# "glu_silu_first" (gate_last=False).
+GLU_ACTS = {"glu_silu": 1, "glu_silu_first": 2}
+
+
+def glu_of(approximate: str) -> int:
+    """The GLU constexpr of an activation name (0: GELU)."""
+    return GLU_ACTS.get(approximate, 0)
+
+
 def hidden_forward(y, fc1_weight, fc1_bias, *, approximate, write_z: bool, write_act: bool):
-    """z = y @ fc1_weight^T + fc1_bias and/or act = GELU(z), [M, DC] in the compute dtype, from the
-    LayerNorm output y [B, S, C] (compute dtype). Returns (z or None, act or None)."""
+    """z = y @ fc1_weight^T + fc1_bias [M, DC] and/or act = GELU(z) [M, DC] in the compute dtype, from the
+    LayerNorm output y [B, S, C] (compute dtype); with a GLU activation act = x1 * SiLU(x2) [M, DC/2]
+    (x1, x2 = z's halves). Returns (z or None, act or None)."""
     B, S, C = y.shape
     M, DC = B * S, fc1_weight.shape[0]
+    glu = glu_of(approximate)
+    N = DC // 2 if glu else DC
     dt = fc1_weight.dtype
     z = empty((M, DC), device=y.device, dtype=dt) if write_z else None
-    act = empty((M, DC), device=y.device, dtype=dt) if write_act else None
+    act = empty((M, N), device=y.device, dtype=dt) if write_act else None
     any_out = z if z is not None else act
-    _channel_hidden_kernel[_grid_2d(M, DC)](
+    _channel_hidden_kernel[_grid_2d(M, N)](
         y, fc1_bias, fc1_weight, fc1_bias,
         any_out, act if act is not None else any_out, any_out, any_out,
-        M, S, DC, C, m_bucket(M), *_strides3(y), fc1_weight.stride(1), fc1_weight.stride(0),
+        M, S, N, C, m_bucket(M), *_strides3(y), fc1_weight.stride(1), fc1_weight.stride(0),
         BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act, WRITE_DB=False, A_CAST=y.dtype != dt,
         APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
+        GLU=glu,
     )
     return z, act
 
@@ -442,23 +537,27 @@ def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate, write
     """(dz, act_s, db1): dz = s * (grad_out @ fc2_weight) * GELU'(z) [M, DC] in the compute dtype (s the
     per-sample scale, 1 without one); act_s = s * GELU(z), fc2's weight-gradient operand (None unless
     write_act); db1 = the fp32 column sums of dz (fc1_bias's gradient; None unless write_db), from
-    per-row-tile partials summed in a fixed order."""
+    per-row-tile partials summed in a fixed order. GLU activation: dz = s * [dg * SiLU(x2) | dg * x1 * SiLU'(x2)]
+    [M, DC] with dg = grad_out @ fc2_weight [M, DC/2], act_s = s * g [M, DC/2]."""
     B, S, C = grad_out.shape
     M, DC = z.shape
+    glu = glu_of(approximate)
+    N = fc2_weight.shape[1]                      # DC, or DC/2 with a GLU
     dt = fc2_weight.dtype
     dz = empty((M, DC), device=z.device, dtype=dt)
-    act = empty((M, DC), device=z.device, dtype=dt) if write_act else None
+    act = empty((M, N), device=z.device, dtype=dt) if write_act else None
     # one row per row tile of the smallest BLOCK_M the kernel may run with; with larger tiles the unused rows
     # stay zero, so the fixed-order sum is the same for every config of a launch
     dbp = torch.zeros((triton.cdiv(M, _min_hidden_block_m()), DC), device=z.device, dtype=torch.float32) \
         if write_db else dz
     sc = sample_scale if sample_scale is not None else z
-    _channel_hidden_kernel[_grid_2d(M, DC)](
+    _channel_hidden_kernel[_grid_2d(M, N)](
         grad_out, sc, fc2_weight, z, z, act if write_act else dz, dz, dbp,
-        M, S, DC, C, m_bucket(M), *_strides3(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
+        M, S, N, C, m_bucket(M), *_strides3(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
         BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act, WRITE_DB=write_db,
         A_CAST=grad_out.dtype != dt,
         APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
+        GLU=glu,
     )
     return dz, act, (dbp.sum(0) if write_db else None)
 
@@ -494,7 +593,9 @@ def out_backward(dz, fc1_weight, B, S):
 
 def _min_hidden_block_m() -> int:
     """The smallest BLOCK_M the hidden kernel may run with (rows of the dz column-sum partials)."""
-    return INTERPRET_CONFIG[0] if triton_interpret() else min(c[0] for b in GPU_CONFIGS["hidden"].values() for c in b)
+    if triton_interpret():
+        return INTERPRET_CONFIG[0]
+    return min(c[0] for k in ("hidden", "hidden_glu") for b in GPU_CONFIGS[k].values() for c in b)
 
 
 # split-K of the weight gradients
@@ -568,11 +669,11 @@ def _case_dtypes(size_name):
     return ((torch.bfloat16, 16), (torch.float32, 32)) if size_name == "B/16" else ((torch.bfloat16, 16),)
 
 
-def _cases(kind, variants, kernel_args):
+def _cases(kind, variants, kernel_args, sizes=_SIZES):
     """Every (size, dtype, GPU config, variant) launch of one kernel. kernel_args(dt, S, C, DC, M, variant)
     gives the kernel-specific arguments; the tile meta-parameters are added here."""
     cases = []
-    for name, S, C, DC in _SIZES:
+    for name, S, C, DC in sizes:
         M = 256 * S
         for dt, bits in _case_dtypes(name):
             configs = GPU_CONFIGS[kind][bits] if bits == 16 else GPU_CONFIGS[kind][bits][:1]
@@ -592,7 +693,24 @@ def _hidden_args(dt, S, C, DC, M, variant):
                 N_SIZE=DC, K_SIZE=C, stride_xb=S * C, stride_xs=C, stride_xc=1,
                 stride_wk=DC if bwd else 1, stride_wn=1 if bwd else C,
                 BACKWARD=bwd, HAS_SCALE=scale, WRITE_Z=not bwd, WRITE_ACT=True, WRITE_DB=bwd, A_CAST=False,
-                APPROX_TANH=False)
+                APPROX_TANH=False, GLU=0)
+
+
+# gMixer-24 (timm's gmixer_24_224: S = 196, C = 384, DC = 1536 = 2 x 768): the GLU launches of the hidden
+# kernel, bf16 and fp32 (tf32), every config of the GLU table ("B/16" is only _case_dtypes' key for both dtypes).
+_GMIXER_SIZES = [("B/16", 196, 384, 1536)]
+
+
+def _glu_hidden_args(dt, S, C, DC, M, variant):
+    bwd, scale = variant
+    return dict(_hidden_args(dt, S, C, DC // 2, M, variant), stride_wk=DC // 2 if bwd else 1, GLU=1)
+
+
+def _glu_hidden_cases():
+    cases = _cases("hidden_glu", _HIDDEN_MODES, _glu_hidden_args, _GMIXER_SIZES)
+    for c in cases:
+        c.name = "gmixer_24 glu " + c.name[len("B/16 "):]
+    return cases
 
 
 def _out_args(dt, S, C, DC, M, bwd):
@@ -610,15 +728,19 @@ def _wgrad_args(dt, S, C, DC, M, fc1):
 _MODES = [("fwd", False), ("bwd", True)]
 def _hidden_work(a) -> Work:
     """2*M*DC*C FLOPs; the A rows (x or grad_out) and the weight read once, z / GELU(z) / dz as written
-    (backward: z read). Main loop: the K loop."""
+    (backward: z read). Main loop: the K loop. GLU (N_SIZE = H, z and dz [M, 2H], act [M, H]): the forward
+    does two dots per k-step (4*M*H*C), the backward one (2*M*H*C)."""
     M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
     mn = M * N * a["Z"].element_size()
+    zn = 2 * mn if a.get("GLU", 0) else mn                  # z and dz bytes
     moved = M * K * a["X"].element_size() + nbytes(a["W"])
     if a["BACKWARD"]:
-        moved += 2 * mn + (mn if a["WRITE_ACT"] else 0)
+        moved += 2 * zn + (mn if a["WRITE_ACT"] else 0)
+        flops = 2.0 * M * N * K
     else:
-        moved += (mn if a["WRITE_Z"] else 0) + (mn if a["WRITE_ACT"] else 0)
-    return Work(2.0 * M * N * K, moved, triton.cdiv(K, a["BLOCK_K"]))
+        moved += (zn if a["WRITE_Z"] else 0) + (mn if a["WRITE_ACT"] else 0)
+        flops = (4.0 if a.get("GLU", 0) else 2.0) * M * N * K
+    return Work(flops, moved, triton.cdiv(K, a["BLOCK_K"]))
 
 
 def _out_work(a) -> Work:
@@ -639,7 +761,8 @@ def _wgrad_work(a) -> Work:
 
 
 _HIDDEN_MODES = [("fwd", (False, False)), ("bwd", (True, False)), ("bwd drop_path", (True, True))]
-register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _HIDDEN_MODES, _hidden_args), _hidden_work)
+register_kernel(_channel_hidden_kernel, lambda: _cases("hidden", _HIDDEN_MODES, _hidden_args) + _glu_hidden_cases(),
+                _hidden_work)
 register_kernel(_channel_out_kernel, lambda: _cases("out", _MODES, _out_args), _out_work)
 register_kernel(_channel_wgrad_kernel, lambda: _cases("wgrad", [("fc1", True), ("fc2", False)], _wgrad_args),
                 _wgrad_work)

@@ -6,10 +6,12 @@ autotuning). ops/channel_mixing.py calls the choices below, never the kernels di
 
   choice                 ours                                   composition
   channel.fc1            _channel_hidden_kernel (fwd)           addmm(b1, y, W1^T) -> z; _gelu_pass_kernel: GELU(z)
+                                                                (gMixer GLU: _glu_pass_kernel: x1 * SiLU(x2))
   channel.fc2            _channel_out_kernel (fwd)              addmm(b2, act, W2^T) -> h; _residual_pass_kernel:
                                                                 x + s[b] * h
   channel.hidden_bwd     _channel_hidden_kernel (BACKWARD)      mm(g, W2) -> dh; _hidden_bwd_pass_kernel: the same
                                                                 epilogue (s * dh * GELU'(z), s * GELU(z), db1 partials)
+                                                                (GLU: _glu_bwd_pass_kernel, the GLU epilogue's math)
   channel.dn             _channel_out_kernel (bwd)              mm(dz, W1)
   channel.wgrad          _channel_wgrad_kernel                  mm(P^T, Q) (or mm(Q^T, P) when transposed)
 
@@ -26,7 +28,8 @@ import triton.language as tl
 
 from .._config import empty, triton_interpret
 from . import _channel_gemm as ours
-from ._channel_gemm import _hidden_bwd_epilogue, m_bucket
+from ._act import glu, glu_and_grad
+from ._channel_gemm import _hidden_bwd_epilogue, glu_of, m_bucket
 from ._choice import Choice
 from ._gelu import gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
@@ -107,6 +110,86 @@ def _hidden_bwd_pass_kernel(
                          WRITE_DB, APPROX_TANH, INTERPRET)
 
 
+@triton.jit
+def _glu_pass_kernel(
+    Z,               # pre-activation holding both halves: x1 of (row r, column n) at _glu_offsets, x2 at + HALF
+    DG,              # BACKWARD: [R, N] contiguous gradient of the gate g
+    Scale,           # [cdiv(R, SCALE_ROWS)] per-row-group scale (HAS_SCALE: drop_path's s[b], rows r of sample r // S)
+    G,               # [R, N] contiguous output: g (forward) or s * g (BACKWARD and WRITE_G)
+    DZ,              # BACKWARD: output laid out as Z: s * dx1 at x1's offset, s * dx2 at x2's
+    DB,              # BACKWARD and WRITE_DB: [cdiv(R, BLOCK_M), 2N] fp32 row tile column sums of dx1 | dx2
+    R, N,            # rows, columns of g
+    RH,              # rows per group (Z's row r lies in group r // RH at row r % RH)
+    SCALE_ROWS,      # rows per Scale entry (S)
+    s_zg, s_zr,      # Z strides of a group, of a row (its columns are contiguous)
+    HALF,            # offset of x2 from x1
+    GATE: tl.constexpr, BACKWARD: tl.constexpr, HAS_SCALE: tl.constexpr, WRITE_G: tl.constexpr,
+    WRITE_DB: tl.constexpr, INTERPRET: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The gate of gMixer's GLU after a cuBLAS GEMM, and its backward: the composition's pass for the channel
+    half (Z [M, 2H] rows: RH = M, s_zr = 2H, HALF = H, N = H) and for the token half's large-S path (Z
+    [B, DS, C]: rows r = (b, j < H), RH = H, s_zg = DS*C, s_zr = C, HALF = H*C, N = C). The math is the
+    kernels' epilogues' (ops/_act.py)."""
+    pid_m = tl.program_id(0)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < R
+    cmask = cols < N
+    mask = rmask[:, None] & cmask[None, :]
+    rows64 = rows.to(tl.int64)
+    z1 = Z + ((rows64 // RH) * s_zg + (rows64 % RH) * s_zr)[:, None] + cols[None, :]
+    x1 = tl.load(z1, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(z1 + HALF, mask=mask, other=0.0).to(tl.float32)
+    goffs = rows64[:, None] * N + cols[None, :]
+    if BACKWARD:
+        dg = tl.load(DG + goffs, mask=mask, other=0.0).to(tl.float32)
+        g, dx1, dx2 = glu_and_grad(x1, x2, dg, GATE, INTERPRET)
+        if HAS_SCALE:
+            s = tl.load(Scale + rows // SCALE_ROWS, mask=rmask, other=0.0).to(tl.float32)[:, None]
+            g, dx1, dx2 = g * s, dx1 * s, dx2 * s
+        dz1 = DZ + ((rows64 // RH) * s_zg + (rows64 % RH) * s_zr)[:, None] + cols[None, :]
+        dx1 = to_dtype(dx1, DZ.dtype.element_ty, INTERPRET)
+        dx2 = to_dtype(dx2, DZ.dtype.element_ty, INTERPRET)
+        tl.store(dz1, dx1, mask=mask)
+        tl.store(dz1 + HALF, dx2, mask=mask)
+        if WRITE_G:
+            tl.store(G + goffs, to_dtype(g, G.dtype.element_ty, INTERPRET), mask=mask)
+        if WRITE_DB:
+            db = DB + pid_m.to(tl.int64) * (2 * N) + cols
+            tl.store(db, tl.sum(tl.where(mask, dx1.to(tl.float32), 0.0), axis=0), mask=cmask)
+            tl.store(db + N, tl.sum(tl.where(mask, dx2.to(tl.float32), 0.0), axis=0), mask=cmask)
+    else:
+        tl.store(G + goffs, to_dtype(glu(x1, x2, GATE, INTERPRET), G.dtype.element_ty, INTERPRET), mask=mask)
+
+
+def glu_gate(z, R, N, RH, s_zg, s_zr, half, gate):
+    """g [R, N] (z's dtype) of the halves in z (layout as _glu_pass_kernel's docstring)."""
+    g = empty((R, N), device=z.device, dtype=z.dtype)
+    if R * N:
+        _glu_pass_kernel[_grid_pass(R, N)](
+            z, z, z, g, z, z, R, N, RH, 1, s_zg, s_zr, half, GATE=gate, BACKWARD=False, HAS_SCALE=False,
+            WRITE_G=True, WRITE_DB=False, INTERPRET=triton_interpret(), BLOCK_M=_PASS_BLOCK[0],
+            BLOCK_N=_PASS_BLOCK[1])
+    return g
+
+
+def glu_gate_bwd(dg, z, R, N, RH, s_zg, s_zr, half, gate, *, scale=None, scale_rows=1, write_g=False,
+                 write_db=False):
+    """(dz laid out as z, s * g [R, N] or None, fp32 column sums of dz [2N] or None) from dg [R, N]."""
+    dz = empty(z.shape, device=z.device, dtype=dg.dtype)
+    g = empty((R, N), device=z.device, dtype=dg.dtype) if write_g else None
+    dbp = torch.zeros((triton.cdiv(R, _PASS_BLOCK[0]), 2 * N), device=z.device, dtype=torch.float32) \
+        if write_db else None
+    if R * N:
+        _glu_pass_kernel[_grid_pass(R, N)](
+            z, dg, scale if scale is not None else dg, g if write_g else dz, dz, dbp if write_db else dz,
+            R, N, RH, scale_rows, s_zg, s_zr, half, GATE=gate, BACKWARD=True, HAS_SCALE=scale is not None,
+            WRITE_G=write_g, WRITE_DB=write_db, INTERPRET=triton_interpret(), BLOCK_M=_PASS_BLOCK[0],
+            BLOCK_N=_PASS_BLOCK[1])
+    return dz, g, (dbp.sum(0) if write_db else None)
+
+
 def _grid_pass(M, N):
     bm, bn = _PASS_BLOCK
     return (triton.cdiv(M, bm), triton.cdiv(N, bn))
@@ -125,6 +208,11 @@ def fc1_composed(y, fc1_weight, fc1_bias, *, approximate, write_z: bool, write_a
     dt = fc1_weight.dtype
     z = torch.addmm(fc1_bias, _rows(y).to(dt), fc1_weight.t())
     act = None
+    gate = glu_of(approximate)
+    if gate:
+        M, H = z.shape[0], z.shape[1] // 2
+        act = glu_gate(z, M, H, M, 0, 2 * H, H, gate) if write_act else None
+        return (z if write_z else None), act
     if write_act:
         act = empty(z.shape, device=z.device, dtype=dt)
         _gelu_pass_kernel[(triton.cdiv(z.numel(), _GELU_BLOCK),)](
@@ -148,6 +236,11 @@ def hidden_bwd_composed(grad_out, sample_scale, fc2_weight, z, *, approximate, w
     M, DC = z.shape
     dt = fc2_weight.dtype
     dh = torch.mm(_rows(grad_out).to(dt), fc2_weight)
+    gate = glu_of(approximate)
+    if gate:
+        H = DC // 2
+        return glu_gate_bwd(dh, z, M, H, M, 0, DC, H, gate, scale=sample_scale, scale_rows=grad_out.shape[1],
+                            write_g=write_act, write_db=write_db)
     dz = empty((M, DC), device=z.device, dtype=dt)
     act = empty((M, DC), device=z.device, dtype=dt) if write_act else None
     dbp = torch.zeros((triton.cdiv(M, _PASS_BLOCK[0]), DC), device=z.device, dtype=torch.float32) \
@@ -227,6 +320,11 @@ def _pass_cases():
         "res": [CompileCase("B/16 bf16 drop_path", dict(H=bf, Scale=bf, Res=bf, Out=bf, M=M, S=S, N_SIZE=C,
                                                         stride_rb=S * C, stride_rs=C, stride_rc=1, HAS_SCALE=True,
                                                         INTERPRET=False, BLOCK_M=bm, BLOCK_N=bn))],
+        "glu": [CompileCase(f"gmixer_24 {mode} bf16", dict(
+            Z=bf, DG=bf, Scale=bf, G=bf, DZ=bf, DB=torch.float32, R=256 * 196, N=768, RH=256 * 196, SCALE_ROWS=196,
+            s_zg=0, s_zr=1536, HALF=768, GATE=1, BACKWARD=mode != "fwd", HAS_SCALE=mode != "fwd",
+            WRITE_G=True, WRITE_DB=mode != "fwd", INTERPRET=False, BLOCK_M=bm, BLOCK_N=bn))
+            for mode in ("fwd", "bwd drop_path")],
         "hbwd": [CompileCase("B/16 bf16 drop_path", dict(DH=bf, Scale=bf, Z=bf, Act=bf, DZ=bf, DB=torch.float32,
                                                          M=M, S=S, N_SIZE=DC, HAS_SCALE=True, WRITE_ACT=True,
                                                          WRITE_DB=True, APPROX_TANH=False, INTERPRET=False,
@@ -250,3 +348,14 @@ def _hbwd_work(a) -> Work:
 register_kernel(_gelu_pass_kernel, lambda: _pass_cases()["gelu"], _gelu_work)
 register_kernel(_residual_pass_kernel, lambda: _pass_cases()["res"], _res_work)
 register_kernel(_hidden_bwd_pass_kernel, lambda: _pass_cases()["hbwd"], _hbwd_work)
+
+
+def _glu_work(a) -> Work:
+    """Forward: z's two halves read, g written (3 R*N); backward: z and dg read, dz (2) and s * g written."""
+    rn = a["R"] * a["N"] * a["Z"].element_size()
+    if not a["BACKWARD"]:
+        return Work(0.0, 3 * rn, 1)
+    return Work(0.0, (5 + (1 if a["WRITE_G"] else 0)) * rn + (nbytes(a["DB"]) if a["WRITE_DB"] else 0), 1)
+
+
+register_kernel(_glu_pass_kernel, lambda: _pass_cases()["glu"], _glu_work)

@@ -1,5 +1,9 @@
 """Fused channel mixing, forward and backward: out = x + sample_scale[b] * fc2(GELU(fc1(LN(x)))).
 
+The activation is a parameter (`approximate`): GELU "none" / "tanh", or gMixer's SiLU-gated GLU "glu_silu"
+(x1 * SiLU(x2), timm's gate_last) / "glu_silu_first" (SiLU(x1) * x2), with fc1 [DC, C] and fc2 [C, DC/2]:
+the same launches, GEMM 1 with the gate in its epilogue (ops/_channel_gemm.py; ops/gmixer_channel_mixing.py).
+
 Forward, three launches, no separate GELU pass in device memory:
   1. layernorm_stats (WRITE_Y): fp32 mean, rstd per row, and the LayerNorm output y [M, C] in the
      compute dtype (transient: freed after step 2).
