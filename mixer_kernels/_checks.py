@@ -141,6 +141,57 @@ def check_resmlp_channel_args(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, 
                    1.0, approximate, sample_scale, recompute)
 
 
+def check_gmlp_args(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+                    proj_bias, fc2_weight, fc2_bias, eps, gate_eps, approximate, sample_scale=None,
+                    recompute=False) -> None:
+    """gMLP's block: norm [C], fc1 [DC, C] with DC even, gate norm [DC/2], proj [S, S] + [S], fc2 [C, DC/2]."""
+    _tensor("x", x, 3, "[B, S, C]")
+    B, S, C = x.shape
+    for name, t in (("norm_weight", norm_weight), ("norm_bias", norm_bias)):
+        _tensor(name, t, 1, "[C]")
+        _shape(name, t, (C,), "[C]")
+    _tensor("fc1_weight", fc1_weight, 2, "[DC, C]")
+    if fc1_weight.shape[1] != C:
+        raise ValueError(f"fc1_weight: expected shape [DC, C] with C={C} (from x {tuple(x.shape)}), "
+                         f"got {tuple(fc1_weight.shape)}")
+    DC = fc1_weight.shape[0]
+    if DC < 2 or DC % 2:
+        raise ValueError(f"fc1_weight: expected an even DC >= 2 (the gate splits it in halves), got shape "
+                         f"{tuple(fc1_weight.shape)}")
+    H = DC // 2
+    _tensor("fc1_bias", fc1_bias, 1, "[DC]")
+    _shape("fc1_bias", fc1_bias, (DC,), "[DC]")
+    for name, t in (("gate_norm_weight", gate_norm_weight), ("gate_norm_bias", gate_norm_bias)):
+        _tensor(name, t, 1, "[DC/2]")
+        _shape(name, t, (H,), "[DC/2]")
+    _tensor("proj_weight", proj_weight, 2, "[S, S]")
+    _shape("proj_weight", proj_weight, (S, S), "[S, S]")
+    _tensor("proj_bias", proj_bias, 1, "[S]")
+    _shape("proj_bias", proj_bias, (S,), "[S]")
+    _tensor("fc2_weight", fc2_weight, 2, "[C, DC/2]")
+    _shape("fc2_weight", fc2_weight, (C, H), "[C, DC/2]")
+    _tensor("fc2_bias", fc2_bias, 1, "[C]")
+    _shape("fc2_bias", fc2_bias, (C,), "[C]")
+    if sample_scale is not None:
+        _tensor("sample_scale", sample_scale, 1, "[B]")
+        _shape("sample_scale", sample_scale, (B,), "[B]")
+    named = [("norm_weight", norm_weight), ("norm_bias", norm_bias), ("fc1_weight", fc1_weight),
+             ("fc1_bias", fc1_bias), ("gate_norm_weight", gate_norm_weight), ("gate_norm_bias", gate_norm_bias),
+             ("proj_weight", proj_weight), ("proj_bias", proj_bias), ("fc2_weight", fc2_weight),
+             ("fc2_bias", fc2_bias)]
+    _same_device(x, named + [("sample_scale", sample_scale)])
+    if x.device.type in ("cuda", "cpu") and x.dtype not in SUPPORTED_DTYPES and x.dtype != torch.float64:
+        raise TypeError(f"x: expected float32, float16 or bfloat16 (float64 runs the PyTorch math), got {x.dtype}")
+    _same_dtype(x, named)
+    for name, e in (("eps", eps), ("gate_eps", gate_eps)):
+        if not isinstance(e, (int, float)) or isinstance(e, bool) or not e > 0:
+            raise ValueError(f"{name}: expected a positive float, got {e!r}")
+    if approximate not in APPROXIMATE:
+        raise ValueError(f"approximate: expected 'none' (exact erf GELU) or 'tanh', got {approximate!r}")
+    if not isinstance(recompute, bool):
+        raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")
+
+
 _UNSUPPORTED_TRANSFORMS = {"Grad": "torch.func.grad / vjp / jacrev / hessian (functorch's Grad transform)",
                            "Jvp": "torch.func.jvp / jacfwd (functorch's Jvp transform)"}
 

@@ -16,6 +16,7 @@ import torch
 from . import _nvtx, torch_math
 from ._checks import (
     autocast_enabled,
+    check_gmlp_args,
     check_mlp_args,
     check_resmlp_channel_args,
     check_resmlp_token_args,
@@ -219,3 +220,61 @@ def _resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2
                   sample_scale=sample_scale)
     return torch_math.resmlp_channel_mixing_torch(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                                   layer_scale, approximate, sample_scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# gMLP (Liu et al. 2021, arXiv 2105.08050; timm's SpatialGatingBlock): one residual branch per block,
+# LayerNorm, fc1, GELU, the spatial gating unit (LayerNorm of one half, a linear layer along S, the gate)
+# and fc2.
+
+def gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+               proj_bias, fc2_weight, fc2_bias, *, eps=1e-6, gate_eps=1e-5, approximate="none", sample_scale=None,
+               recompute=False):
+    """A whole gMLP block: x + fc2(u * (W_p @ LN_v(v) + b_p)), u, v = GELU(fc1(LN(x))).chunk(2, -1).
+
+    x [B, S, C]; norm_weight, norm_bias [C] (timm's `norm`, eps `eps`); fc1_weight [DC, C], fc1_bias [DC]
+    (DC even); gate_norm_weight, gate_norm_bias [DC/2] (`mlp_channels.gate.norm`, eps `gate_eps`: timm
+    builds it as nn.LayerNorm, 1e-5); proj_weight [S, S], proj_bias [S] (`mlp_channels.gate.proj`, the
+    linear layer along S); fc2_weight [C, DC/2], fc2_bias [C]. `approximate`: "none" (exact erf GELU,
+    timm) or "tanh". `sample_scale` [B], optional: multiplies each sample's branch (drop_path).
+    `recompute=True` saves only x and the fp32 row statistics for backward; by default the pre-activation
+    fc1(LN(x)) [B*S, DC] is saved too, in the compute dtype. Returns a tensor shaped and typed like x.
+    float64 runs the plain PyTorch math on every device; on the Triton path torch.func.grad / jacrev /
+    jvp and double backward raise a RuntimeError naming them.
+
+    Triton path (ops/gmlp_block.py): five launches forward (LayerNorm, fc1 + GELU, the gate's LayerNorm
+    statistics, the spatial projection with the LayerNorm applied in its operand loads and the gate in
+    its epilogue, fc2 + scale + residual); deterministic gradients for every input.
+    """
+    check_gmlp_args(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+                    proj_bias, fc2_weight, fc2_bias, eps, gate_eps, approximate, sample_scale, recompute)
+    args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+            proj_bias, fc2_weight, fc2_bias)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.gmlp_block"):
+            return _gmlp_block(*args, eps, gate_eps, approximate, sample_scale, recompute)
+    return _gmlp_block(*args, eps, gate_eps, approximate, sample_scale, recompute)
+
+
+def _gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+                proj_bias, fc2_weight, fc2_bias, eps, gate_eps, approximate, sample_scale, recompute):
+    if x.device.type in _XLA_DEVICE_TYPES:
+        from . import xla
+        return xla.gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias,
+                              proj_weight, proj_bias, fc2_weight, fc2_bias, eps=eps, gate_eps=gate_eps,
+                              approximate=approximate, sample_scale=sample_scale, recompute=recompute)
+    if _triton_path(x, fc1_weight):
+        check_transforms("gmlp_block")
+        from .ops.gmlp_block import gmlp_block as op
+        fc1_weight, fc1_bias, fc2_weight, fc2_bias = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        if autocast_enabled(x):
+            proj_weight, proj_bias = proj_weight.to(fc1_weight.dtype), proj_bias.to(fc1_weight.dtype)
+        args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+                proj_bias, fc2_weight, fc2_bias)
+        kw = dict(eps=float(eps), gate_eps=float(gate_eps), approximate=approximate, recompute=recompute)
+        if _scale_needs_grad(sample_scale):
+            return _scaled_outside(x, op(*args, **kw), sample_scale)
+        return op(*args, **kw, sample_scale=sample_scale)
+    return torch_math.gmlp_block_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight,
+                                       gate_norm_bias, proj_weight, proj_bias, fc2_weight, fc2_bias, eps, gate_eps,
+                                       approximate, sample_scale)

@@ -65,3 +65,15 @@ def gmixer_channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias,
     """x [B, S, C] -> x + GluMlp(LN(x)): gMixer's channel half (fc1 [DC, C], SiLU gate, fc2 [C, DC/2])."""
     h = F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps)
     return _residual(x, _glu(h, fc1_weight, fc1_bias, fc2_weight, fc2_bias, gate_last), sample_scale)
+
+
+def gmlp_block_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+                     proj_bias, fc2_weight, fc2_bias, eps=1e-6, gate_eps=1e-5, approximate="none", sample_scale=None):
+    """x [B, S, C] -> x + fc2(u * proj_S(LN_v(v))), u, v = GELU(fc1(LN(x))).chunk(2): gMLP's block (timm's
+    SpatialGatingBlock), written as timm writes it (the projection on the transposed v)."""
+    h = F.gelu(F.linear(F.layer_norm(x, (x.shape[-1],), norm_weight, norm_bias, eps), fc1_weight, fc1_bias),
+               approximate=approximate)
+    u, v = h.chunk(2, dim=-1)
+    v = F.layer_norm(v, (v.shape[-1],), gate_norm_weight, gate_norm_bias, gate_eps)
+    v = F.linear(v.transpose(-1, -2), proj_weight, proj_bias).transpose(-1, -2)
+    return _residual(x, F.linear(u * v, fc2_weight, fc2_bias), sample_scale)

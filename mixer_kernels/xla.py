@@ -87,3 +87,18 @@ def resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_
                                                       layer_scale, approximate, sample_scale)
     return _checkpointed(fn, (x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale),
                          recompute)
+
+
+def gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+               proj_bias, fc2_weight, fc2_bias, *, eps=1e-6, gate_eps=1e-5, approximate="none", sample_scale=None,
+               recompute=False):
+    """gMLP's block on an XLA device (torch_math's formulation); arguments as `mixer_kernels.gmlp_block`,
+    already checked. `recompute=True`: the backward recomputes the hidden activations (with an optimisation
+    barrier, as the other ops)."""
+    def fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight, proj_bias,
+           fc2_weight, fc2_bias, sample_scale):
+        return torch_math.gmlp_block_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight,
+                                           gate_norm_bias, proj_weight, proj_bias, fc2_weight, fc2_bias, float(eps),
+                                           float(gate_eps), approximate, sample_scale)
+    return _checkpointed(fn, (x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias,
+                              proj_weight, proj_bias, fc2_weight, fc2_bias, sample_scale), recompute)

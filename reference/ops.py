@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["layer_norm", "mlp", "token_mixing", "channel_mixing", "mixer_block", "glu_mlp", "gmixer_token_mixing",
-           "gmixer_channel_mixing", "forward_backward"]
+           "gmixer_channel_mixing", "gmlp_block", "forward_backward"]
 
 
 def layer_norm(x, weight, bias, eps=1e-6):
@@ -79,6 +79,19 @@ def gmixer_channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_w
     branch = glu_mlp(layer_norm(x, norm_weight, norm_bias, eps), fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                      gate_last)
     return _residual(x, branch, sample_scale)
+
+
+def gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+               proj_bias, fc2_weight, fc2_bias, eps=1e-6, gate_eps=1e-5, approximate="none", sample_scale=None):
+    """gMLP's block (Liu et al. 2021, arXiv 2105.08050; timm's SpatialGatingBlock with GatedMlp and
+    SpatialGatingUnit): h = GELU(fc1(LN(x))) [B, S, DC], u, v = the two halves of h (u first, timm's
+    chunk), v = LN_v(v) over DC/2 (gate_eps: nn.LayerNorm's default 1e-5 in timm), the spatial projection
+    p[b, s, c] = sum_t W_p[s, t] v[b, t, c] + b_p[s], and x + fc2(u * p)."""
+    h = F.gelu(F.linear(layer_norm(x, norm_weight, norm_bias, eps), fc1_weight, fc1_bias), approximate=approximate)
+    u, v = h.chunk(2, dim=-1)
+    v = layer_norm(v, gate_norm_weight, gate_norm_bias, gate_eps)
+    p = torch.einsum("st,btc->bsc", proj_weight, v) + proj_bias[None, :, None]
+    return _residual(x, F.linear(u * p, fc2_weight, fc2_bias), sample_scale)
 
 
 def forward_backward(op, inputs, grad_out, dtype=torch.float64, sample_scale=None, **kwargs):
