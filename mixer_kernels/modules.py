@@ -20,9 +20,10 @@ import torch
 import torch.fx
 from torch import nn
 
-from .functional import channel_mixing, resmlp_channel_mixing, resmlp_token_mixing, token_mixing
+from .functional import channel_mixing, gmlp_block, resmlp_channel_mixing, resmlp_token_mixing, token_mixing
 
-__all__ = ["Mlp", "Affine", "MixerBlock", "ResBlock", "fuse_mixer_blocks"]
+__all__ = ["Mlp", "Affine", "MixerBlock", "ResBlock", "GatedMlp", "SpatialGatingUnit", "SpatialGatingBlock",
+           "fuse_mixer_blocks"]
 
 # torch.fx: symbolic_trace records the two fused ops as calls (leaves) instead of tracing into their
 # argument checks and kernels with Proxy arguments.
@@ -30,6 +31,7 @@ torch.fx.wrap("token_mixing")
 torch.fx.wrap("channel_mixing")
 torch.fx.wrap("resmlp_token_mixing")
 torch.fx.wrap("resmlp_channel_mixing")
+torch.fx.wrap("gmlp_block")
 
 
 class Mlp(nn.Module):
@@ -303,6 +305,148 @@ class ResBlock(_FusedBlock):
         return x
 
 
+class SpatialGatingUnit(nn.Module):
+    """gMLP's gate (timm's SpatialGatingUnit): u, v = x.chunk(2, -1); u * proj(LN(v)^T)^T, proj [S, S] + bias
+    along the tokens. Same names (norm, proj) and init (proj weight ~ N(0, 1e-6), bias 1) as timm's."""
+
+    def __init__(self, dim, seq_len, norm_layer=nn.LayerNorm, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        self.norm = norm_layer(dim // 2, **dd)
+        self.proj = nn.Linear(seq_len, seq_len, **dd)
+
+    def init_weights(self):
+        nn.init.normal_(self.proj.weight, std=1e-6)
+        nn.init.ones_(self.proj.bias)
+
+    def forward(self, x):
+        u, v = x.chunk(2, dim=-1)
+        v = self.proj(self.norm(v).transpose(-1, -2))
+        return u * v.transpose(-1, -2)
+
+
+class GatedMlp(nn.Module):
+    """fc1 -> act -> drop1 -> gate -> norm -> fc2 -> drop2 with timm's names (timm.layers.GatedMlp): the MLP of
+    gMLP's block, fc2 from half the hidden width when a gate layer halves it."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU, norm_layer=None,
+                 gate_layer=None, bias=True, drop=0.0, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias, **dd)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        if gate_layer is not None:
+            if hidden_features % 2:
+                raise ValueError(f"hidden_features: the gate splits it in halves, expected an even number, got "
+                                 f"{hidden_features}")
+            self.gate = gate_layer(hidden_features, **dd)
+            hidden_features //= 2
+        else:
+            self.gate = nn.Identity()
+        self.norm = norm_layer(hidden_features, **dd) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias, **dd)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.norm(self.gate(self.drop1(self.act(self.fc1(x)))))))
+
+
+_GATED_MLPS = {("timm.layers.mlp", "GatedMlp"), (__name__, "GatedMlp")}
+_GATES = {("timm.models.mlp_mixer", "SpatialGatingUnit"), (__name__, "SpatialGatingUnit")}
+
+
+def _check_gated_mlp(mlp: nn.Module, dim: int, where: str) -> str:
+    """timm's GatedMlp with a SpatialGatingUnit, Linear layers with bias, no norm after the gate."""
+    cls = type(mlp)
+    if (cls.__module__, cls.__name__) not in _GATED_MLPS:
+        raise ValueError(f"{where}: the fused SpatialGatingBlock computes timm's GatedMlp (fc1 -> GELU -> spatial "
+                         f"gate -> fc2) only, got {cls.__module__}.{cls.__name__}")
+    for name in ("fc1", "act", "gate", "fc2"):
+        if not hasattr(mlp, name):
+            raise ValueError(f"{where}: expected a GatedMlp with fc1, act, gate, fc2 (timm's layout), missing {name}")
+    for name in ("fc1", "fc2"):
+        fc = getattr(mlp, name)
+        if type(fc) is not nn.Linear or fc.bias is None:
+            raise ValueError(f"{where}.{name}: the fused SpatialGatingBlock needs nn.Linear with bias, got {fc}")
+    hidden = mlp.fc1.out_features
+    if mlp.fc1.in_features != dim or hidden % 2 or mlp.fc2.in_features != hidden // 2 or mlp.fc2.out_features != dim:
+        raise ValueError(f"{where}: expected fc1 [{dim} -> DC] (DC even) and fc2 [DC/2 -> {dim}], got {mlp.fc1} and "
+                         f"{mlp.fc2}")
+    gate = mlp.gate
+    if (type(gate).__module__, type(gate).__name__) not in _GATES:
+        raise ValueError(f"{where}.gate: the fused SpatialGatingBlock computes timm's SpatialGatingUnit only, got "
+                         f"{type(gate).__name__}")
+    _check_norm(gate.norm, hidden // 2, f"{where}.gate.norm")
+    proj = gate.proj
+    if type(proj) is not nn.Linear or proj.bias is None or proj.in_features != proj.out_features:
+        raise ValueError(f"{where}.gate.proj: the fused SpatialGatingBlock needs nn.Linear(S, S) with bias, "
+                         f"got {proj}")
+    norm = getattr(mlp, "norm", None)
+    if norm is not None and not isinstance(norm, nn.Identity):
+        raise ValueError(f"{where}.norm: the fused SpatialGatingBlock has no norm after the gate, got "
+                         f"{type(norm).__name__}")
+    for name in ("drop1", "drop2"):
+        d = getattr(mlp, name, None)
+        if d is not None and not isinstance(d, (nn.Dropout, nn.Identity)):
+            raise ValueError(f"{where}.{name}: expected nn.Dropout, got {type(d).__name__}")
+    return _gelu_approximate(mlp.act, f"{where}.act")
+
+
+class SpatialGatingBlock(_FusedBlock):
+    """Fused gMLP block (Liu et al. 2021; timm's `SpatialGatingBlock`): x + drop_path(GatedMlp(LN(x))), the
+    GatedMlp's gate a SpatialGatingUnit (LayerNorm of half the hidden width, a linear layer along S, u * v).
+
+    Same constructor, attribute names and state_dict keys as timm's (norm, mlp_channels.fc1,
+    mlp_channels.gate.norm, mlp_channels.gate.proj, mlp_channels.fc2), plus `recompute` (the backward
+    recomputes fc1's output instead of saving it). One fused op, `gmlp_block`. x [B, S, C] -> [B, S, C]."""
+
+    def __init__(self, dim, seq_len, mlp_ratio=4, mlp_layer=GatedMlp, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                 act_layer=nn.GELU, drop=0.0, drop_path=0.0, recompute=False, device=None, dtype=None):
+        super().__init__()
+        _register_with_timm()
+        dd = {k: v for k, v in (("device", device), ("dtype", dtype)) if v is not None}
+        channel_dim = int(dim * mlp_ratio)                                         # DC
+        self.norm = norm_layer(dim, **dd)
+        sgu = partial(SpatialGatingUnit, seq_len=seq_len, **dd)
+        self.mlp_channels = mlp_layer(dim, channel_dim, act_layer=act_layer, gate_layer=sgu, drop=drop, **dd)
+        self.drop_path = _DropPathRate(drop_path) if drop_path > 0.0 else nn.Identity()
+        self.recompute = recompute
+        self._validate()
+
+    @classmethod
+    def from_block(cls, block: nn.Module, recompute: bool = False) -> SpatialGatingBlock:
+        """A fused block that shares `block`'s submodules (the same Parameter objects)."""
+        _register_with_timm()
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        for name in ("norm", "mlp_channels"):
+            if not hasattr(block, name):
+                raise ValueError(f"expected a gMLP SpatialGatingBlock with {name} (timm's layout)")
+            setattr(fused, name, getattr(block, name))
+        fused._take_drop_path(block)
+        fused.recompute = recompute
+        fused.train(block.training)
+        fused._validate()
+        return fused
+
+    def _validate(self):
+        dim = self.norm.normalized_shape[0] if isinstance(self.norm, nn.LayerNorm) else None
+        _check_norm(self.norm, dim, "norm_layer (norm)")
+        _check_gated_mlp(self.mlp_channels, dim, "mlp_channels")
+
+    def forward(self, x):
+        c = self.mlp_channels
+        self._check_dropout(c)
+        approx = _gelu_approximate(c.act, "mlp_channels.act")
+        g = c.gate
+        return gmlp_block(x, self.norm.weight, self.norm.bias, c.fc1.weight, c.fc1.bias, g.norm.weight, g.norm.bias,
+                          g.proj.weight, g.proj.bias, c.fc2.weight, c.fc2.bias, eps=self.norm.eps, gate_eps=g.norm.eps,
+                          approximate=approx, sample_scale=self._sample_scale(x), recompute=self.recompute)
+
+
 def _register_with_timm() -> None:
     """timm's fx feature extraction (create_feature_extractor, forward_intermediates' fx paths) traces
     the fused block as one leaf module. The library does not import timm: this registers only when the
@@ -316,6 +460,7 @@ def _register_with_timm() -> None:
         return
     register_notrace_module(MixerBlock)
     register_notrace_module(ResBlock)
+    register_notrace_module(SpatialGatingBlock)
     _TIMM_REGISTERED = True
 
 
@@ -335,9 +480,9 @@ class _DropPathRate(nn.Module):
 
 
 # The blocks timm's MlpMixer builds (timm.models.mlp_mixer) and the reference model's, by class name:
-# what fuse_mixer_blocks looks for. gMLP's SpatialGatingBlock has no fused form yet.
+# what fuse_mixer_blocks looks for.
 _FAMILY_MODULES = ("timm.models.mlp_mixer", "reference.mlp_mixer")
-_FUSED_FORMS = {"MixerBlock": MixerBlock, "ResBlock": ResBlock}
+_FUSED_FORMS = {"MixerBlock": MixerBlock, "ResBlock": ResBlock, "SpatialGatingBlock": SpatialGatingBlock}
 _FAMILY_BLOCKS = ("MixerBlock", "ResBlock", "SpatialGatingBlock")
 
 
@@ -349,14 +494,15 @@ def _unfused_family_block(m: nn.Module) -> str | None:
 
 def fuse_mixer_blocks(model: nn.Module, recompute: bool = False, strict: bool = True) -> nn.Module:
     """Replace, in place, every block of the MLP-Mixer family inside `model` (timm's or the reference
-    model's MixerBlock and ResMLP ResBlock) by its fused form, sharing the same Parameter objects
-    (pretrained weights and optimizers built before the swap stay valid). Other modules are left alone;
-    calling it twice changes nothing. Returns `model`.
+    model's MixerBlock, ResMLP ResBlock and gMLP SpatialGatingBlock) by its fused form, sharing the same
+    Parameter objects (pretrained weights and optimizers built before the swap stay valid). Other modules
+    are left alone; calling it twice changes nothing. Returns `model`.
 
-    strict (default): a family block the fused forms cannot compute (gMLP's SpatialGatingBlock, a gMixer
-    MixerBlock with GluMlp, an activation other than GELU, ...) raises a ValueError naming it, and
+    strict (default): a family block the fused forms cannot compute (a gMixer MixerBlock with GluMlp, an
+    activation other than GELU, dropout inside the gate, ...) raises a ValueError naming it, and
     nothing is replaced. strict=False fuses the rest and warns once, listing the blocks left unfused.
-    A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` (or ResBlock's)."""
+    A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` (or ResBlock's,
+    SpatialGatingBlock's)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(strict, bool):
@@ -372,7 +518,7 @@ def fuse_mixer_blocks(model: nn.Module, recompute: bool = False, strict: bool = 
             continue
         try:
             if kind not in _FUSED_FORMS:
-                raise ValueError(f"{kind} (gMLP) has no fused form yet")
+                raise ValueError(f"{kind} has no fused form yet")
             swaps.append((name, _FUSED_FORMS[kind].from_block(m, recompute=recompute)))
         except ValueError as e:     # name the block inside the model: "blocks.3: mlp_channels.act: ..."
             if strict:
