@@ -24,7 +24,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("--model", default=None,
-                   help="a timm MLP-Mixer or ResMLP model name (mixer_b16_224, mixer_l16_224, resmlp_24_224, ...), or "
+                   help="a timm MLP-Mixer, ResMLP or gMLP model (mixer_b16_224, resmlp_24_224, gmlp_s16_224, ...), or "
                         "'tiny' (2 blocks, 32 px images, 10 classes); default mixer_b16_224, or tiny with --interpret")
     p.add_argument("--batch", type=int, default=None, help="images per step (default 64 on a GPU, 2 on a CPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
@@ -99,17 +99,17 @@ def main(argv=None):
         try:
             unfused = timm.create_model(a.model, pretrained=False)
         except RuntimeError as e:   # timm: "Unknown model (...)"
-            sys.exit(f"--model {a.model}: {e}; MLP-Mixer and ResMLP models: "
-                     f"{', '.join(timm.list_models('mixer_*') + timm.list_models('resmlp_*'))}")
+            sys.exit(f"--model {a.model}: {e}; MLP-Mixer, ResMLP and gMLP models: "
+                     f"{', '.join(timm.list_models(['mixer_*', 'resmlp_*', 'gmlp_*']))}")
     unfused = unfused.to(device).eval()
     torch.nn.init.normal_(unfused.head.weight, std=0.02)   # timm zero-initialises the head: give the check teeth
     try:
         fused = mk.fuse_mixer_blocks(copy.deepcopy(unfused))
-    except ValueError as e:     # gmixer_* (GluMlp) and gmlp_* (SpatialGatingBlock): no fused form yet
+    except ValueError as e:     # a block fuse_mixer_blocks cannot compute (it names the block and the part)
         sys.exit(f"--model {a.model}: {e}")
-    n_fused = sum(isinstance(m, (mk.MixerBlock, mk.ResBlock)) for m in fused.modules())
+    n_fused = sum(isinstance(m, (mk.MixerBlock, mk.ResBlock, mk.SpatialGatingBlock)) for m in fused.modules())
     if n_fused == 0:
-        sys.exit(f"--model {a.model}: no MixerBlock or ResBlock to fuse")
+        sys.exit(f"--model {a.model}: no MixerBlock, ResBlock or SpatialGatingBlock to fuse")
     path = {"cuda": "compiled Triton kernels", "cpu": "plain PyTorch math (no kernels, no speed-up)"}[device]
     if a.interpret:
         path = "Triton kernels under the interpreter (correctness only)"

@@ -243,12 +243,13 @@ def test_built_fused(device):
 
 
 def test_fuse_strict_and_non_strict():
-    """gMLP has no fused form: strict raises naming the block, non-strict fuses the rest and warns once."""
+    """A family block the fused forms cannot compute (here gMLP blocks with ReLU): strict raises naming the block,
+    non-strict fuses the rest and warns once."""
     from timm.layers import GatedMlp
     from timm.models.mlp_mixer import SpatialGatingBlock
     model = MlpMixer(num_classes=10, img_size=32, patch_size=16, num_blocks=2, embed_dim=32, mlp_ratio=6,
-                     block_layer=SpatialGatingBlock, mlp_layer=GatedMlp)
-    with pytest.raises(ValueError, match=r"blocks\.0: SpatialGatingBlock.*strict=False"):
+                     block_layer=SpatialGatingBlock, mlp_layer=GatedMlp, act_layer=torch.nn.ReLU)
+    with pytest.raises(ValueError, match=r"blocks\.0: mlp_channels\.act.*GELU.*strict=False"):
         mk.fuse_mixer_blocks(model)
     assert type(model.blocks[0]).__name__ == "SpatialGatingBlock"      # nothing replaced
     with warnings.catch_warnings(record=True) as w:
