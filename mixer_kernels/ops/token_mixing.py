@@ -95,6 +95,7 @@ import triton.language as tl
 from .._config import autotune, empty, input_precision, triton_interpret
 from . import _guard
 from . import _token_kernels as tk
+from . import _token_large_kernels as lk
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
 from ._registry import CompileCase, Work, nbytes, register_kernel
@@ -495,6 +496,141 @@ def _fast_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool
     return dtype == torch.float32 and (precision or input_precision(dtype)) == "tf32"
 
 
+def _large_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool:
+    """The large-S path of ops/_token_large_kernels.py (LayerNorm once into a token-major copy, then
+    tensor-core GEMMs): S > 256 with fp16/bf16 fc weights, or fp32 ones with tf32 dots. ieee fp32 at
+    S > 256 keeps the tiled channel-major kernels below (FMA dots)."""
+    if S <= MAX_RESIDENT_S:
+        return False
+    if dtype in (torch.float16, torch.bfloat16):
+        return True
+    return dtype == torch.float32 and (precision or input_precision(dtype)) == "tf32"
+
+
+_LARGE_TUNED: dict = {}
+
+
+def _large_kernel_and_meta(kind: str, kernel, dtype: torch.dtype):
+    """(callable kernel, launch kwargs) of a large-S GEMM kernel: the one config of the interpreter or of
+    MIXER_KERNELS_AUTOTUNE=0, else triton.autotune over ops/_token_large_kernels.GPU_CONFIGS (keyed on the
+    GEMM's M, K, C and its epilogue, not on the batch: a new batch size does not re-tune)."""
+    cfgs = lk.configs(kind, dtype)
+    if len(cfgs) == 1:
+        return kernel, cfgs[0]
+    key = (kind, dtype == torch.float32)
+    if key not in _LARGE_TUNED:
+        tune = [triton.Config({k: v for k, v in c.items() if k not in ("num_warps", "num_stages")},
+                              num_warps=c["num_warps"], num_stages=c["num_stages"]) for c in cfgs]
+        keys = ["M", "K", "C", "GELU_OUT", "HAS_RES"] if kind == "gemm" else ["M", "K", "WRITE_ACT"]
+        _LARGE_TUNED[key] = triton.autotune(tune, key=keys, do_bench=_bench)(kernel)
+    return _LARGE_TUNED[key], {}
+
+
+def _aligned_rows(w: torch.Tensor) -> torch.Tensor:
+    """w [R, K] with contiguous rows whose stride is a multiple of 8 elements (16-byte aligned rows for the
+    GEMMs' A tiles): w itself when it already is, else a zero-padded copy (at most 0.6 MB: an fc weight)."""
+    R, K = w.shape
+    if w.stride(1) == 1 and w.stride(0) % 8 == 0 and w.stride(0) >= K:
+        return w
+    out = w.new_zeros((R, triton.cdiv(K, 8) * 8))
+    out[:, :K] = w
+    return out
+
+
+def _large_gemm(a, bm, out, *, M, N, K, C, bias, scale, res, gelu_out, has_bias, has_scale, has_res,
+                approx_tanh, cdt):
+    """One launch of _token_large_gemm_kernel: out = epilogue(a [M, K] @ bm [K, N])."""
+    kernel, meta = _large_kernel_and_meta("gemm", lk._token_large_gemm_kernel, cdt)
+    kernel[lambda m: (triton.cdiv(M, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)](
+        A=a, Bm=bm, Bias=bias, Scale=scale, Res=res, Out=out, M=M, N=N, K=K, C=C, LDA=a.stride(0),
+        s_rb=res.stride(0), s_rs=res.stride(1), s_rc=res.stride(2), GELU_OUT=gelu_out, HAS_BIAS=has_bias,
+        HAS_SCALE=has_scale, HAS_RES=has_res, APPROX_TANH=approx_tanh, INTERPRET=triton_interpret(),
+        INPUT_PRECISION=input_precision(cdt), **meta)
+
+
+def _large_ln(x, mean, rstd, norm_weight, norm_bias, dy, scale, t, g, eps, *, stats, has_scale):
+    """One launch of _token_large_ln_kernel: T_t (and G_t) from x (and dy)."""
+    B, S, C = x.shape
+    dy = x if dy is None else dy
+    meta = lk.ln_meta(C)
+    lk._token_large_ln_kernel[(triton.cdiv(B * S, meta["BLOCK_M"]),)](
+        X=x, Mean=mean, Rstd=rstd, NW=norm_weight, NB=norm_bias, DY=dy, Scale=scale, T=t,
+        G=t if g is None else g, M=B * S, S=S, C=C, N=B * C, s_xb=x.stride(0), s_xs=x.stride(1), s_xc=x.stride(2),
+        s_gb=dy.stride(0), s_gs=dy.stride(1), s_gc=dy.stride(2), eps=eps, STATS=stats, WRITE_G=g is not None,
+        HAS_SCALE=has_scale, INTERPRET=triton_interpret(), **meta)
+
+
+def _token_mixing_fwd_large(x, norm_weight, norm_bias, w1, b1, w2, b2, eps, approx_tanh, sample_scale):
+    """The large-S forward (ops/_token_large_kernels.py): T_t = LN(x) token-major (the statistics on the
+    way), A = GELU(W1 @ T_t + b1), y = x + scale * (W2 @ A + b2). T_t and A are transient."""
+    B, S, C = x.shape
+    DS, N, cdt = w1.shape[0], B * C, w1.dtype
+    mean = empty((B * S,), device=x.device, dtype=torch.float32)
+    rstd = empty((B * S,), device=x.device, dtype=torch.float32)
+    out = empty((B, S, C), device=x.device, dtype=x.dtype)
+    if B * S * C == 0:
+        return out, mean, rstd
+    scale = _scale_arg(sample_scale, mean)
+    t = empty((S, N), device=x.device, dtype=cdt)
+    _large_ln(x, mean, rstd, norm_weight, norm_bias, None, scale, t, None, eps, stats=True, has_scale=False)
+    a = empty((DS, N), device=x.device, dtype=cdt)
+    common = dict(N=N, C=C, scale=scale, res=x, approx_tanh=approx_tanh, cdt=cdt)
+    _large_gemm(_aligned_rows(w1), t, a, M=DS, K=S, bias=b1, gelu_out=True, has_bias=True, has_scale=False,
+                has_res=False, **common)
+    del t
+    _large_gemm(_aligned_rows(w2), a, out, M=S, K=DS, bias=b2, gelu_out=False, has_bias=True,
+                has_scale=sample_scale is not None, has_res=True, **common)
+    return out, mean, rstd
+
+
+def _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale, scale,
+                            weight_grads, fc1_bias_dtype):
+    """The large-S backward (ops/_token_large_kernels.py): T_t and G_t = scale * dy token-major from the
+    saved statistics; one dual GEMM for H = W1 @ T_t and dA = W2^T @ G_t whose epilogue writes GELU(H)
+    and dH = dA * GELU'(H); dT = W1^T @ dH into [B, S, C]; the LayerNorm backward; and, when the fc weights
+    need gradients, dW1|db1 = dH @ [T_t; 1]^T and dW2|db2 = G_t @ [GELU(H); 1]^T through torch.matmul
+    (cuBLAS: deterministic, fp32 accumulation; as _token_mixing_bwd_tm). Every [*, B*C] buffer is freed
+    on return."""
+    B, S, C = x.shape
+    DS, N, cdt = w1.shape[0], B * C, w1.dtype
+    store = weight_grads and N > 0
+    dt = empty((B, S, C), device=x.device, dtype=x.dtype)
+    if B * S * C > 0:
+        tb = empty((S + 1 if store else S, N), device=x.device, dtype=cdt)    # [T_t; 1]
+        gb = empty((S, N), device=x.device, dtype=cdt)
+        _large_ln(x, mean, rstd, norm_weight, norm_bias, dy, scale, tb, gb, 0.0, stats=False,
+                  has_scale=sample_scale is not None)
+        dhb = empty((DS, N), device=x.device, dtype=cdt)
+        ab = empty((DS + 1, N), device=x.device, dtype=cdt) if store else dhb   # [GELU(H); 1]
+        w1a = _aligned_rows(w1)
+        kernel, meta = _large_kernel_and_meta("dual", lk._token_large_dual_kernel, cdt)
+        kernel[lambda m: (triton.cdiv(DS, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)](
+            W1=w1a, W2t=_aligned_rows(w2.t()), B1=b1, T=tb, G=gb, Act=ab, DH=dhb, M=DS, N=N, K=S, LDA=w1a.stride(0),
+            WRITE_ACT=store, APPROX_TANH=approx_tanh, INTERPRET=triton_interpret(),
+            INPUT_PRECISION=input_precision(cdt), **meta)
+        if not store:
+            del tb, gb, ab
+        _large_gemm(_aligned_rows(w1.t()), dhb, dt, M=S, N=N, K=DS, C=C, bias=b1, scale=mean, res=x,
+                    gelu_out=False, has_bias=False, has_scale=False, has_res=False, approx_tanh=approx_tanh, cdt=cdt)
+    dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
+    del dt
+    dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
+    if not weight_grads:
+        return dx, dnw, dnb, None, None, None, None
+    if not store:   # B*C == 0: no columns to reduce
+        return (dx, dnw, dnb, torch.zeros_like(w1), torch.zeros(DS, device=x.device, dtype=fc1_bias_dtype),
+                torch.zeros_like(w2), torch.zeros(S, device=x.device, dtype=cdt))
+    tb[S].fill_(1)
+    ab[DS].fill_(1)
+    ext1 = torch.matmul(dhb, tb.t())                           # [DS, S + 1]: dW1 | db1
+    del dhb, tb
+    ext2 = torch.matmul(gb, ab.t())                            # [S, DS + 1]: dW2 | db2
+    del gb, ab
+    cont = torch.contiguous_format
+    return (dx, dnw, dnb, ext1[:, :S].clone(memory_format=cont), ext1[:, S].to(fc1_bias_dtype, copy=True),
+            ext2[:, :DS].clone(memory_format=cont), ext2[:, DS].clone())
+
+
 def _tm_kernel_and_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
     """As _kernel_and_grid_meta, for the token-major kernels and their tables (ops/_token_kernels.py)."""
     default = tk.default_config(name, S, C, DS, dtype)
@@ -544,6 +680,10 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     """(out, mean, rstd): out [B, S, C] in x's dtype, contiguous; fp32 stats [B*S] for the backward."""
     B, S, C = x.shape
     DS = fc1_weight.shape[0]
+    if _large_path(S, fc1_weight.dtype):   # its LayerNorm kernel computes the statistics
+        w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
+        return _token_mixing_fwd_large(x, norm_weight.contiguous(), norm_bias.contiguous(), w1, b1, w2, b2, eps,
+                                       approx_tanh, sample_scale)
     mean, rstd = layernorm_stats(x, eps)
     out = empty((B, S, C), device=x.device, dtype=x.dtype)
     if B * S * C == 0:
@@ -593,6 +733,9 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     if _fast_path(S, cdt):
         return _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale,
                                     scale, weight_grads, fc1_bias.dtype)
+    if _large_path(S, cdt):
+        return _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh,
+                                       sample_scale, scale, weight_grads, fc1_bias.dtype)
     path = _blocks_for(S, C)
     common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
                   S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
