@@ -27,6 +27,14 @@ ops/token_mixing.py through torch.matmul, K = B*C): T and G as [S, B*C] (TB, GB)
 [DS, B*C] (AB, DHB), in the compute dtype; every store is contiguous along the channels. With a row of
 ones appended to TB and AB (by the launcher), the same GEMMs give the bias gradients:
 dW1|db1 = dH @ [T; 1]^T, dW2|db2 = G @ [A; 1]^T.
+
+gMixer (GLU != 0: timm's GluMlp with SiLU; fc1 [DS, S] = [2H, S], fc2 [S, H]): the size argument DS is H, the
+hidden units after the gate, and the fc1 copy is [2 * DS_pad, BLOCK_S], x1's rows at 0.., x2's at DS_pad..
+(`padded_glu_weights`). Per chunk h the two slices rows h and DS_pad + h give two dots on the same T,
+the gate g = x1 * SiLU(x2) (ops/_act.py) is the epilogue, GEMM 2 takes g. dT recomputes both halves:
+dG = W2[:, h]^T @ G, dX1 = dG * SiLU(X2), dX2 = dG * X1 * SiLU'(X2), dT += W1a^T dX1 + W1b^T dX2; with
+STORE_WGRAD, AB holds g [H, B*C] and DHB [dX1; dX2] [2H, B*C] (timm's row order), so the launcher's two
+GEMMs give dW1|db1 [2H, S+1] and dW2|db2 [S, H+1] unchanged. The hidden activations stay on chip.
 """
 import itertools
 
@@ -34,6 +42,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._act import glu, glu_and_grad
 from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
@@ -91,14 +100,15 @@ def _token_mixing_fwd_tm_kernel(
     X,              # [B, S, C] input, any strides
     Mean, Rstd,     # [B*S] fp32 row statistics of x
     NW, NB,         # [C] LayerNorm weight, bias
-    W1,             # [DS_pad, BLOCK_S] zero-padded fc1 weight, compute dtype (padded_weights)
-    B1,             # [DS] fc1 bias
+    W1,             # [DS_pad, BLOCK_S] zero-padded fc1 weight, compute dtype (padded_weights); GLU:
+                    # [2 * DS_pad, BLOCK_S], x1's rows then x2's (padded_glu_weights)
+    B1,             # [DS] fc1 bias (GLU: [2 * DS])
     W2T,            # [DS_pad, BLOCK_S] zero-padded fc2 weight, transposed, compute dtype
     B2,             # [S] fc2 bias
     Scale,          # [B] fp32 per-sample branch multiplier; unused unless HAS_SCALE
     Out,            # [B, S, C] output, contiguous, x's dtype
     # sizes
-    S, C, DS, DS_pad,
+    S, C, DS, DS_pad,         # DS: hidden units (GLU: after the gate, fc1's rows / 2)
     # x strides (elements)
     s_xb, s_xs, s_xc,
     # meta-parameters
@@ -110,6 +120,7 @@ def _token_mixing_fwd_tm_kernel(
     BLOCK_S: tl.constexpr,    # tokens, padded: next power of two >= S (the weight copies' padding)
     BLOCK_C: tl.constexpr,    # channels per program (wgmma N)
     BLOCK_H: tl.constexpr,    # hidden units per chunk (the first matmul's M)
+    GLU: tl.constexpr = 0,    # 0: GELU; gMixer's SiLU-gated GLU: 1 gate last (x1 * SiLU(x2)), 2 gate first
 ):
     b, s, c, mask, t = _tm_program(X, Mean, Rstd, NW, NB, W1, S, C, s_xb, s_xs, s_xc, OFF64, INTERPRET, BLOCK_S,
                                    BLOCK_C)
@@ -122,7 +133,13 @@ def _token_mixing_fwd_tm_kernel(
         w1 = _tm_rows(W1, h, BLOCK_S)                                           # [BH, BS]
         hacc = dot(w1, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
-        a = to_dtype(gelu_fast(hacc + b1[:, None], APPROX_TANH, INTERPRET), cdt, INTERPRET)     # [BH, BC]
+        if GLU:
+            w1b = _tm_rows(W1, DS_pad + h, BLOCK_S)                             # x2's rows: [BH, BS]
+            hacc2 = dot(w1b, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
+            b1b = tl.load(B1 + DS + h, mask=h < DS, other=0.0).to(tl.float32)
+            a = to_dtype(glu(hacc + b1[:, None], hacc2 + b1b[:, None], GLU, INTERPRET), cdt, INTERPRET)
+        else:
+            a = to_dtype(gelu_fast(hacc + b1[:, None], APPROX_TANH, INTERPRET), cdt, INTERPRET)     # [BH, BC]
         w2 = tl.load(W2T + h[None, :] * BLOCK_S + ss[:, None])                  # W2[:, h]: [BS, BH]
         acc = dot(w2, a, acc, INTERPRET, INPUT_PRECISION)
     b2 = tl.load(B2 + s, mask=s < S, other=0.0).to(tl.float32)
@@ -144,6 +161,7 @@ def _token_mixing_bwd_dt_tm_kernel(
     DT,                       # [B, S, C] output: gradient w.r.t. T = LN(x), contiguous, x's dtype
     TB, GB,                   # STORE_WGRAD: T and G as [S, B*C] (row stride K), compute dtype
     AB, DHB,                  # STORE_WGRAD: GELU(H) and dH as [DS, B*C] (row stride K), compute dtype
+                              # (GLU: g [DS, B*C] and [dX1; dX2] [2 * DS, B*C])
     # sizes
     S, C, DS, DS_pad, K,      # K = B*C: the row stride of TB, GB, AB, DHB
     # strides (elements)
@@ -159,6 +177,7 @@ def _token_mixing_bwd_dt_tm_kernel(
     BLOCK_S: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
+    GLU: tl.constexpr = 0,    # as in the forward
 ):
     b, s, c, mask, t = _tm_program(X, Mean, Rstd, NW, NB, W1, S, C, s_xb, s_xs, s_xc, OFF64, INTERPRET, BLOCK_S,
                                    BLOCK_C)
@@ -181,15 +200,27 @@ def _token_mixing_bwd_dt_tm_kernel(
         hacc = dot(w1, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
         dacc = dot(w2t, g, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
         pre = hacc + tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)[:, None]
-        act, dact = gelu_and_grad_fast(pre, APPROX_TANH, INTERPRET)
-        dh = to_dtype(dacc * dact, cdt, INTERPRET)                             # [BH, BC]
+        if GLU:
+            w1b = _tm_rows(W1, DS_pad + h, BLOCK_S)                             # x2's rows: [BH, BS]
+            hacc2 = dot(w1b, t, tl.zeros([BLOCK_H, BLOCK_C], dtype=tl.float32), INTERPRET, INPUT_PRECISION)
+            pre2 = hacc2 + tl.load(B1 + DS + h, mask=h < DS, other=0.0).to(tl.float32)[:, None]
+            act, dx1, dx2 = glu_and_grad(pre, pre2, dacc, GLU, INTERPRET)
+            dh = to_dtype(dx1, cdt, INTERPRET)
+            dh2 = to_dtype(dx2, cdt, INTERPRET)
+        else:
+            act, dact = gelu_and_grad_fast(pre, APPROX_TANH, INTERPRET)
+            dh = to_dtype(dacc * dact, cdt, INTERPRET)                         # [BH, BC]
         if STORE_WGRAD:
             if OFF64:
                 h = h.to(tl.int64)
             hmask = (h < DS)[:, None] & (c < C)[None, :]
             tl.store(DHB + h[:, None] * K + col[None, :], dh, mask=hmask)
+            if GLU:
+                tl.store(DHB + (DS + h)[:, None] * K + col[None, :], dh2, mask=hmask)
             tl.store(AB + h[:, None] * K + col[None, :], to_dtype(act, cdt, INTERPRET), mask=hmask)
         acc = dot(tl.trans(w1), dh, acc, INTERPRET, INPUT_PRECISION)
+        if GLU:
+            acc = dot(tl.trans(w1b), dh2, acc, INTERPRET, INPUT_PRECISION)
     tl.store(DT + b * S * C + s[:, None] * C + c[None, :], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
 
 
@@ -234,6 +265,15 @@ GPU_CONFIGS = {
     ("dt", True): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=8, num_stages=1)],
 }
 
+# gMixer's GLU (GLU != 0), fp16/bf16 only, one config per kernel (compiled at gmixer_24, triton 3.8, sm_90):
+#   fwd 32x64, 4 warps, 1 stage: wgmma, 232 registers, 0 spills, 80 KB shared, 2 CTAs per SM.
+#   dt 16x64, 4 warps, 2 stages: wgmma, 128 registers, 0 spills, 214 KB shared (three [64, 256] weight slices,
+#     double-buffered); the GELU tile 32x64 needs 236 KB (over the 227 KB an SM has), at 1 stage it spilled.
+# fp32 (tf32) GLU tiles spilled (fwd 32x64: 48 B; dT 16x64 at 8 warps: 624 B; BLOCK_H = 32 runs mma.sync), so fp32
+# gMixer token mixing takes the composition of ops/gmixer_token_mixing.py.
+# (The interpreter tests also run fp32 through these tiles, to check the kernels' math at fp32 accuracy.)
+GLU_CONFIGS = {"fwd": (32, 64, 4, 1), "dt": (16, 64, 4, 2)}
+
 MAX_BLOCK_H = 64
 
 
@@ -253,10 +293,22 @@ def padded_weights(fc1_weight, fc2_weight, BS: int, dsp: int):
     return w1p, w2tp
 
 
-def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
-    """The one configuration of the interpreter and of MIXER_KERNELS_AUTOTUNE=0. Small C or DS shrink
-    the tiles (16 is the smallest dot dimension on GPUs)."""
-    block_c, block_h, warps, stages = _CONFIGS[(kernel, dtype == torch.float32)]
+def padded_glu_weights(fc1_weight, fc2_weight, BS: int, dsp: int):
+    """gMixer: fc1 [2H, S] -> [2 * dsp, BS] (x1's rows at 0, x2's at dsp) and fc2^T [H, S] -> [dsp, BS]."""
+    DS2, S = fc1_weight.shape
+    H = DS2 // 2
+    w1p = fc1_weight.new_zeros((2 * dsp, BS))
+    w1p[:H, :S] = fc1_weight[:H]
+    w1p[dsp:dsp + H, :S] = fc1_weight[H:]
+    w2tp = fc2_weight.new_zeros((dsp, BS))
+    w2tp[:H, :S] = fc2_weight.t()
+    return w1p, w2tp
+
+
+def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype, glu: bool = False) -> dict:
+    """The one configuration of the interpreter and of MIXER_KERNELS_AUTOTUNE=0 (gMixer's GLU: the only one,
+    GLU_CONFIGS). Small C or DS shrink the tiles (16 is the smallest dot dimension on GPUs)."""
+    block_c, block_h, warps, stages = GLU_CONFIGS[kernel] if glu else _CONFIGS[(kernel, dtype == torch.float32)]
     block_c = min(block_c, max(16, triton.next_power_of_2(C)))
     block_h = min(block_h, ds_pad(DS))
     return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
@@ -271,18 +323,24 @@ def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> 
 def _compile_cases(name):
     def cases():
         out = []
+        # gmixer_24: S = 196, C = 384, fc1 [384, 196] (DS = H = 192 gated units), the GLU kernels' one config
         for (tag, S, C, DS), dtype in itertools.product(
-                [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/32", 49, 768, 384)],
+                [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/32", 49, 768, 384),
+                 ("gmixer_24 glu", 196, 384, 192)],
                 (torch.bfloat16, torch.float32)):
-            cfgs = [default_config(name, S, C, DS, dtype)]
-            cfgs += [c for c in GPU_CONFIGS[(name, dtype == torch.float32)] if c != cfgs[0]]
+            glu = tag.endswith("glu")
+            if glu and dtype == torch.float32:
+                continue
+            cfgs = [default_config(name, S, C, DS, dtype, glu)]
+            if not glu:
+                cfgs += [c for c in GPU_CONFIGS[(name, dtype == torch.float32)] if c != cfgs[0]]
             for cfg in cfgs:
                 args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
                             W1=dtype, B1=dtype, W2T=dtype, Scale=torch.float32, S=S, C=C, DS=DS, DS_pad=ds_pad(DS),
                             s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, OFF64=False,
                             INTERPRET=False, INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee",
                             BLOCK_S=block_s(S), BLOCK_C=cfg["BLOCK_C"],
-                            BLOCK_H=cfg["BLOCK_H"])
+                            BLOCK_H=cfg["BLOCK_H"], GLU=1 if glu else 0)
                 label = (f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
                          f"s{cfg['num_stages']}")
                 variants = [(label, {})]
@@ -310,13 +368,14 @@ def _work(name):
         act = B * S * C * x.element_size()
         moved = act + nbytes(a["W1"]) + nbytes(a["W2T"]) + nbytes(a["Mean"]) + nbytes(a["Rstd"])
         trips = triton.cdiv(a["DS_pad"], a["BLOCK_H"])
+        glu = 1 if a.get("GLU", 0) else 0      # GLU: fc1 has 2 * DS rows (one more fc1 matmul, fwd; two, dT)
         if name == "fwd":
-            return Work(4.0 * B * C * S * DS, moved + nbytes(a["Out"]), trips)
+            return Work((4.0 + 2.0 * glu) * B * C * S * DS, moved + nbytes(a["Out"]), trips)
         moved += nbytes(a["DY"]) + nbytes(a["DT"])
         if a["STORE_WGRAD"]:
             e = a["TB"].element_size()
-            moved += (2 * S + 2 * DS) * B * C * e
-        return Work(6.0 * B * C * S * DS, moved, trips)
+            moved += (2 * S + (2 + glu) * DS) * B * C * e
+        return Work((6.0 + 4.0 * glu) * B * C * S * DS, moved, trips)
     return work
 
 
