@@ -80,6 +80,29 @@ def check_mlp_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, f
         raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")
 
 
+def check_gmixer_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps,
+                      gate_last, sample_scale=None, recompute=False) -> None:
+    """gMixer's halves (timm's GluMlp): kind "token": fc1_weight [DS, S] with DS = 2H even, fc2_weight [S, H];
+    kind "channel": fc1_weight [DC, C], fc2_weight [C, DC/2]. LayerNorm, biases, dtypes, devices, eps,
+    sample_scale and recompute as check_mlp_args."""
+    _tensor("x", x, 3, "[B, S, C]")
+    N, H = ("S", "DS") if kind == "token" else ("C", "DC")       # mixed dimension, fc1's output width
+    n = x.shape[1] if kind == "token" else x.shape[2]
+    _tensor("fc1_weight", fc1_weight, 2, f"[{H}, {N}]")
+    hidden = fc1_weight.shape[0]
+    if hidden < 2 or hidden % 2:
+        raise ValueError(f"fc1_weight: expected {H} even and >= 2 (the GLU splits fc1's output into two halves), "
+                         f"got shape {tuple(fc1_weight.shape)}")
+    _tensor("fc2_weight", fc2_weight, 2, f"[{N}, {H}/2]")
+    _shape("fc2_weight", fc2_weight, (n, hidden // 2), f"[{N}, {H}/2]")
+    if not isinstance(gate_last, bool):
+        raise TypeError(f"gate_last: expected a bool (timm's GluMlp.gate_last), got {type(gate_last).__name__}")
+    # everything else as the Mixer's halves check it, with fc2 seen through a [N, DS]-shaped view (no copy)
+    fc2_view = fc2_weight[:1, :1].expand(n, hidden)
+    check_mlp_args(kind, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_view, fc2_bias, eps, "none",
+                   sample_scale, recompute)
+
+
 def _same_device(x, named) -> None:
     for name, t in named:
         if t is not None and t.device != x.device:

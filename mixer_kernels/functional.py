@@ -16,6 +16,7 @@ import torch
 from . import _nvtx, torch_math
 from ._checks import (
     autocast_enabled,
+    check_gmixer_args,
     check_gmlp_args,
     check_mlp_args,
     check_resmlp_channel_args,
@@ -278,3 +279,82 @@ def _gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weigh
     return torch_math.gmlp_block_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight,
                                        gate_norm_bias, proj_weight, proj_bias, fc2_weight, fc2_bias, eps, gate_eps,
                                        approximate, sample_scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# gMixer (timm's gmixer_12_224 / gmixer_24_224: MixerBlock with GluMlp and SiLU in both halves): fc1 to the
+# hidden width, split in two halves x1, x2 (timm's chunk), the gate x1 * SiLU(x2) (gate_last, timm's default)
+# or SiLU(x1) * x2 (gate_last=False), fc2 from half the hidden width.
+
+def gmixer_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                        gate_last=True, sample_scale=None, recompute=False):
+    """The token-mixing half of a gMixer block: x + fc2(g(fc1(LN(x)^T)))^T, g the SiLU-gated GLU.
+
+    x [B, S, C]; norm_weight, norm_bias [C]; fc1_weight [DS, S] (DS even), fc1_bias [DS]; fc2_weight
+    [S, DS/2]; fc2_bias [S]. `gate_last` as timm's GluMlp: True g = x1 * SiLU(x2), False SiLU(x1) * x2, with
+    x1, x2 = the first and second halves of fc1's output. `sample_scale` [B], optional: multiplies each
+    sample's branch (drop_path). `recompute` matters only on the XLA path. Returns a tensor shaped and typed
+    like x. float64 runs the plain PyTorch math on every device; on the Triton path torch.func.grad /
+    jacrev / jvp and double backward raise a RuntimeError naming them.
+
+    Triton path (ops/gmixer_token_mixing.py): S <= 256 with fp16/bf16 weights (every gMixer at 224 px, as
+    trained) runs the token-major fused kernels: two launches forward (row statistics; LayerNorm, both fc1
+    halves, the gate and fc2 in one kernel, the hidden activations on chip only), the backward one kernel,
+    the LayerNorm backward and two cuBLAS GEMMs for the weight gradients; only x and the statistics are
+    saved. S > 256 and fp32 weights take the large-S path for now: a composition of PyTorch's LayerNorm,
+    cuBLAS matmuls and our gate kernel (mixer_kernels::glu_gate), which saves the hidden activations.
+    """
+    args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    check_gmixer_args("token", *args, eps, gate_last, sample_scale, recompute)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.gmixer_token_mixing"):
+            return _gmixer_mixing("token", *args, eps, gate_last, sample_scale, recompute)
+    return _gmixer_mixing("token", *args, eps, gate_last, sample_scale, recompute)
+
+
+def gmixer_channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                          gate_last=True, sample_scale=None, recompute=False):
+    """The channel-mixing half of a gMixer block: x + fc2(g(fc1(LN(x)))), g the SiLU-gated GLU.
+
+    x [B, S, C]; norm_weight, norm_bias [C]; fc1_weight [DC, C] (DC even), fc1_bias [DC]; fc2_weight
+    [C, DC/2]; fc2_bias [C]. `gate_last`, `sample_scale` as gmixer_token_mixing. `recompute=True` saves only
+    x and the row statistics for backward; by default the pre-activation fc1(LN(x)) [B*S, DC] is saved in
+    the compute dtype. Returns a tensor shaped and typed like x; float64 and the transforms as above.
+
+    Triton path (ops/gmixer_channel_mixing.py): channel_mixing's launches with the gate as GEMM 1's
+    epilogue (two accumulators over the paired fc1 rows); each GEMM is a measured choice between our
+    kernel and cuBLAS plus a Triton pass, as for GELU.
+    """
+    args = (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    check_gmixer_args("channel", *args, eps, gate_last, sample_scale, recompute)
+    if _nvtx.ENABLED:
+        with _nvtx.annotate("mixer_kernels.gmixer_channel_mixing"):
+            return _gmixer_mixing("channel", *args, eps, gate_last, sample_scale, recompute)
+    return _gmixer_mixing("channel", *args, eps, gate_last, sample_scale, recompute)
+
+
+def _gmixer_mixing(kind, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, gate_last,
+                   sample_scale, recompute):
+    if x.device.type in _XLA_DEVICE_TYPES:
+        from . import xla
+        fn = xla.gmixer_token_mixing if kind == "token" else xla.gmixer_channel_mixing
+        return fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps=eps, gate_last=gate_last,
+                  sample_scale=sample_scale, recompute=recompute)
+    if _triton_path(x, fc1_weight):
+        check_transforms(f"gmixer_{kind}_mixing")
+        w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+        if kind == "token":
+            from .ops.gmixer_token_mixing import fast_path
+            from .ops.gmixer_token_mixing import gmixer_token_mixing as op
+            kw = dict(eps=float(eps), gate_last=gate_last)
+            # the composition (large S, fp32) differentiates sample_scale itself; the fused ops take it as data
+            outside = _scale_needs_grad(sample_scale) and fast_path(x.shape[1], w[0].dtype)
+        else:
+            from .ops.gmixer_channel_mixing import gmixer_channel_mixing as op
+            kw = dict(eps=float(eps), gate_last=gate_last, recompute=recompute)
+            outside = _scale_needs_grad(sample_scale)
+        if outside:
+            return _scaled_outside(x, op(x, norm_weight, norm_bias, *w, **kw), sample_scale)
+        return op(x, norm_weight, norm_bias, *w, **kw, sample_scale=sample_scale)
+    fn = torch_math.gmixer_token_mixing_torch if kind == "token" else torch_math.gmixer_channel_mixing_torch
+    return fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, gate_last, sample_scale)

@@ -102,3 +102,25 @@ def gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight
                                            float(gate_eps), approximate, sample_scale)
     return _checkpointed(fn, (x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias,
                               proj_weight, proj_bias, fc2_weight, fc2_bias, sample_scale), recompute)
+
+
+def gmixer_token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                        gate_last=True, sample_scale=None, recompute=False):
+    """gMixer's token half on an XLA device (torch_math's formulation: LN, fc1, SiLU gate, fc2 along S);
+    arguments as `mixer_kernels.gmixer_token_mixing`, already checked. `recompute=True`: the backward
+    recomputes LN and the hidden activations (with an optimisation barrier)."""
+    def fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale):
+        return torch_math.gmixer_token_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                                                    fc2_bias, float(eps), gate_last, sample_scale)
+    return _checkpointed(fn, (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale),
+                         recompute)
+
+
+def gmixer_channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps=1e-6,
+                          gate_last=True, sample_scale=None, recompute=False):
+    """gMixer's channel half on an XLA device; as gmixer_token_mixing."""
+    def fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale):
+        return torch_math.gmixer_channel_mixing_torch(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
+                                                      fc2_bias, float(eps), gate_last, sample_scale)
+    return _checkpointed(fn, (x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale),
+                         recompute)
