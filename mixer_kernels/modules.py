@@ -2,7 +2,9 @@
 
 `MixerBlock` has timm's constructor, attribute names and state_dict keys (norm1, mlp_tokens.fc1, ...,
 norm2, mlp_channels.fc2), so `timm.create_model("mixer_b16_224", block_layer=MixerBlock)` builds a fused
-model and timm checkpoints load unchanged. Its forward is `token_mixing` then `channel_mixing`.
+model and timm checkpoints load unchanged. Its forward is `token_mixing` then `channel_mixing`; with timm's
+GluMlp and SiLU as the MLPs (gMixer: `create_model("gmixer_24_224", block_layer=MixerBlock)`) it is
+`gmixer_token_mixing` then `gmixer_channel_mixing`, each half chosen by its own MLP.
 `fuse_mixer_blocks(model)` swaps the fused block into an existing model in place, sharing the very
 Parameter objects (an optimizer built before the swap stays valid).
 
@@ -20,9 +22,17 @@ import torch
 import torch.fx
 from torch import nn
 
-from .functional import channel_mixing, gmlp_block, resmlp_channel_mixing, resmlp_token_mixing, token_mixing
+from .functional import (
+    channel_mixing,
+    gmixer_channel_mixing,
+    gmixer_token_mixing,
+    gmlp_block,
+    resmlp_channel_mixing,
+    resmlp_token_mixing,
+    token_mixing,
+)
 
-__all__ = ["Mlp", "Affine", "MixerBlock", "ResBlock", "GatedMlp", "SpatialGatingUnit", "SpatialGatingBlock",
+__all__ = ["Mlp", "GluMlp", "Affine", "MixerBlock", "ResBlock", "GatedMlp", "SpatialGatingUnit", "SpatialGatingBlock",
            "fuse_mixer_blocks"]
 
 # torch.fx: symbolic_trace records the two fused ops as calls (leaves) instead of tracing into their
@@ -32,6 +42,8 @@ torch.fx.wrap("channel_mixing")
 torch.fx.wrap("resmlp_token_mixing")
 torch.fx.wrap("resmlp_channel_mixing")
 torch.fx.wrap("gmlp_block")
+torch.fx.wrap("gmixer_token_mixing")
+torch.fx.wrap("gmixer_channel_mixing")
 
 
 class Mlp(nn.Module):
@@ -52,6 +64,33 @@ class Mlp(nn.Module):
 
     def forward(self, x):
         return self.drop2(self.fc2(self.norm(self.drop1(self.act(self.fc1(x))))))
+
+
+class GluMlp(nn.Module):
+    """fc1 -> chunk(2) -> x1 * act(x2) (gate_last) or act(x1) * x2 -> drop1 -> norm -> fc2 -> drop2: timm's
+    GluMlp (timm.layers.GluMlp without use_conv) with its names; gMixer uses it with act_layer=nn.SiLU."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.Sigmoid, norm_layer=None,
+                 bias=True, drop=0.0, gate_last=True, device=None, dtype=None):
+        super().__init__()
+        dd = {"device": device, "dtype": dtype}
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        if hidden_features % 2:
+            raise ValueError(f"hidden_features: expected an even width (the GLU halves it), got {hidden_features}")
+        self.chunk_dim = -1
+        self.gate_last = gate_last
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias, **dd)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.norm = norm_layer(hidden_features // 2, **dd) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden_features // 2, out_features, bias=bias, **dd)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x):
+        x1, x2 = self.fc1(x).chunk(2, dim=self.chunk_dim)
+        x = x1 * self.act(x2) if self.gate_last else self.act(x1) * x2
+        return self.drop2(self.fc2(self.norm(self.drop1(x))))
 
 
 def _gelu_approximate(act: nn.Module, where: str) -> str:
@@ -101,6 +140,60 @@ def _check_mlp(mlp: nn.Module, in_features: int, where: str) -> str:
         if d is not None and not isinstance(d, (nn.Dropout, nn.Identity)):
             raise ValueError(f"{where}.{name}: expected nn.Dropout, got {type(d).__name__}")
     return _gelu_approximate(mlp.act, f"{where}.act")
+
+
+# timm's GluMlp (and ours): fc1 -> chunk -> x1 * SiLU(x2) -> fc2, gMixer's MLP when its act is SiLU.
+_GLU_MLPS = {("timm.layers.mlp", "GluMlp"), (__name__, "GluMlp")}
+
+
+def _is_glu(mlp: nn.Module) -> bool:
+    return (type(mlp).__module__, type(mlp).__name__) in _GLU_MLPS
+
+
+def _check_glu_mlp(mlp: nn.Module, in_features: int, where: str) -> bool:
+    """timm's GluMlp with nn.Linear fc1 [in -> 2H] and fc2 [H -> in] (with bias), the gate along the last dim,
+    no norm inside, SiLU: the gated MLP the kernels compute. Returns gate_last."""
+    for name in ("fc1", "act", "fc2"):
+        if not hasattr(mlp, name):
+            raise ValueError(f"{where}: expected a GluMlp with fc1, act, fc2 (timm's layout), missing {name}")
+    for name in ("fc1", "fc2"):
+        fc = getattr(mlp, name)
+        if type(fc) is not nn.Linear or fc.bias is None:
+            raise ValueError(f"{where}.{name}: the fused MixerBlock needs nn.Linear with bias, got {fc}")
+    if mlp.fc1.in_features != in_features or mlp.fc1.out_features % 2 \
+            or mlp.fc2.in_features * 2 != mlp.fc1.out_features or mlp.fc2.out_features != in_features:
+        raise ValueError(f"{where}: expected fc1 [{in_features} -> 2H] and fc2 [H -> {in_features}] (GluMlp), got "
+                         f"{mlp.fc1} and {mlp.fc2}")
+    if getattr(mlp, "chunk_dim", -1) not in (-1, 2):
+        raise ValueError(f"{where}: the fused MixerBlock splits the GluMlp hidden width along the last dim, got "
+                         f"chunk_dim={mlp.chunk_dim}")
+    norm = getattr(mlp, "norm", None)
+    if norm is not None and not isinstance(norm, nn.Identity):
+        raise ValueError(f"{where}.norm: the fused MixerBlock has no norm inside the MLP, got {type(norm).__name__}")
+    for name in ("drop1", "drop2"):
+        d = getattr(mlp, name, None)
+        if d is not None and not isinstance(d, (nn.Dropout, nn.Identity)):
+            raise ValueError(f"{where}.{name}: expected nn.Dropout, got {type(d).__name__}")
+    return _glu_gate_last(mlp, where)
+
+
+def _glu_gate_last(mlp: nn.Module, where: str) -> bool:
+    """gate_last of a GluMlp whose act is SiLU (what the gMixer kernels compute); an error for another act."""
+    if type(mlp.act) is not nn.SiLU:
+        raise ValueError(f"{where}.act: the fused MixerBlock computes the GluMlp gate with SiLU only (gMixer), got "
+                         f"{type(mlp.act).__name__}; use the unfused block for other activations")
+    gate_last = getattr(mlp, "gate_last", True)
+    if not isinstance(gate_last, bool):
+        raise ValueError(f"{where}.gate_last: expected a bool, got {gate_last!r}")
+    return gate_last
+
+
+def _check_half(mlp: nn.Module, in_features: int, where: str) -> None:
+    """A MixerBlock half: timm's Mlp with GELU, or its GluMlp with SiLU (gMixer)."""
+    if _is_glu(mlp):
+        _check_glu_mlp(mlp, in_features, where)
+    else:
+        _check_mlp(mlp, in_features, where)
 
 
 def _dropout_p(mlp: nn.Module) -> float:
@@ -158,6 +251,8 @@ class MixerBlock(_FusedBlock):
 
     Same constructor as timm's `MixerBlock`, plus `recompute` (channel mixing saves only its input and
     row statistics for backward; on XLA devices both halves recompute). x [B, S, C] -> [B, S, C].
+    gMixer: `mlp_layer=GluMlp` (timm's or this module's) with `act_layer=nn.SiLU` and mlp_ratio=(1.0, 4.0)
+    runs the gated ops (gmixer_token_mixing / gmixer_channel_mixing); a GluMlp with another act is refused.
     """
 
     def __init__(self, dim, seq_len, mlp_ratio=(0.5, 4.0), mlp_layer=Mlp, norm_layer=partial(nn.LayerNorm, eps=1e-6),
@@ -197,21 +292,31 @@ class MixerBlock(_FusedBlock):
         if self.norm1.eps != self.norm2.eps:
             raise ValueError(f"norm_layer: norm1 and norm2 eps differ ({self.norm1.eps} vs {self.norm2.eps})")
         seq_len = self.mlp_tokens.fc1.in_features if hasattr(self.mlp_tokens, "fc1") else None
-        _check_mlp(self.mlp_tokens, seq_len, "mlp_tokens")
-        _check_mlp(self.mlp_channels, dim, "mlp_channels")
+        _check_half(self.mlp_tokens, seq_len, "mlp_tokens")
+        _check_half(self.mlp_channels, dim, "mlp_channels")
 
     def forward(self, x):
         t, c = self.mlp_tokens, self.mlp_channels
         self._check_dropout(t, c)
-        # each half its own GELU, read at every call (an act swapped after construction is seen, or refused)
-        approx_t = _gelu_approximate(t.act, "mlp_tokens.act")
-        approx_c = _gelu_approximate(c.act, "mlp_channels.act")
-        x = token_mixing(x, self.norm1.weight, self.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias,
-                         eps=self.norm1.eps, approximate=approx_t, sample_scale=self._sample_scale(x),
-                         recompute=self.recompute)
-        x = channel_mixing(x, self.norm2.weight, self.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight,
-                           c.fc2.bias, eps=self.norm2.eps, approximate=approx_c, recompute=self.recompute,
-                           sample_scale=self._sample_scale(x))
+        # each half its own activation, read at every call (an act swapped after construction is seen, or
+        # refused): GELU for timm's Mlp, the SiLU gate for its GluMlp (gMixer)
+        n1, n2 = self.norm1, self.norm2
+        if _is_glu(t):
+            x = gmixer_token_mixing(x, n1.weight, n1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias,
+                                    eps=n1.eps, gate_last=_glu_gate_last(t, "mlp_tokens"),
+                                    sample_scale=self._sample_scale(x), recompute=self.recompute)
+        else:
+            x = token_mixing(x, n1.weight, n1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias, eps=n1.eps,
+                             approximate=_gelu_approximate(t.act, "mlp_tokens.act"),
+                             sample_scale=self._sample_scale(x), recompute=self.recompute)
+        if _is_glu(c):
+            x = gmixer_channel_mixing(x, n2.weight, n2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight, c.fc2.bias,
+                                      eps=n2.eps, gate_last=_glu_gate_last(c, "mlp_channels"),
+                                      sample_scale=self._sample_scale(x), recompute=self.recompute)
+        else:
+            x = channel_mixing(x, n2.weight, n2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight, c.fc2.bias, eps=n2.eps,
+                               approximate=_gelu_approximate(c.act, "mlp_channels.act"), recompute=self.recompute,
+                               sample_scale=self._sample_scale(x))
         return x
 
 
@@ -498,8 +603,8 @@ def fuse_mixer_blocks(model: nn.Module, recompute: bool = False, strict: bool = 
     Parameter objects (pretrained weights and optimizers built before the swap stay valid). Other modules
     are left alone; calling it twice changes nothing. Returns `model`.
 
-    strict (default): a family block the fused forms cannot compute (a gMixer MixerBlock with GluMlp, an
-    activation other than GELU, dropout inside the gate, ...) raises a ValueError naming it, and
+    strict (default): a family block the fused forms cannot compute (an activation other than GELU, or SiLU
+    in a gMixer GluMlp, dropout inside the gate, ...) raises a ValueError naming it, and
     nothing is replaced. strict=False fuses the rest and warns once, listing the blocks left unfused.
     A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` (or ResBlock's,
     SpatialGatingBlock's)."""
