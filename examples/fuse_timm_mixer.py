@@ -2,6 +2,7 @@
 
     python examples/fuse_timm_mixer.py                          # GPU: Mixer-B/16, batch 64, bf16 autocast
     python examples/fuse_timm_mixer.py --model mixer_l16_224 --batch 256
+    python examples/fuse_timm_mixer.py --model gmixer_24_224    # gMixer: GluMlp + SiLU halves fuse too
     python examples/fuse_timm_mixer.py --device cpu             # CPU: the plain PyTorch path, check only
     python examples/fuse_timm_mixer.py --device cpu --interpret # CPU: the Triton kernels, interpreted (tiny model)
 
@@ -24,7 +25,8 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
     p.add_argument("--model", default=None,
-                   help="a timm MLP-Mixer, ResMLP or gMLP model (mixer_b16_224, resmlp_24_224, gmlp_s16_224, ...), or "
+                   help="a timm MLP-Mixer, ResMLP, gMLP or gMixer model (mixer_b16_224, resmlp_24_224, gmlp_s16_224, "
+                        "gmixer_24_224, ...), or "
                         "'tiny' (2 blocks, 32 px images, 10 classes); default mixer_b16_224, or tiny with --interpret")
     p.add_argument("--batch", type=int, default=None, help="images per step (default 64 on a GPU, 2 on a CPU)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
@@ -99,8 +101,8 @@ def main(argv=None):
         try:
             unfused = timm.create_model(a.model, pretrained=False)
         except RuntimeError as e:   # timm: "Unknown model (...)"
-            sys.exit(f"--model {a.model}: {e}; MLP-Mixer, ResMLP and gMLP models: "
-                     f"{', '.join(timm.list_models(['mixer_*', 'resmlp_*', 'gmlp_*']))}")
+            sys.exit(f"--model {a.model}: {e}; MLP-Mixer, ResMLP, gMLP and gMixer models: "
+                     f"{', '.join(timm.list_models(['mixer_*', 'resmlp_*', 'gmlp_*', 'gmixer_*']))}")
     unfused = unfused.to(device).eval()
     torch.nn.init.normal_(unfused.head.weight, std=0.02)   # timm zero-initialises the head: give the check teeth
     try:
