@@ -24,12 +24,15 @@ import subprocess
 import sys
 
 TITLE = "model, not a measurement"
-SHAPES = ("B/16", "L/16", "resmlp_24", "resmlp_big_24")
+SHAPES = ("B/16", "L/16", "resmlp_24", "resmlp_big_24", "gmlp_s16")
 # ResMLP-24 and ResMLP-big-24 (timm's resmlp_24_224, resmlp_big_24_224: patch 8): their ResBlock halves are
 # the "token_mixing" / "channel_mixing" rows of that shape (one linear layer along S; Affine and layer
 # scales), with timm's ResBlock as the eager side.
 RESMLP_SHAPES = {"resmlp_24": dict(S=196, C=384, DS=0, DC=1536, depth=24, patch=16),
                  "resmlp_big_24": dict(S=784, C=768, DS=0, DC=3072, depth=24, patch=8)}
+# gMLP-S/16 (timm's gmlp_s16_224): its SpatialGatingBlock is one op, "gmlp_block" (LayerNorm, fc1 to DC,
+# GELU, the spatial gating unit on DC/2, fc2), with timm's SpatialGatingBlock as the eager side.
+GMLP_SHAPES = {"gmlp_s16": dict(S=196, C=256, DS=0, DC=1536, depth=30, patch=16)}
 BATCH = 256
 CARDS = ("H100", "H200")
 OUT_DIR = os.path.join(os.path.dirname(__file__), "results", "model-sm90")
@@ -88,6 +91,40 @@ def _fused_resmlp(shape: dict, batch: int, dtype):
     seqs["channel_mixing", "bwd"], _ = record(
         lambda: rc._backward_impl(dy, x, z, a, b, c1w, c1b, c2w, c2b, ls, None, "none", True, True, True, True))
     return seqs
+
+
+def _fused_gmlp(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of the gMLP block's launchers (training, every gradient)."""
+    import torch
+
+    from benchmarks.launch_record import record
+    from mixer_kernels.ops import gmlp_block as gb
+    B, S, C, DC = batch, shape["S"], shape["C"], shape["DC"]
+    H = DC // 2
+    m = dict(device="meta", dtype=dtype)
+    x, dy = torch.empty(B, S, C, **m), torch.empty(B, S, C, **m)
+    nw, nb, gw, gbias = torch.empty(C, **m), torch.empty(C, **m), torch.empty(H, **m), torch.empty(H, **m)
+    c1w, c1b, c2w, c2b = torch.empty(DC, C, **m), torch.empty(DC, **m), torch.empty(C, H, **m), torch.empty(C, **m)
+    pw, pb = torch.empty(S, S, **m), torch.empty(S, **m)
+    seqs = {}
+    seqs["gmlp_block", "fwd"], (_, mean, rstd, mean_v, rstd_v, z) = record(
+        lambda: gb._forward(x, nw, nb, c1w, c1b, gw, gbias, pw, pb, c2w, c2b, None, 1e-6, 1e-5, "none", True))
+    seqs["gmlp_block", "bwd"], _ = record(
+        lambda: gb._backward_impl(dy, x, mean, rstd, mean_v, rstd_v, z, nw, nb, c1w, c1b, gw, gbias, pw, pb, c2w, None,
+                                  "none", True, True, True, True, True))
+    return seqs
+
+
+def _eager_gmlp(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of eager PyTorch: timm's SpatialGatingBlock, bf16 modules."""
+    import torch
+    from timm.layers import GatedMlp
+    from timm.models.mlp_mixer import SpatialGatingBlock
+
+    with torch.device("meta"):
+        blk = SpatialGatingBlock(shape["C"], shape["S"], mlp_ratio=shape["DC"] / shape["C"],
+                                 mlp_layer=GatedMlp).to(dtype)
+    return _record_halves({"gmlp_block": lambda x: x + blk.mlp_channels(blk.norm(x))}, blk, shape, batch, dtype)
 
 
 def _eager_resmlp(shape: dict, batch: int, dtype):
@@ -200,6 +237,9 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
         if shape_name in RESMLP_SHAPES:
             shape = RESMLP_SHAPES[shape_name]
             fused, eager = _fused_resmlp(shape, batch, dtype), _eager_resmlp(shape, batch, dtype)
+        elif shape_name in GMLP_SHAPES:
+            shape = GMLP_SHAPES[shape_name]
+            fused, eager = _fused_gmlp(shape, batch, dtype), _eager_gmlp(shape, batch, dtype)
         else:
             shape = SHAPE_SIZES[shape_name]
             fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
@@ -257,10 +297,11 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
             S, C, DS, DC = shape["S"], shape["C"], shape["DS"], shape["DC"]
             act = batch * S * C * torch.finfo(dtype).bits // 8
             token_flops = 2.0 * batch * C * S * S if shape_name in RESMLP_SHAPES else 4.0 * batch * C * S * DS
-            mat = {"token_mixing": token_flops, "channel_mixing": 4.0 * batch * S * C * DC}
+            mat = {"token_mixing": token_flops, "channel_mixing": 4.0 * batch * S * C * DC,
+                   "gmlp_block": 2.0 * batch * S * (C * DC + S * DC // 2 + DC // 2 * C)}   # fc1, proj, fc2
             for mode, phases, mult, moved in (("fwd", ("fwd",), 1, 2 * act), ("fwd+bwd", ("fwd", "bwd"), 3, 5 * act)):
                 rows = []
-                for op in ("token_mixing", "channel_mixing"):
+                for op in dict.fromkeys(op for op, _ in fused):       # the shape's ops, in order
                     f = sum(per[op, p, card][0] for p in phases)
                     e = sum(per[op, p, card][1] for p in phases)
                     fl = hm.floor_time(mult * mat[op], moved, card)
@@ -290,7 +331,8 @@ def summary_md(results: list[dict], date: str) -> str:
     versions = [r["triton"] for r in results]
     lines = [f"# Hopper speed report (sm_90a): {TITLE}", "",
              f"Triton {', '.join(versions)}; torch {', '.join(r['torch'] for r in results)}; {date}. "
-             f"Mixer {', '.join(SHAPES)} (resmlp_*: timm's ResBlock halves), batch {BATCH}, bf16. "
+             f"Mixer {', '.join(SHAPES)} (resmlp_*: timm's ResBlock halves; gmlp_s16: timm's SpatialGatingBlock), "
+             f"batch {BATCH}, bf16. "
              "Generated by `python -m benchmarks.speed_model`; "
              "the formula and every constant are in benchmarks/hopper_model.py (the model's docstring). "
              "Compiled for sm_90a on a machine without a GPU: no kernel ran.", "",
@@ -423,7 +465,8 @@ def block_table(doc: dict, card: str = "H100") -> str:
 
 
 _FAMILY_OPS = {"token": ("token_mixing",), "channel": ("channel_mixing",), "block": ("token_mixing", "channel_mixing"),
-               "resmlp": ("token_mixing", "channel_mixing")}   # resmlp: the shape resmlp_24 holds its halves
+               "resmlp": ("token_mixing", "channel_mixing"),   # resmlp: the shape resmlp_24 holds its halves
+               "gmlp": ("gmlp_block",)}
 
 
 def model_us_per_step(doc: dict | None, family: str, shape: str, batch: int, mode: str, card_name: str,
