@@ -61,7 +61,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._config import autotune, empty, input_precision, triton_interpret
+from .._config import empty, input_precision, triton_interpret
+from . import _tuning
 from ._act import glu, glu_and_grad
 from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
@@ -119,8 +120,8 @@ def _table_of(kind, named_args):
 def _prune(weight_arg, kind):
     """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32); before
     sm_90 drop 128x256 tiles (the weight-gradient one spills 136-380 bytes on sm_80). With
-    MIXER_KERNELS_AUTOTUNE=0 keep only the first (no benchmarking: the same config in every process,
-    hence bitwise-equal results across processes, not only within one)."""
+    MIXER_KERNELS_AUTOTUNE=0 ops/_tuning keeps only the first that fits the card (no benchmarking: the
+    same config in every process, hence bitwise-equal results across processes, not only within one)."""
     def prune(configs, named_args, **kwargs):
         if len(configs) <= 1:
             return configs
@@ -131,21 +132,18 @@ def _prune(weight_arg, kind):
                                        c.num_stages) in table]
         if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
             keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
-        keep = keep or configs
-        if not autotune():
-            keep = keep[:1]
-        return keep
+        return keep or configs
     return prune
 
 
 def _autotune(kind, weight_arg, key):
     """GPU: the short config list of `kind`, tuned once per key (the two GEMM sizes other than M, the M
     bucket and the mode constexpr, so forward and backward launches of one kernel tune separately) and
-    tensor dtypes (Triton adds those). cache_results: the choice is kept in Triton's on-disk cache, so
-    a new process does not re-benchmark."""
-    return triton.autotune(configs=_configs(kind), key=key,
-                           prune_configs_by={"early_config_prune": _prune(weight_arg, kind)}, do_bench=_bench,
-                           cache_results=True)
+    tensor dtypes (Triton adds those). ops/_tuning.autotuner: after _prune, the configs that fit the card's
+    shared memory (MIXER_KERNELS_AUTOTUNE=0: the first of them, no benchmarking), the timings kept in
+    Triton's on-disk cache (a new process does not re-benchmark), no benchmarking inside a CUDA-graph
+    capture."""
+    return _tuning.autotuner(_configs(kind), key, early_config_prune=_prune(weight_arg, kind), do_bench=_bench)
 
 
 # Arguments that change with the batch size: the JIT does not specialise on them (no divisibility-by-16
