@@ -25,8 +25,8 @@ GMLP = dict(num_classes=10, img_size=32, patch_size=8, num_blocks=2, embed_dim=3
             mlp_layer=TimmGatedMlp)
 
 FWD = {"_layernorm_stats_kernel": 2, "_channel_hidden_kernel": 1, "_sgu_fwd_kernel": 1, "_channel_out_kernel": 1}
-BWD = {"_sgu_bwd_kernel": 1, "_sgu_dn_kernel": 1, "_sgu_gelu_pass_kernel": 2, "_layernorm_bwd_kernel": 2,
-       "_channel_wgrad_kernel": 2}
+BWD = {"_sgu_bwd_kernel": 1, "_sgu_dn_kernel": 1, "_sgu_norm_bwd_kernel": 1, "_sgu_gelu_pass_kernel": 1,
+       "_layernorm_bwd_kernel": 1, "_channel_wgrad_kernel": 2}
 
 
 def _timm_block(S, C, DC, seed=0):
@@ -141,6 +141,26 @@ def test_function_against_oracle(device):
     for name, t, r in zip(["x", "nw", "nb", "w1", "b1", "gw", "gb", "wp", "bp", "w2", "b2"], [x, *leaves], ref_g,
                           strict=True):
         assert_close(f"d{name}", t.grad, r)
+
+
+def test_wide_gate_norm_path(device, monkeypatch):
+    """Gate widths above what _sgu_norm_bwd_kernel loads in one piece (sg.NORM_MAX_H, 2048) run LN_v's
+    backward through ops/layernorm_backward.py and then the GELU' pass: the same gradients (the limit lowered
+    here so a small case takes that path)."""
+    from mixer_kernels.ops import _spatial_gating_kernels as sg
+    monkeypatch.setattr(sg, "NORM_MAX_H", 8)
+    B, S, C, DC = 2, 16, 16, 40
+    params64 = [p.detach() for p in _params(_timm_block(S, C, DC, seed=6))]
+    x64 = torch.randn(B, S, C, dtype=torch.float64)
+    g64 = torch.randn(B, S, C, dtype=torch.float64)
+    ref_out, ref_g = ref_ops.forward_backward(ref_ops.gmlp_block, [x64, *params64], g64)
+    ins = [t.float().to(device).requires_grad_() for t in (x64, *params64)]
+    with count_launches() as n:
+        mk.gmlp_block(*ins).backward(g64.float().to(device))
+    assert n["_sgu_norm_bwd_kernel"] == 0 and n["_sgu_gelu_pass_kernel"] == 2 and n["_layernorm_bwd_kernel"] == 2, \
+        dict(n)
+    for i, (t, r) in enumerate(zip(ins, ref_g, strict=True)):
+        assert_close(f"d{i}", t.grad, r)
 
 
 def test_frozen_parts(device):

@@ -21,13 +21,14 @@ Backward (gradients autograd does not need are skipped; deterministic, no atomic
   0. recompute: y = LN(x) from the statistics, z = fc1(y) (channel.fc1); dW1 needs y in any case.
   1. dg = g @ W2 (channel.dn: the Mixer's GEMM2 kernel run as [M, C] x [C, H]).
   2. _sgu_gelu_pass_kernel: v = GELU(z_v) [M, H] (only z is saved; u is recomputed in step 3's epilogue).
-  3. _sgu_bwd_kernel: p = W_p @ LN_v(v) + b_p recomputed; dz_u = s*dg * p * GELU'(z_u) into dz, dp = s*dg * u
-     [S, B*H], s * gate for fc2's weight gradient, n = LN_v(v) [S+1, B*H] for the projection's.
+  3. _sgu_bwd_kernel: p = W_p @ LN_v(v) + b_p recomputed; dz_u = s*dg * p * GELU'(z_u) into dz (and its column
+     sums: db1's u half), dp = s*dg * u [S, B*H], s * gate for fc2's weight gradient, n = LN_v(v) [S+1, B*H]
+     for the projection's.
   4. dW2 = g^T @ (s * gate) (channel.wgrad), db2 = sum of s * g; dW_p | db_p = dp @ [n; 1]^T (cuBLAS).
-  5. _sgu_dn_kernel: dn = W_p^T @ dp; layernorm_backward: dv, d gamma_v, d beta_v; _sgu_gelu_pass_kernel:
-     dz_v = dv * GELU'(z_v) into dz.
-  6. dW1 = dz^T @ y (channel.wgrad), db1 = fp32 column sums of dz; dLN = dz @ W1 (channel.dn);
-     layernorm_backward with the residual gradient: dx, d norm weight, d norm bias.
+  5. _sgu_dn_kernel: dn = W_p^T @ dp; _sgu_norm_bwd_kernel: LN_v's and GELU's backward in one pass, dz_v
+     into dz, d gamma_v, d beta_v and db1's v half (H > 2048: layernorm_backward, then the GELU' pass).
+  6. dW1 = dz^T @ y (channel.wgrad); dLN = dz @ W1 (channel.dn); layernorm_backward with the residual
+     gradient: dx, d norm weight, d norm bias.
 
 The custom ops `mixer_kernels::gmlp_block_fwd` / `_bwd` (torch.library, fake kernels, registered autograd)
 let torch.compile(fullgraph=True) trace through; float64 never reaches them (functional.py).
@@ -101,8 +102,9 @@ def dz_v(z, dv, dz, approximate):
 
 
 def sgu_backward(v, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_bias, z, dg, sample_scale, dz, B, S,
-                 *, approximate, write_gate: bool, store_wgrad: bool):
-    """Writes dz's u half; returns (dp [S, B*H], s * gate [M, H] or None, n [S+1, B*H] or None)."""
+                 *, approximate, write_gate: bool, store_wgrad: bool, write_db: bool):
+    """Writes dz's u half; returns (dp [S, B*H], s * gate [M, H] or None, n [S+1, B*H] or None, the fp32 column
+    sums of dz_u [H] or None)."""
     M, H = v.shape
     cdt = proj_weight.dtype
     dp = empty((S, B * H), device=v.device, dtype=cdt)
@@ -113,15 +115,38 @@ def sgu_backward(v, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_bi
         nt[S].fill_(1)
     bc, bk, warps, stages = sg.config("bwd", cdt, triton_interpret())
     bs = sg.block_s(S, "bwd")
+    n_s = triton.cdiv(S, bs)
+    dbp = empty((B * n_s, H), device=v.device, dtype=torch.float32) if write_db else None
     wp = _weights(proj_weight, S, bs, bk, transpose=False)
-    sg._sgu_bwd_kernel[(B, triton.cdiv(H, bc), triton.cdiv(S, bs))](
+    sg._sgu_bwd_kernel[(B, triton.cdiv(H, bc), n_s)](
         wp, proj_bias, v, mean_v, rstd_v, gate_weight, gate_bias, z, dg,
         sample_scale if sample_scale is not None else proj_bias, dz,
-        gate_s if write_gate else dp, dp, nt if store_wgrad else dp, S, H, wp.shape[1], z.stride(0),
-        HAS_SCALE=sample_scale is not None, WRITE_GATE=write_gate, STORE_WGRAD=store_wgrad,
+        gate_s if write_gate else dp, dp, nt if store_wgrad else dp, dbp if write_db else dp,
+        S, H, wp.shape[1], z.stride(0),
+        HAS_SCALE=sample_scale is not None, WRITE_GATE=write_gate, STORE_WGRAD=store_wgrad, WRITE_DB=write_db,
         APPROX_TANH=approximate == "tanh", OFF64=_off64(z), INTERPRET=triton_interpret(),
         INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
-    return dp, gate_s, nt
+    return dp, gate_s, nt, (dbp.sum(0) if write_db else None)      # fixed-order sum of the partials
+
+
+def norm_backward(dn, z, v, mean_v, rstd_v, gate_weight, dz, approximate):
+    """LN_v's backward and GELU's: writes dz's v half; returns (d gamma_v, d beta_v, column sums of dz_v), fp32
+    [H]. H <= sg.NORM_MAX_H: one fused pass (_sgu_norm_bwd_kernel, v recomputed from z); above,
+    ops/layernorm_backward.py on v = GELU(z_v) (passed in), then the GELU' pass."""
+    M, DC = z.shape
+    H = DC // 2
+    if H > sg.NORM_MAX_H:
+        dv, dgw, dgb = layernorm_backward(dn, v, mean_v, rstd_v, gate_weight)
+        del v
+        dz_v(z, dv, dz, approximate)
+        return dgw, dgb, dz[:, H:].sum(0, dtype=torch.float32)
+    bm, bh, warps = sg.norm_block(H)
+    G = max(1, min(triton.cdiv(M, bm), sg.NORM_MAX_PROGRAMS))
+    parts = [empty((G, H), device=z.device, dtype=torch.float32) for _ in range(3)]
+    sg._sgu_norm_bwd_kernel[(G,)](
+        dn, z, mean_v, rstd_v, gate_weight, dz, *parts, M, H, z.stride(0), APPROX_TANH=approximate == "tanh",
+        INTERPRET=triton_interpret(), BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
+    return tuple(p.sum(0) for p in parts)                          # fixed-order sums of the partials
 
 
 def sgu_dn(dp, proj_weight, B, S):
@@ -234,10 +259,12 @@ def _backward_impl(grad_out, x, mean, rstd, mean_v, rstd_v, z, norm_weight, norm
     dg = gemm.dn(g2, fc2_weight, B, S).reshape(M, H)                       # g @ W2, before the sample scale
     v = gelu_v(z, approximate)
     dz = empty((M, DC), device=x.device, dtype=cdt)
-    dp, gate_s, nt = sgu_backward(v, mean_v, rstd_v, gate_norm_weight, gate_norm_bias, proj_weight, proj_bias, z, dg,
-                                  sample_scale, dz, B, S, approximate=approximate, write_gate=need_fc2,
-                                  store_wgrad=need_proj)
+    dp, gate_s, nt, db1_u = sgu_backward(v, mean_v, rstd_v, gate_norm_weight, gate_norm_bias, proj_weight, proj_bias,
+                                         z, dg, sample_scale, dz, B, S, approximate=approximate, write_gate=need_fc2,
+                                         store_wgrad=need_proj, write_db=need_fc1)
     del dg
+    if H <= sg.NORM_MAX_H:
+        v = None          # the fused LN_v backward recomputes it
     if need_fc2:
         out[9] = gemm.wgrad(grad_out, gate_s, transpose_out=False, out_dtype=fc2_weight.dtype)
         gsum = grad_out.sum(dim=1, dtype=torch.float32)                                 # [B, C]
@@ -253,15 +280,13 @@ def _backward_impl(grad_out, x, mean, rstd, mean_v, rstd_v, z, norm_weight, norm
         return out
     dn = sgu_dn(dp, proj_weight, B, S)
     del dp
-    dv, dgw, dgb = layernorm_backward(dn.view(B, S, H), v.view(B, S, H), mean_v, rstd_v, gate_norm_weight)
-    del dn, v
+    dgw, dgb, db1_v = norm_backward(dn, z, v, mean_v, rstd_v, gate_norm_weight, dz, approximate)
+    del dn, z, v
     if need_gate_norm:
         out[5], out[6] = dgw.to(gate_norm_weight.dtype), dgb.to(gate_norm_bias.dtype)
-    dz_v(z, dv.reshape(M, H), dz, approximate)
-    del dv, z
     if need_fc1:
         out[3] = gemm.wgrad(y, dz, transpose_out=True, out_dtype=fc1_weight.dtype)
-        out[4] = dz.sum(0, dtype=torch.float32).to(fc1_bias.dtype)
+        out[4] = torch.cat([db1_u, db1_v]).to(fc1_bias.dtype)
     del y
     if need_input:
         dln = gemm.dn(dz, fc1_weight, B, S)

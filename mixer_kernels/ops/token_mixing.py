@@ -92,8 +92,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .._config import autotune, empty, input_precision, triton_interpret
-from . import _guard
+from .._config import empty, input_precision, triton_interpret
+from . import _guard, _tuning
 from . import _token_kernels as tk
 from . import _token_large_kernels as lk
 from ._dot import dot
@@ -632,17 +632,17 @@ def _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w
 
 
 def _tm_kernel_and_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
-    """As _kernel_and_grid_meta, for the token-major kernels and their tables (ops/_token_kernels.py)."""
-    default = tk.default_config(name, S, C, DS, dtype)
-    fp32 = dtype == torch.float32
-    configs = tk.GPU_CONFIGS[(name, fp32)]
-    if triton_interpret() or not autotune() or len(configs) < 2:
-        return kernel, default
-    key = (name, "tm", fp32)
+    """As _kernel_and_grid_meta, for the token-major kernels and their tables (ops/_token_kernels.py): on a GPU
+    an ops/_tuning autotuner over the launch's table (the entries that fit the card; MIXER_KERNELS_AUTOTUNE=0
+    or one entry: the first of them, unmeasured; timings cached on disk; none measured inside a CUDA-graph
+    capture), keyed on (S, C, DS) and the dtypes."""
+    table = tk.tuning_table(name, S, C, DS, dtype)
+    if triton_interpret():
+        return kernel, table[0]
+    key = (name, tuple(tuple(sorted(c.items())) for c in table))
     if key not in _AUTOTUNED:
-        cfgs = [triton.Config({"BLOCK_C": c["BLOCK_C"], "BLOCK_H": c["BLOCK_H"]}, num_warps=c["num_warps"],
-                              num_stages=c["num_stages"]) for c in configs]
-        _AUTOTUNED[key] = triton.autotune(cfgs, key=["S", "C", "DS"], do_bench=_bench)(kernel)
+        _AUTOTUNED[key] = _tuning.autotuner([_tuning.config(c) for c in table], ["S", "C", "DS"],
+                                            do_bench=_bench)(kernel)
     return _AUTOTUNED[key], {}
 
 
