@@ -89,6 +89,9 @@ def check_gmixer_args(kind: str, x, norm_weight, norm_bias, fc1_weight, fc1_bias
     N, H = ("S", "DS") if kind == "token" else ("C", "DC")       # mixed dimension, fc1's output width
     n = x.shape[1] if kind == "token" else x.shape[2]
     _tensor("fc1_weight", fc1_weight, 2, f"[{H}, {N}]")
+    if fc1_weight.shape[1] != n:
+        raise ValueError(f"fc1_weight: expected shape [{H}, {N}] with {N}={n} (from x {tuple(x.shape)}), "
+                         f"got {tuple(fc1_weight.shape)}")
     hidden = fc1_weight.shape[0]
     if hidden < 2 or hidden % 2:
         raise ValueError(f"fc1_weight: expected {H} even and >= 2 (the GLU splits fc1's output into two halves), "
