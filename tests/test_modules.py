@@ -165,8 +165,12 @@ def test_unsupported_layers_raise():
     with pytest.raises(ValueError, match="GELU"):
         mk.fuse_mixer_blocks(TimmMlpMixer(**SMALL, act_layer=torch.nn.SiLU))
     from timm.layers import GluMlp
-    with pytest.raises(ValueError, match="mlp_tokens: the fused MixerBlock computes timm's Mlp .* got timm.*GluMlp"):
-        mk.fuse_mixer_blocks(TimmMlpMixer(**SMALL, mlp_layer=GluMlp, act_layer=torch.nn.SiLU))
+    # gMixer (GluMlp + SiLU) fuses (tests/test_gmixer.py); a GluMlp with another act (its default Sigmoid) does not
+    with pytest.raises(ValueError, match=r"mlp_tokens\.act: the fused MixerBlock computes the GluMlp gate with SiLU"):
+        mk.fuse_mixer_blocks(TimmMlpMixer(**SMALL, mlp_layer=GluMlp, act_layer=torch.nn.Sigmoid))
+    from timm.layers import SwiGLU
+    with pytest.raises(ValueError, match="mlp_tokens: the fused MixerBlock computes timm's Mlp .* got timm.*SwiGLU"):
+        mk.fuse_mixer_blocks(TimmMlpMixer(**SMALL, mlp_layer=SwiGLU, act_layer=torch.nn.SiLU))
     with pytest.raises(ValueError, match="bare MixerBlock"):
         mk.fuse_mixer_blocks(TimmMixerBlock(16, 9))
     with pytest.raises(TypeError, match="model"):

@@ -6,8 +6,8 @@ before the test sees it. Used by .ci/run's timm stage (the README's "timm's own 
 
 Only the mlp_mixer-family models of MODELS run (the other parametrisations are deselected); the plain
 PyTorch path (CPU, TRITON_INTERPRET unset: the stage refuses to run with it set). For a plain MLP-Mixer
-(`mixer_*`) a created model without a fused block fails the test, so no test passes on an unfused model;
-gMixer / gMLP / ResMLP blocks that fuse_mixer_blocks cannot fuse yet stay unfused (strict=False) and are
+or a gMixer (`mixer_*`, `gmixer_*`) a created model without a fused block fails the test, so no test passes
+on an unfused model; gMLP / ResMLP blocks that fuse_mixer_blocks cannot fuse stay unfused (strict=False) and are
 counted in the summary line. Tests that cannot apply to a fused model are skipped with their reason (SKIP).
 """
 from __future__ import annotations
@@ -56,7 +56,8 @@ def _fuse(model):
     _stats["fused blocks"] += fused
     if fused == 0:
         _stats["models left unfused"] += 1
-    if fnmatch.fnmatch(name, "mixer_*") and not any(isinstance(m, MixerBlock) for m in model.modules()):
+    if (fnmatch.fnmatch(name, "mixer_*") or fnmatch.fnmatch(name, "gmixer_*")) \
+            and not any(isinstance(m, MixerBlock) for m in model.modules()):
         raise AssertionError(f"{name}: fuse_mixer_blocks fused no MixerBlock")
     return model
 
