@@ -33,6 +33,10 @@ RESMLP_SHAPES = {"resmlp_24": dict(S=196, C=384, DS=0, DC=1536, depth=24, patch=
 # gMLP-S/16 (timm's gmlp_s16_224): its SpatialGatingBlock is one op, "gmlp_block" (LayerNorm, fc1 to DC,
 # GELU, the spatial gating unit on DC/2, fc2), with timm's SpatialGatingBlock as the eager side.
 GMLP_SHAPES = {"gmlp_s16": dict(S=196, C=256, DS=0, DC=1536, depth=30, patch=16)}
+# gMixer-24 (timm's gmixer_24_224): a MixerBlock with GluMlp + SiLU halves (token fc1 [DS = 384, S], fc2
+# [S, DS/2]; channel fc1 [DC = 1536, C], fc2 [C, DC/2]), the gated ops' launchers beside timm's block.
+GMIXER_SHAPES = {"gmixer_24": dict(S=196, C=384, DS=384, DC=1536, depth=24, patch=16)}
+SHAPES += tuple(GMIXER_SHAPES)
 BATCH = 256
 CARDS = ("H100", "H200")
 OUT_DIR = os.path.join(os.path.dirname(__file__), "results", "model-sm90")
@@ -113,6 +117,50 @@ def _fused_gmlp(shape: dict, batch: int, dtype):
         lambda: gb._backward_impl(dy, x, mean, rstd, mean_v, rstd_v, z, nw, nb, c1w, c1b, gw, gbias, pw, pb, c2w, None,
                                   "none", True, True, True, True, True))
     return seqs
+
+
+def _fused_gmixer(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of the gMixer ops' launchers (training, every gradient): the token half's
+    fused path (S <= 256, bf16), the channel GEMMs with the GLU epilogue."""
+    import torch
+
+    from benchmarks.launch_record import record
+    from mixer_kernels.ops import channel_mixing as cm
+    from mixer_kernels.ops import gmixer_token_mixing as gt
+    B, S, C, DS, DC = batch, shape["S"], shape["C"], shape["DS"], shape["DC"]
+    m = dict(device="meta", dtype=dtype)
+    x, dy = torch.empty(B, S, C, **m), torch.empty(B, S, C, **m)
+    nw, nb = torch.empty(C, **m), torch.empty(C, **m)
+    t1w, t1b = torch.empty(DS, S, **m), torch.empty(DS, **m)
+    t2w, t2b = torch.empty(S, DS // 2, **m), torch.empty(S, **m)
+    c1w, c1b = torch.empty(DC, C, **m), torch.empty(DC, **m)
+    c2w, c2b = torch.empty(C, DC // 2, **m), torch.empty(C, **m)
+    seqs = {}
+    seqs["token_mixing", "fwd"], (_, mean, rstd) = record(
+        lambda: gt.gmixer_token_mixing_fwd(x, nw, nb, t1w, t1b, t2w, t2b, 1e-6, 1, None))
+    seqs["token_mixing", "bwd"], _ = record(
+        lambda: gt.gmixer_token_mixing_bwd(dy, x, mean, rstd, nw, nb, t1w, t1b, t2w, 1, None, True))
+    seqs["channel_mixing", "fwd"], (_, mean, rstd, z) = record(
+        lambda: cm._forward(x, nw, nb, c1w, c1b, c2w, c2b, None, 1e-6, "glu_silu", True))
+    seqs["channel_mixing", "bwd"], _ = record(
+        lambda: cm._backward_impl(dy, x, mean, rstd, z, nw, nb, c1w, c1b, c2w, None, "glu_silu", True, True, True))
+    return seqs
+
+
+def _eager_gmixer(shape: dict, batch: int, dtype):
+    """{(op, phase): Recording} of eager PyTorch: timm's gMixer block halves (MixerBlock, GluMlp, SiLU)."""
+    import torch
+    from timm.layers import GluMlp
+    from timm.models.mlp_mixer import MixerBlock
+
+    with torch.device("meta"):
+        blk = MixerBlock(shape["C"], shape["S"], mlp_ratio=(shape["DS"] / shape["C"], shape["DC"] / shape["C"]),
+                         mlp_layer=GluMlp, act_layer=torch.nn.SiLU).to(dtype)
+    halves = {
+        "token_mixing": lambda x: x + blk.mlp_tokens(blk.norm1(x).transpose(1, 2)).transpose(1, 2),
+        "channel_mixing": lambda x: x + blk.mlp_channels(blk.norm2(x)),
+    }
+    return _record_halves(halves, blk, shape, batch, dtype)
 
 
 def _eager_gmlp(shape: dict, batch: int, dtype):
@@ -205,9 +253,12 @@ def _composition_ms(kernel: str, a: dict, work, card: str) -> float | None:
     if kernel == "_channel_hidden_kernel":
         M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
         e = a["Z"].element_size()
-        gemm_bytes = M * K * a["X"].element_size() + a["W"].numel() * a["W"].element_size() + M * N * e
+        glu = bool(a.get("GLU", 0))      # gMixer: N = H; the forward GEMM writes z [M, 2H]
+        out_n = 2 * N if glu and not a["BACKWARD"] else N
+        gemm_bytes = M * K * a["X"].element_size() + a["W"].numel() * a["W"].element_size() + M * out_n * e
         # forward: GELU pass reads z, writes GELU(z); backward: reads dA and z, writes dz and s*GELU(z)
-        passes = (2 if not a["BACKWARD"] else 4) * M * N * e
+        # (GLU: forward reads z [M, 2H], writes g [M, H]; backward reads dg, z, writes dz [M, 2H], s*g)
+        passes = ((3 if not a["BACKWARD"] else 6) if glu else (2 if not a["BACKWARD"] else 4)) * M * N * e
     elif kernel == "_channel_out_kernel":
         M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
         e = a["Out"].element_size()
@@ -240,6 +291,9 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
         elif shape_name in GMLP_SHAPES:
             shape = GMLP_SHAPES[shape_name]
             fused, eager = _fused_gmlp(shape, batch, dtype), _eager_gmlp(shape, batch, dtype)
+        elif shape_name in GMIXER_SHAPES:
+            shape = GMIXER_SHAPES[shape_name]
+            fused, eager = _fused_gmixer(shape, batch, dtype), _eager_gmixer(shape, batch, dtype)
         else:
             shape = SHAPE_SIZES[shape_name]
             fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
@@ -297,7 +351,10 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
             S, C, DS, DC = shape["S"], shape["C"], shape["DS"], shape["DC"]
             act = batch * S * C * torch.finfo(dtype).bits // 8
             token_flops = 2.0 * batch * C * S * S if shape_name in RESMLP_SHAPES else 4.0 * batch * C * S * DS
-            mat = {"token_mixing": token_flops, "channel_mixing": 4.0 * batch * S * C * DC,
+            channel_flops = 4.0 * batch * S * C * DC
+            if shape_name in GMIXER_SHAPES:      # GluMlp: fc1 to the full width, fc2 from half of it
+                token_flops, channel_flops = 3.0 * batch * C * S * DS, 3.0 * batch * S * C * DC
+            mat = {"token_mixing": token_flops, "channel_mixing": channel_flops,
                    "gmlp_block": 2.0 * batch * S * (C * DC + S * DC // 2 + DC // 2 * C)}   # fc1, proj, fc2
             for mode, phases, mult, moved in (("fwd", ("fwd",), 1, 2 * act), ("fwd+bwd", ("fwd", "bwd"), 3, 5 * act)):
                 rows = []
@@ -331,7 +388,8 @@ def summary_md(results: list[dict], date: str) -> str:
     versions = [r["triton"] for r in results]
     lines = [f"# Hopper speed report (sm_90a): {TITLE}", "",
              f"Triton {', '.join(versions)}; torch {', '.join(r['torch'] for r in results)}; {date}. "
-             f"Mixer {', '.join(SHAPES)} (resmlp_*: timm's ResBlock halves; gmlp_s16: timm's SpatialGatingBlock), "
+             f"Mixer {', '.join(SHAPES)} (resmlp_*: timm's ResBlock halves; gmlp_s16: timm's SpatialGatingBlock; "
+             f"gmixer_24: timm's MixerBlock with GluMlp + SiLU), "
              f"batch {BATCH}, bf16. "
              "Generated by `python -m benchmarks.speed_model`; "
              "the formula and every constant are in benchmarks/hopper_model.py (the model's docstring). "
@@ -466,7 +524,8 @@ def block_table(doc: dict, card: str = "H100") -> str:
 
 _FAMILY_OPS = {"token": ("token_mixing",), "channel": ("channel_mixing",), "block": ("token_mixing", "channel_mixing"),
                "resmlp": ("token_mixing", "channel_mixing"),   # resmlp: the shape resmlp_24 holds its halves
-               "gmlp": ("gmlp_block",)}
+               "gmlp": ("gmlp_block",),
+               "gmixer": ("token_mixing", "channel_mixing")}   # gmixer: the shape gmixer_24 holds its halves
 
 
 def model_us_per_step(doc: dict | None, family: str, shape: str, batch: int, mode: str, card_name: str,
