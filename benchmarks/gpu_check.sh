@@ -11,7 +11,7 @@
 # non-zero if any stage failed. Files (at most 8, flat): pytest_gpu.log, [compile_check.log,] bench.log,
 # results.{json,csv,md,png}, summary.md. The short summary table is printed last.
 # Benchmarks run here (a subset of the full sweep, to fit the time): B/16 token mixing, channel mixing
-# and the whole block at batch 256 (fwd, fwd+bwd, inference), the ResMLP-24 and gMLP-S/16 blocks (same
+# and the whole block at batch 256 (fwd, fwd+bwd, inference), the ResMLP-24, gMLP-S/16, gMixer-24 blocks (same
 # modes, last: cut first when time runs short) and timm Mixer-B/16 (a mixed-precision
 # training step with AdamW at batch 256, inference at batch 1024: issue 5's targets), bf16, providers
 # mixer-kernels, eager, torch.compile default, with the device time per kernel (--kernels). Cases that
@@ -75,7 +75,7 @@ fi
 #    after every case, so a stop by `timeout` keeps what was measured.
 LEFT=$((TOTAL_S - SECONDS))
 if [ "$HAS_CUDA" = 1 ]; then
-  BENCH_ARGS=(--families anchors,token,channel,model,block,resmlp,gmlp --shapes B/16 --batches 256 --modes fwd,fwd+bwd,infer
+  BENCH_ARGS=(--families anchors,token,channel,model,block,resmlp,gmlp,gmixer --shapes B/16 --batches 256 --modes fwd,fwd+bwd,infer
               --models B/16 --model-sources timm --model-batches 256 --model-modes train,infer --model-infer-batches 1024
               --providers mixer-kernels,eager,compile --kernels --budget-s $((LEFT > 90 ? LEFT - 60 : 30)))
   [ "${MAX_AUTOTUNE:-0}" = 1 ] && BENCH_ARGS+=(--max-autotune)

@@ -17,7 +17,7 @@ import traceback
 
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")    # the profiler's C++ chatter (--kernels) off stderr
 
-FAMILIES = ("anchors", "token", "channel", "block", "resmlp", "gmlp", "model")
+FAMILIES = ("anchors", "token", "channel", "block", "resmlp", "gmlp", "gmixer", "model")
 
 
 def _csv(s: str) -> list[str]:
@@ -82,7 +82,7 @@ def _config(a):
 
 
 def build_cases(a, cfg):
-    from . import anchors, block, gmlp, mixing, models, resmlp
+    from . import anchors, block, gmixer, gmlp, mixing, models, resmlp
     from .cases import MODEL_MODES, MODES, PROVIDERS, SHAPES
     smoke = cfg.smoke
     shapes = a.shapes or (["tiny"] if smoke else ["B/16", "L/16"])
@@ -116,6 +116,8 @@ def build_cases(a, cfg):
             cases += resmlp.cases(["tiny"] if smoke else ["resmlp_24"], batches, modes)
         elif fam == "gmlp":       # gMLP-S/16 on a GPU, the tiny shape in the smoke run (its own shape table)
             cases += gmlp.cases(["tiny"] if smoke else ["gmlp_s16"], batches, modes)
+        elif fam == "gmixer":     # gMixer-24 on a GPU, the tiny shape in the smoke run (its own shape table)
+            cases += gmixer.cases(["tiny"] if smoke else ["gmixer_24"], batches, modes)
         elif fam == "model":
             model_batches, model_modes = a.model_batches or batches, a.model_modes or modes
             cases += models.cases(a.model_sources, sizes, model_batches, [m for m in model_modes if m != "infer"])
