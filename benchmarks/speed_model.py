@@ -24,7 +24,9 @@ import subprocess
 import sys
 
 TITLE = "model, not a measurement"
-SHAPES = ("B/16", "L/16", "resmlp_24", "resmlp_big_24", "gmlp_s16")
+SHAPES = ("B/16", "L/16", "B/16@384", "resmlp_24", "resmlp_big_24", "gmlp_s16")
+# Mixer-B/16 fine-tuned at 384 px (S = 576 > 256: token mixing's large-S path, ops/_token_large_kernels.py)
+LARGE_S_SHAPES = {"B/16@384": dict(S=576, C=768, DS=384, DC=3072, depth=12, patch=16)}
 # ResMLP-24 and ResMLP-big-24 (timm's resmlp_24_224, resmlp_big_24_224: patch 8): their ResBlock halves are
 # the "token_mixing" / "channel_mixing" rows of that shape (one linear layer along S; Affine and layer
 # scales), with timm's ResBlock as the eager side.
@@ -295,7 +297,7 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
             shape = GMIXER_SHAPES[shape_name]
             fused, eager = _fused_gmixer(shape, batch, dtype), _eager_gmixer(shape, batch, dtype)
         else:
-            shape = SHAPE_SIZES[shape_name]
+            shape = LARGE_S_SHAPES.get(shape_name) or SHAPE_SIZES[shape_name]
             fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
         per = {}     # (op, phase, card) -> (fused s, eager s)
         for (op, phase), rec in fused.items():

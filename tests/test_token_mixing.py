@@ -33,6 +33,10 @@ BWD_KERNELS = ("_token_mixing_bwd_dt_kernel", "_layernorm_bwd_kernel", "_token_m
 # fp16/bf16 with S <= 256: the token-major kernels (ops/_token_kernels.py), weight gradients from GEMMs
 FAST_FWD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_tm_kernel")
 FAST_BWD_KERNELS = ("_token_mixing_bwd_dt_tm_kernel", "_layernorm_bwd_kernel")
+# S > 256, every dtype: the large-S path (ops/_token_large_kernels.py; tests/test_token_mixing_large.py)
+LARGE_FWD = {"_token_large_ln_kernel": 1, "_token_large_gemm_kernel": 2}
+LARGE_BWD = {"_token_large_ln_kernel": 1, "_token_large_dual_kernel": 1, "_token_large_gemm_kernel": 1,
+             "_layernorm_bwd_kernel": 1}
 
 
 def make_inputs(B, S, C, DS, dtype=torch.float32, device="cpu", x=None):
@@ -80,7 +84,7 @@ def check_all(out, grads, ref_out, ref_grads, eager_out=None, eager_grads=None):
 S16, B16, L16 = (4, 196, 512, 256), (4, 196, 768, 384), (2, 196, 1024, 512)
 
 # --------------------------------------------------------------------------------------------------
-# fp32 against float64: S in {1, 49, 196, 197} and the tiled path (S > 256), C in {8, 40, 130}, DS never a
+# fp32 against float64: S in {1, 49, 196, 197} and the large-S path (S > 256), C in {8, 40, 130}, DS never a
 # power of two, both GELUs; launches counted. On a GPU: S/16, B/16, L/16 (and B/16 with the tanh GELU).
 
 @pytest.mark.parametrize("B,S,C,DS,approximate", by_device([
@@ -89,7 +93,7 @@ S16, B16, L16 = (4, 196, 512, 256), (4, 196, 768, 384), (2, 196, 1024, 512)
     (1, 49, 130, 36, "none"),
     (1, 196, 8, 20, "tanh"),
     (1, 197, 40, 36, "none"),
-    (1, 576, 8, 20, "none"),      # S > 256: the tiled fallback
+    (1, 576, 8, 20, "none"),      # S > 256: the large-S path with FMA dots
 ], [(*S16, "none"), (*B16, "none"), (*L16, "none"), (*B16, "tanh")]))
 def test_fp32(device, B, S, C, DS, approximate):
     inputs = make_inputs(B, S, C, DS, device=device)
@@ -98,12 +102,13 @@ def test_fp32(device, B, S, C, DS, approximate):
     if device == "cuda":      # the first call autotunes (many launches); count a later one
         mixer_kernels.token_mixing(*p, approximate=approximate).backward(dy)
         p = leaves(inputs)
+    large = S > tm.MAX_RESIDENT_S
     with count_launches() as n_fwd:
         out = mixer_kernels.token_mixing(*p, approximate=approximate)
-    assert dict(n_fwd) == {k: 1 for k in FWD_KERNELS}     # exactly two launches
+    assert dict(n_fwd) == (LARGE_FWD if large else {k: 1 for k in FWD_KERNELS})     # exactly these launches
     with count_launches() as n_bwd:
         out.backward(dy)
-    assert dict(n_bwd) == {k: 1 for k in BWD_KERNELS}
+    assert dict(n_bwd) == (LARGE_BWD if large else {k: 1 for k in BWD_KERNELS})
     assert out.dtype == torch.float32 and out.shape == (B, S, C)
     ref_out, ref_grads = reference(inputs, dy, approximate)
     check_all(out.detach(), [t.grad for t in p], ref_out, ref_grads)
@@ -364,16 +369,15 @@ def test_frozen_weights(device):
     assert all(t.grad is None for t in p[3:])
 
 
-def test_tiled_path_small(device, monkeypatch):
-    """The S > 256 fallback at a small size: several output-token tiles and K steps, masked edges."""
+def test_large_path_small(device, monkeypatch):
+    """The large-S path (ieee fp32: FMA dots) at a small size, routed there by lowering the threshold:
+    several row and column tiles and K steps of every GEMM, masked edges."""
     monkeypatch.setattr(tm, "MAX_RESIDENT_S", 16)
-    monkeypatch.setattr(tm, "TILED_BLOCK_SO", 32)
-    monkeypatch.setattr(tm, "TILED_BLOCK_SK", 16)
     inputs = make_inputs(2, 49, 40, 24, device=device)
     dy = torch.randn(2, 49, 40, device=device)
     with count_launches() as n:
         out, grads = run(inputs, dy, approximate="tanh")
-    assert n["_token_mixing_fwd_kernel"] >= 1 and n["_token_mixing_bwd_dw_kernel"] == 1   # > 1: GPU autotune
+    assert n["_token_large_dual_kernel"] >= 1 and n["_token_mixing_fwd_kernel"] == 0   # > 1: GPU autotune
     ref_out, ref_grads = reference(inputs, dy, "tanh")
     check_all(out, grads, ref_out, ref_grads)
 

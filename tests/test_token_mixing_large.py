@@ -1,20 +1,17 @@
-"""Token mixing's large-S path (S > 256 with fp16/bf16 weights, or fp32 with tf32 dots): the LayerNorm
-kernel writing the token-major copy and the three token-major GEMM kernels of ops/_token_large_kernels.py,
+"""Token mixing's large-S path (S > 256, every dtype; fp32 with tf32 or ieee dots): the LayerNorm kernel
+writing the token-major copy and the three token-major GEMM kernels of ops/_token_large_kernels.py,
 judged against float64 (reference/ops.py) through the public `mixer_kernels.token_mixing`. Under the
 interpreter S is just above 256 with few channels and samples (odd sizes: masked tiles everywhere); on
 a GPU B/16 at 384 px (S = 576)."""
 import pytest
 import torch
 from helpers import assert_close, by_device, count_launches
-from test_token_mixing import NAMES, check_all, eager, leaves, make_inputs, reference, run
+from test_token_mixing import LARGE_BWD, LARGE_FWD, NAMES, check_all, eager, leaves, make_inputs, reference, run
 
 import mixer_kernels
 from mixer_kernels.ops import token_mixing as tm
 from reference import ops as oracle
 
-LARGE_FWD = {"_token_large_ln_kernel": 1, "_token_large_gemm_kernel": 2}
-LARGE_BWD = {"_token_large_ln_kernel": 1, "_token_large_dual_kernel": 1, "_token_large_gemm_kernel": 1,
-             "_layernorm_bwd_kernel": 1}
 OLD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_kernel", "_token_mixing_bwd_dt_kernel",
                "_token_mixing_bwd_dw_kernel", "_token_mixing_fwd_tm_kernel", "_token_mixing_bwd_dt_tm_kernel")
 B16_384 = (2, 576, 768, 384)
@@ -50,25 +47,46 @@ def test_low_precision(device, dtype, shape, approximate):
     check_all(out, [t.grad for t in p], ref_out, ref_grads, e_out, e_grads)
 
 
+@pytest.mark.parametrize("precision", ["high", "highest"])
 @pytest.mark.parametrize("B,S,C,DS", by_device([(2, 261, 12, 20)], [B16_384]))
-def test_fp32_tf32(device, B, S, C, DS):
-    """fp32 with tf32 dots allowed takes the large-S path (tf32 wgmma on sm_90); against float64 at fp32
-    tolerance where the dots are exact (the interpreter), on a GPU within 2x eager's error under tf32.
-    ieee fp32 ("highest") keeps the tiled channel-major kernels (FMA dots)."""
+def test_fp32(device, B, S, C, DS, precision, monkeypatch):
+    """fp32 takes the large-S path with tf32 dots ("high": tf32 wgmma on sm_90) and with exact ones
+    ("highest": FMA dots); against float64 at fp32 tolerance where the dots are exact (the interpreter,
+    and ieee on a GPU), on a GPU under tf32 within 2x eager's error under tf32."""
     inputs = make_inputs(B, S, C, DS, device=device)
     dy = torch.randn(B, S, C, device=device)
+    seen = []
+    real = tm._large_kernel_and_meta
+
+    class Spy:   # records each GEMM launch's dot precision
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launch = self.kernel[grid]
+
+            def call(*args, **kwargs):
+                seen.append(kwargs["INPUT_PRECISION"])
+                return launch(*args, **kwargs)
+            return call
+
+    def spy(kind, kernel, dtype):
+        k, meta = real(kind, kernel, dtype)
+        return Spy(k), meta
+    monkeypatch.setattr(tm, "_large_kernel_and_meta", spy)
     old = torch.get_float32_matmul_precision()
     try:
-        torch.set_float32_matmul_precision("high")
+        torch.set_float32_matmul_precision(precision)
         out, p, n_fwd, n_bwd = _counted(leaves(inputs), dy, device)
-        e_out, e_grads = eager(inputs, dy) if device == "cuda" else (None, None)
+        tf32 = precision == "high" and device == "cuda"
+        e_out, e_grads = eager(inputs, dy) if tf32 else (None, None)
     finally:
         torch.set_float32_matmul_precision(old)
     assert n_fwd == LARGE_FWD and n_bwd == LARGE_BWD, (n_fwd, n_bwd)
+    assert set(seen) == {"tf32" if precision == "high" else "ieee"} and len(seen) >= 4   # 3 GEMMs + the dual
     ref_out, ref_grads = reference(inputs, dy)
     check_all(out, [t.grad for t in p], ref_out, ref_grads, e_out, e_grads)
-    assert not tm._large_path(S, torch.float32, "ieee") and tm._large_path(S, torch.float32, "tf32")
-    assert not tm._large_path(256, torch.bfloat16) and tm._large_path(257, torch.bfloat16)
+    assert tm._large_path(257) and not tm._large_path(256)
 
 
 @pytest.mark.parametrize("B,S,C,DS", by_device([(3, 259, 16, 24)], [(8, 576, 768, 384)]))

@@ -29,14 +29,14 @@ The LayerNorm is done once, in a memory-bound row kernel that writes the token-m
 Offsets: rows of the [*, N] buffers and of x are 64-bit (B*S*C passes 2^31 at S = 784 and large
 batches); column offsets within a row stay 32-bit (N = B*C < 2^31). Every dot goes through `_dot.dot`.
 
-Tile choices (sm_90, compile cases in ops/token_mixing.py; numbers from `python -m
-mixer_kernels.ops._compile_check --only token_large`): see GPU_CONFIGS.
+Tile choices (sm_90; compile cases below; `python -m mixer_kernels.ops._compile_check --only token_large`):
+see GPU_CONFIGS, ranked by the speed model (benchmarks/speed_model.py, shape B/16@384).
 """
 import torch
 import triton
 import triton.language as tl
 
-from .._config import autotune, triton_interpret
+from .._config import triton_interpret
 from ._channel_gemm import _tile_ids
 from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
@@ -263,14 +263,25 @@ def _token_large_dual_kernel(
 # --------------------------------------------------------------------------------------------------
 # Tile tables
 
-# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel and operand width (16: bf16/fp16; 32: fp32
-# with tf32 dots). The first of each list is MIXER_KERNELS_AUTOTUNE=0's; every entry is a compile case at
-# B/16@384 and B/8, batch 256.
+# (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) per kernel and operands: "16" (bf16/fp16), "tf32" (fp32
+# with tf32 dots), "ieee" (exact fp32: FMA dots, no tensor cores; small tiles, which compile without spills).
+# The first of each list is MIXER_KERNELS_AUTOTUNE=0's (ops/_tuning keeps the entries that fit the card);
+# every entry is a compile case at B/16@384 and B/8, batch 256 (0 spills, no hazard on triton 3.6 and 3.8).
+# Ranked by the speed model (H100, B/16@384, bf16):
+#   gemm 128x128x64, 8 warps, 3 stages: 96 KB of shared memory and <= 128 registers, so 2 CTAs per SM and one
+#     CTA's GELU / store epilogue overlaps the other's main loop: fc1 0.142 ms (89% of floor), dT 0.131
+#     (96%); 128x256x64 (1 CTA per SM) left the epilogue exposed: fc1 0.185 (68%), dT 0.159. 64x256x64 on
+#     4 warps is the fc2 pick (0.205, 98%: memory-bound, the residual read and y write).
+#   dual 64x128x32, 4 warps, 3 stages: 168 registers, 2 CTAs per SM: 0.261 ms (97%, memory-bound); the
+#     8-warp 128x128 tiles ran one CTA per SM with the GELU + GELU' epilogue exposed (0.316-0.322, 78-80%).
+#   ieee: 64x64x32 on 4 warps, 2 stages, for both (64x128x16 and 128x128x16 duals spilled 72-136 B).
 GPU_CONFIGS = {
-    "gemm": {16: [(128, 256, 64, 8, 3), (128, 128, 64, 8, 4)],
-             32: [(128, 128, 32, 8, 3)]},
-    "dual": {16: [(128, 128, 64, 8, 3)],
-             32: [(128, 64, 32, 8, 3)]},
+    "gemm": {"16": [(128, 128, 64, 8, 3), (64, 256, 64, 4, 3)],
+             "tf32": [(128, 128, 32, 8, 3)],
+             "ieee": [(64, 64, 32, 4, 2)]},
+    "dual": {"16": [(64, 128, 32, 4, 3), (128, 128, 32, 8, 3)],
+             "tf32": [(128, 64, 32, 8, 3), (64, 64, 32, 4, 2)],
+             "ieee": [(64, 64, 32, 4, 2)]},
 }
 INTERPRET_CONFIG = (32, 32, 32, 4, 1)
 GROUP_M = 8          # covers every row tile at DS, S <= 1024 (BLOCK_M 128): one column panel's programs together
@@ -278,15 +289,15 @@ LN_BLOCK_M = 4       # LayerNorm rows per program
 LN_WARPS = 4
 
 
-def configs(kind: str, dtype: torch.dtype) -> list[dict]:
-    """The launch configs of `kind` ("gemm" or "dual") for this compute dtype: under the interpreter one
-    small tile; on a GPU the list (its first only with MIXER_KERNELS_AUTOTUNE=0)."""
-    if triton_interpret():
-        rows = [INTERPRET_CONFIG]
-    else:
-        rows = GPU_CONFIGS[kind][32 if dtype == torch.float32 else 16]
-        if not autotune():
-            rows = rows[:1]
+def operands(dtype: torch.dtype, precision: str) -> str:
+    """The GPU_CONFIGS column of a launch: "16", "tf32" or "ieee"."""
+    return precision if dtype == torch.float32 else "16"
+
+
+def tuning_table(kind: str, dtype: torch.dtype, precision: str) -> list[dict]:
+    """The launch configs of `kind` ("gemm" or "dual") for these operands, for ops/_tuning (the first is
+    MIXER_KERNELS_AUTOTUNE=0's where it fits the card); under the interpreter one small tile."""
+    rows = [INTERPRET_CONFIG] if triton_interpret() else GPU_CONFIGS[kind][operands(dtype, precision)]
     return [dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M, num_warps=w, num_stages=s)
             for bm, bn, bk, w, s in rows]
 
@@ -307,10 +318,11 @@ def _cases(kernel: str):
         out = []
         for tag, S, C, DS in SHAPES:
             N = BATCH * C
-            for dtype in (torch.bfloat16, torch.float32):
-                prec = "tf32" if dtype == torch.float32 else "ieee"
-                name = str(dtype)[6:]
+            for dtype, prec in ((torch.bfloat16, "ieee"), (torch.float32, "tf32"), (torch.float32, "ieee")):
+                name = str(dtype)[6:] + (f" {prec}" if dtype == torch.float32 else "")
                 if kernel == "ln":
+                    if prec == "ieee" and dtype == torch.float32:   # no dot: the same kernel as tf32's
+                        continue
                     for stats in (True, False):
                         args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=dtype, NB=dtype, DY=dtype,
                                     Scale=torch.float32, T=dtype, G=dtype, M=BATCH * S, S=S, C=C, N=N,
@@ -320,7 +332,7 @@ def _cases(kernel: str):
                         out.append(CompileCase(f"{tag} {name} {'fwd' if stats else 'bwd'}", args, num_warps=LN_WARPS))
                     continue
                 kind = "dual" if kernel == "dual" else "gemm"
-                for bm, bn, bk, w, st in GPU_CONFIGS[kind][32 if dtype == torch.float32 else 16]:
+                for bm, bn, bk, w, st in GPU_CONFIGS[kind][operands(dtype, prec)]:
                     tile = dict(BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=GROUP_M)
                     label = f"{tag} {name} {bm}x{bn}x{bk}w{w}s{st}"
                     if kernel == "dual":

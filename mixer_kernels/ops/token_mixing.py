@@ -6,8 +6,8 @@ x [B, S, C]; W1 = fc1_weight [DS, S], W2 = fc2_weight [S, DS]; scale = the optio
 multiplier. Every channel column of T[b] is an independent S-vector, so a (sample, channel tile) is a
 self-contained unit of work: no transpose is ever materialised.
 
-Two paths
----------
+Three paths
+-----------
 * The fast path, S <= 256 (every 224 px model) with fp16/bf16 fc weights, or fp32 ones when
   torch.get_float32_matmul_precision() allows tf32 dots ("high"/"medium"): the token-major kernels of
   ops/_token_kernels.py (weights as the wgmma A operand from shared memory, 4 warps, no duplicated
@@ -16,9 +16,22 @@ Two paths
   return) so that the fc weight and bias gradients are two cuBLAS GEMMs with K = B*C
   (`_token_mixing_bwd_tm`: deterministic, no atomics; ~0.46 GB of transient buffers at B/16 batch 256).
   That file's docstring has the layout.
-* fp32 weights with exact ("ieee", the default "highest") dots and S > 256: this file's channel-major
-  kernels, described below (ieee fp32: the resident kernels and the recomputing dW kernel, FMA dots;
-  S > 256: the tiled path, wgmma in bf16 and tf32).
+* The large-S path, every S > 256 (384 px fine-tuning: S = 576; patch 8: S = 784), every dtype:
+  "LN(x) once + token-major GEMMs" (ops/_token_large_kernels.py; `_token_mixing_fwd_large`,
+  `_token_mixing_bwd_large`). A LayerNorm kernel writes T_t = LN(x) token-major, [S, B*C], then plain
+  tensor-core GEMMs with fused epilogues: GELU(W1 @ T_t + b1), and x + scale * (W2 @ A + b2) written
+  straight into [B, S, C]; the backward recomputes T_t (with G_t = scale * dy) from the saved statistics,
+  runs H = W1 @ T_t and dA = W2^T @ G_t as one dual GEMM whose epilogue writes GELU(H) and dH, then
+  dT = W1^T @ dH, the LayerNorm backward, and the weight gradients as cuBLAS GEMMs over K = B*C (as the
+  fast path). The trade-off: the [*, B*C] operands make one trip through device memory (transient:
+  ~0.38 GB forward, ~0.76 GB backward at B/16@384 batch 256 bf16) instead of recomputing the first matmul
+  per output-token tile as the channel-major tiled kernels that this path replaced did (ceil(S/128) times:
+  ~4.9 ms forward there against 0.50 ms here; forward + backward 1.82 ms, eager 1.27 / 2.86 ms; H100
+  model, B/16@384 batch 256 bf16). fp16/bf16 and tf32 run wgmma; ieee fp32 runs the same kernels with
+  FMA dots on small tiles.
+* fp32 weights with exact ("ieee", the default "highest") dots and S <= 256: this file's channel-major
+  kernels, described below (FMA dots: ieee fp32 has no tensor-core form, and an FMA dot of the
+  token-major tiles spilled 36 KB).
 
 Design of the channel-major kernels (the trade-offs, in the spirit of flash-attention's layer_norm.py)
 --------------------------------------------------------------------------------------------------------
@@ -27,7 +40,7 @@ Tiles are held channel-major, [BLOCK_C, tokens], so every tl.dot has M = BLOCK_C
 
 Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
 `_token_mixing_fwd_kernel`, one program per (sample, BLOCK_C channels):
-  * resident path, S <= 256 (every model of docs/design.md, "The block", at 224 px: S = 49, 196, 256): the program
+  the program (S <= 256: every model of docs/design.md, "The block", at 224 px: S = 49, 196, 256)
     loads its x tile once, normalises it while loading (fp32 stats, LN weight/bias upcast to fp32) and
     keeps T^T [BLOCK_C, next_pow2(S)] in registers in the compute dtype. For each hidden chunk of
     BLOCK_H rows it computes H^T = T^T @ W1[h]^T + b1 in fp32, A = GELU(H) in fp32, casts A to the
@@ -36,12 +49,7 @@ Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
     activation [B, DS, C] never reaches device memory. Registers: the accumulator is 64x256 fp32
     (64 regs/thread at 8 warps), T^T 32 more at bf16; BLOCK_H = 32 keeps the H/A chunk at 8 regs.
     docs/design.md ("Triton on our machines") measured 12 B of spills at hidden chunk 64 and 744+ B at 4 warps
-    or 128 channels.
-  * tiled path, S > 256 (384 px fine-tuning, S = 576): the accumulator no longer fits, so a third
-    grid axis splits the output tokens in BLOCK_SO = 128 tiles, and the first matmul loops over the
-    tokens in BLOCK_SK = 64 chunks, re-loading (from L2) and re-normalising x chunks. Each output tile
-    recomputes H for its hidden chunks: ceil(S/128) times the first matmul (5x at S = 576, so about
-    3x the forward FLOPs of the resident path). Correct for any S; the fast path is S <= 256.
+    or 128 channels (bf16, when these kernels were the bf16 path).
 
 Backward: the saved tensors are x and the fp32 (mean, rstd) only; T, H, A are recomputed.
 With G = scale[b] * dy (the branch gradient), per sample and channel column:
@@ -71,7 +79,6 @@ B/16, batch 256). So the backward is two fused kernels plus the shared LayerNorm
   ~30 GFLOP there (~0.06 ms at 500 TFLOP/s); one hidden tensor's round trip through HBM moves 302 MB
   (~0.1 ms at 3 TB/s): recomputing is not slower and saves all activation memory but x and the stats.
   When no fc weight needs a gradient, kernel 3 is skipped.
-  Large S: both kernels take the same tiled path as the forward (output-token tiles, K loops).
 
 Numerics: dot operands in the compute dtype (the fc weights' dtype: bf16/fp16 use tensor cores, fp32
 honours torch.get_float32_matmul_precision()), every accumulation, the LayerNorm, GELU and its
@@ -79,11 +86,12 @@ derivative in fp32. Casts to bf16 round to nearest even under the interpreter to
 Offsets: the sample offset is 64-bit always; token/channel offsets become 64-bit (OFF64) when a strided
 view could address past 2^31 elements.
 
-Tiles on GPU (the tables `_CONFIGS` here and in ops/_token_kernels.py say why each): the fast path's
-kernels autotune over ops/_token_kernels.GPU_CONFIGS when it lists more than one config (keyed on
-(S, C, DS) and the dtypes; the first call of a shape benchmarks them: warm up before CUDA-graph capture;
-MIXER_KERNELS_AUTOTUNE=0 takes the table's config); this file's kernels run one compile-tested config
-per shape. Within a process every kernel is bitwise deterministic; across processes an autotuner may
+Tiles on GPU (the tables `_CONFIGS` here, in ops/_token_kernels.py and ops/_token_large_kernels.py say
+why each): the fast path's and the large-S path's kernels autotune over their tables through ops/_tuning
+(the entries that fit the card; keyed on the shape, not the batch, and the dtypes; the first call of a
+shape benchmarks them: warm up before CUDA-graph capture; MIXER_KERNELS_AUTOTUNE=0 takes the first
+entry that fits); this file's channel-major kernels run one config per shape. Within a process every
+kernel is bitwise deterministic; across processes an autotuner may
 pick another config (same math, other fp32 summation order) unless MIXER_KERNELS_AUTOTUNE=0. Under the
 interpreter every kernel runs one config (multi-config autotune crashes there).
 """
@@ -98,15 +106,13 @@ from . import _token_kernels as tk
 from . import _token_large_kernels as lk
 from ._dot import dot
 from ._gelu import gelu, gelu_grad
-from ._registry import CompileCase, Work, nbytes, register_kernel
+from ._registry import Work, nbytes, register_kernel
 from ._round import to_dtype
 from ._token_kernels import _token_mixing_bwd_dt_tm_kernel, _token_mixing_fwd_tm_kernel
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
 
-MAX_RESIDENT_S = 256      # S above this takes the tiled path
-TILED_BLOCK_SO = 128      # tiled path: output tokens per program
-TILED_BLOCK_SK = 64       # tiled path: tokens per step of the first matmul's K loop
+MAX_RESIDENT_S = 256      # S above this takes the large-S path (ops/_token_large_kernels.py)
 DW_TARGET_PROGRAMS = 528  # dW kernel: about this many programs (4 full waves on 132 SMs); a constant, not
                           # the device's SM count, so the reduction order depends on the shape only
 
@@ -142,12 +148,12 @@ def _w_tile(W, r, k, R, K):
 
 
 @triton.jit
-def _program_tile(NW, NB, C, OFF64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_SO: tl.constexpr):
-    """The (sample, channel tile, output-token tile) of a program of the forward and dT grids: sample b
-    (int64), channels c, output tokens so, and the LayerNorm weight and bias of c in fp32 (0 outside C)."""
+def _program_tile(NW, NB, C, OFF64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
+    """The (sample, channel tile) of a program of the forward and dT grids: sample b (int64), channels c,
+    the tokens so (all S, padded to BLOCK_S), and the LayerNorm weight and bias of c in fp32 (0 outside C)."""
     b = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    so = tl.program_id(2) * BLOCK_SO + tl.arange(0, BLOCK_SO)
+    so = tl.arange(0, BLOCK_S)
     if OFF64:
         c = c.to(tl.int64)
         so = so.to(tl.int64)
@@ -155,30 +161,6 @@ def _program_tile(NW, NB, C, OFF64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S
     nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
     nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
     return b, c, so, nw, nb
-
-
-@triton.jit
-def _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
-                         s_xb, s_xs, s_xc, s_gb, s_gs, s_gc,
-                         OFF64: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
-                         BLOCK_SK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
-    """Tiled path (S > 256) of the backward kernels: (H^T - b1, dA^T), each [len(c), len(h)] fp32, for
-    hidden chunk h, as K loops over the tokens in BLOCK_SK steps that re-load and re-normalise x and
-    re-load (scale * dy) from L2: H^T = T^T W1[h]^T, dA^T = G^T W2[:, h]."""
-    cdt = W1.dtype.element_ty
-    hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-    dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-    for k0 in range(0, S, BLOCK_SK):
-        sk = k0 + tl.arange(0, BLOCK_SK)
-        if OFF64:
-            sk = sk.to(tl.int64)
-        tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-        w1k = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
-        hacc = dot(tk, w1k, hacc, INTERPRET, INPUT_PRECISION)
-        gk = to_dtype(_tile_t(DY, b, sk, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)
-        w2k = _w_tile(W2, sk[:, None], h[None, :], S_w, DS)
-        dacc = dot(gk, w2k, dacc, INTERPRET, INPUT_PRECISION)
-    return hacc, dacc
 
 
 @triton.jit
@@ -198,9 +180,7 @@ def _token_mixing_fwd_kernel(
     # meta-parameters
     HAS_SCALE: tl.constexpr,
     APPROX_TANH: tl.constexpr,     # GELU tanh approximation instead of erf
-    RESIDENT: tl.constexpr,        # all S tokens in one tile (BLOCK_SO == BLOCK_SK >= S)
-    BLOCK_SO: tl.constexpr,        # output tokens per program
-    BLOCK_SK: tl.constexpr,        # tokens per K step of the first matmul
+    BLOCK_S: tl.constexpr,         # next power of two >= S: every token in one tile
     OFF64: tl.constexpr,           # 64-bit token/channel offsets
     S_DIV: tl.constexpr,           # a power of two dividing S (alignment of the fc1 weight rows)
     INTERPRET: tl.constexpr,
@@ -208,32 +188,22 @@ def _token_mixing_fwd_kernel(
     BLOCK_C: tl.constexpr,         # channels per program (dot M)
     BLOCK_H: tl.constexpr,         # hidden units per chunk
 ):
-    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_SO)
+    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_S)
     cmask = c < C
     somask = so < S
     cdt = W1.dtype.element_ty
     S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
     hh = tl.arange(0, BLOCK_H)
-    if RESIDENT:
-        t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
-    acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
+    t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
+    acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
     for h0 in range(0, DS, BLOCK_H):
         h = h0 + hh
         hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        if RESIDENT:
-            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                # [BS, BH]
-            hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-        else:
-            for k0 in range(0, S, BLOCK_SK):
-                sk = k0 + tl.arange(0, BLOCK_SK)
-                if OFF64:
-                    sk = sk.to(tl.int64)
-                tk = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, sk, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-                w1t = _w_tile(W1, h[None, :], sk[:, None], DS, S_w)
-                hacc = dot(tk, w1t, hacc, INTERPRET, INPUT_PRECISION)
+        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                    # [BS, BH]
+        hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         a = to_dtype(gelu(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                  # [BC, BH]
-        w2t = _w_tile(W2, so[None, :], h[:, None], S_w, DS)                                    # [BH, BSO]
+        w2t = _w_tile(W2, so[None, :], h[:, None], S_w, DS)                                    # [BH, BS]
         acc = dot(a, w2t, acc, INTERPRET, INPUT_PRECISION)
     b2 = tl.load(B2 + so, mask=somask, other=0.0).to(tl.float32)
     branch = acc + b2[None, :]
@@ -261,18 +231,15 @@ def _token_mixing_bwd_dt_kernel(
     # meta-parameters
     HAS_SCALE: tl.constexpr,
     APPROX_TANH: tl.constexpr,
-    RESIDENT: tl.constexpr,
-    BLOCK_SO: tl.constexpr,
-    BLOCK_SK: tl.constexpr,
+    BLOCK_S: tl.constexpr,
     OFF64: tl.constexpr,
     S_DIV: tl.constexpr,
-    REUSE_W1: tl.constexpr,   # resident 16-bit path: W1[h] loaded once per chunk, transposed on chip
     INTERPRET: tl.constexpr,
     INPUT_PRECISION: tl.constexpr,
     BLOCK_C: tl.constexpr,
     BLOCK_H: tl.constexpr,
 ):
-    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_SO)
+    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_S)
     cmask = c < C
     cdt = W1.dtype.element_ty
     S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
@@ -280,29 +247,21 @@ def _token_mixing_bwd_dt_kernel(
     if HAS_SCALE:
         scale = tl.load(Scale + b).to(tl.float32)
     hh = tl.arange(0, BLOCK_H)
-    if RESIDENT:
-        t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
-        g = to_dtype(_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)                  # [BC, BS]
-    acc = tl.zeros([BLOCK_C, BLOCK_SO], dtype=tl.float32)
+    t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
+    g = to_dtype(_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)                  # [BC, BS]
+    acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
     for h0 in range(0, DS, BLOCK_H):
         h = h0 + hh
         hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        if RESIDENT:
-            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                # [BS, BH]
-            hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-            w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                 # [BS, BH]
-            dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
-        else:
-            hacc, dacc = _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
-                                              s_xb, s_xs, s_xc, s_gb, s_gs, s_gc, OFF64, INTERPRET,
-                                              INPUT_PRECISION, BLOCK_SK, BLOCK_C, BLOCK_H)
+        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                    # [BS, BH]
+        hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
+        w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                     # [BS, BH]
+        dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
         dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
-        if REUSE_W1:   # the fc1 slice loaded above, transposed on chip instead of re-read from L2
-            w1 = tl.trans(w1t)                                                               # [BH, BS]
-        else:
-            w1 = _w_tile(W1, h[:, None], so[None, :], DS, S_w)                               # [BH, BSO]
+        # the fc1 slice re-read (L1/L2 hits): its on-chip transpose spilled 476 B with fp32 tiles
+        w1 = _w_tile(W1, h[:, None], so[None, :], DS, S_w)                                     # [BH, BS]
         acc = dot(dh, w1, acc, INTERPRET, INPUT_PRECISION)
     mask = cmask[:, None] & (so < S)[None, :]
     tl.store(DT + b * S * C + so[None, :] * C + c[:, None], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
@@ -318,7 +277,7 @@ def _token_mixing_bwd_dw_kernel(
     Scale,                    # [B]; unused unless HAS_SCALE
     DW1p,                     # [P, DS, S] fp32: per-partition partial dW1
     DW2p,                     # [P, S, DS] fp32: per-partition partial dW2
-    DB1p,                     # [P, DS] fp32 (written by the programs of output-token tile 0)
+    DB1p,                     # [P, DS] fp32
     DB2p,                     # [P, S] fp32 (written by the programs of hidden chunk 0)
     # sizes
     S, C, DS,
@@ -331,9 +290,7 @@ def _token_mixing_bwd_dw_kernel(
     # meta-parameters
     HAS_SCALE: tl.constexpr,
     APPROX_TANH: tl.constexpr,
-    RESIDENT: tl.constexpr,
-    BLOCK_SO: tl.constexpr,
-    BLOCK_SK: tl.constexpr,
+    BLOCK_S: tl.constexpr,
     OFF64: tl.constexpr,
     S_DIV: tl.constexpr,
     INTERPRET: tl.constexpr,
@@ -343,12 +300,11 @@ def _token_mixing_bwd_dw_kernel(
 ):
     # hidden chunk fastest: the programs of one partition run side by side and share x/dy tiles in L2
     pid_h = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    part = tl.program_id(2)
+    part = tl.program_id(1)
     cdt = W1.dtype.element_ty
     S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
     h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    so = pid_s * BLOCK_SO + tl.arange(0, BLOCK_SO)
+    so = tl.arange(0, BLOCK_S)
     cc = tl.arange(0, BLOCK_C)
     if OFF64:
         so = so.to(tl.int64)
@@ -356,11 +312,11 @@ def _token_mixing_bwd_dw_kernel(
     hmask = h < DS
     somask = so < S
     b1 = tl.load(B1 + h, mask=hmask, other=0.0).to(tl.float32)
-    # token-major accumulators: the weight-gradient dots get M = BLOCK_SO (wgmma-sized)
-    dw1 = tl.zeros([BLOCK_SO, BLOCK_H], dtype=tl.float32)    # dW1[h, so]^T
-    dw2 = tl.zeros([BLOCK_SO, BLOCK_H], dtype=tl.float32)    # dW2[so, h]
+    # token-major accumulators: the weight-gradient dots get M = BLOCK_S
+    dw1 = tl.zeros([BLOCK_S, BLOCK_H], dtype=tl.float32)     # dW1[h, so]^T
+    dw2 = tl.zeros([BLOCK_S, BLOCK_H], dtype=tl.float32)     # dW2[so, h]
     db1 = tl.zeros([BLOCK_H], dtype=tl.float32)
-    db2 = tl.zeros([BLOCK_SO], dtype=tl.float32)
+    db2 = tl.zeros([BLOCK_S], dtype=tl.float32)
     start = part * ITEMS_PER_PART
     end = tl.minimum(start + ITEMS_PER_PART, N_ITEMS)
     for it in range(start, end):
@@ -374,91 +330,53 @@ def _token_mixing_bwd_dw_kernel(
             scale = tl.load(Scale + b).to(tl.float32)
         hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
         dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        if RESIDENT:
-            t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-            gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
-            db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
-            g = to_dtype(gf, cdt, INTERPRET)
-            # this program's weight slices, re-read per work item (L1/L2 hits): holding them across
-            # the loop spilled on sm_90
-            w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                # [BS, BH]
-            w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                 # [BS, BH]
-            hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-            dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
-        else:
-            hacc, dacc = _hidden_and_da_tiled(X, Mean, Rstd, nw, nb, W1, W2, DY, scale, b, c, h, S, C, DS, S_w,
-                                              s_xb, s_xs, s_xc, s_gb, s_gs, s_gc, OFF64, INTERPRET,
-                                              INPUT_PRECISION, BLOCK_SK, BLOCK_C, BLOCK_H)
-            t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-            gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
-            db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
-            g = to_dtype(gf, cdt, INTERPRET)
+        t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
+        gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
+        db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
+        g = to_dtype(gf, cdt, INTERPRET)
+        # this program's weight slices, re-read per work item (L1/L2 hits): holding them across
+        # the loop spilled on sm_90
+        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                    # [BS, BH]
+        w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                     # [BS, BH]
+        hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
+        dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
         pre = hacc + b1[None, :]
         dh = dacc * gelu_grad(pre, APPROX_TANH)                 # [BC, BH] fp32, zero on padded c/h
         a = to_dtype(gelu(pre, APPROX_TANH), cdt, INTERPRET)                      # padded c columns meet g == 0 below
-        dw1 = dot(tl.trans(t), to_dtype(dh, cdt, INTERPRET), dw1, INTERPRET, INPUT_PRECISION)   # [BSO, BC] @ [BC, BH]
+        dw1 = dot(tl.trans(t), to_dtype(dh, cdt, INTERPRET), dw1, INTERPRET, INPUT_PRECISION)   # [BS, BC] @ [BC, BH]
         dw2 = dot(tl.trans(g), a, dw2, INTERPRET, INPUT_PRECISION)
         db1 += tl.sum(dh, axis=0)
     part64 = part.to(tl.int64)
     mask = somask[:, None] & hmask[None, :]
     tl.store(DW1p + part64 * DS * S + h[None, :] * S + so[:, None], dw1, mask=mask)
     tl.store(DW2p + part64 * S * DS + so[:, None] * DS + h[None, :], dw2, mask=mask)
-    if pid_s == 0:
-        tl.store(DB1p + part64 * DS + h, db1, mask=hmask)
+    tl.store(DB1p + part64 * DS + h, db1, mask=hmask)
     if pid_h == 0:
         tl.store(DB2p + part64 * S + so, db2, mask=somask)
 
 
 # ------------------------------------------------------------------------------------------------
-# Tile choices
-#
-# BLOCK_C = 64, BLOCK_H = 32, 8 warps: the forward configuration measured spill-free on sm_90 with
-# wgmma at B/16 (S padded to 256; docs/design.md, "Triton on our machines"); larger hidden chunks or
-# channel tiles spilled. The GPU
-# autotune list holds only configurations that the compile test builds without spills (bf16).
-
-def _blocks_for(S: int, C: int) -> dict:
-    """Path constexprs, decided by the launcher (never by the autotuner): resident for S <= 256."""
-    if S <= MAX_RESIDENT_S:
-        bs = max(16, triton.next_power_of_2(S))
-        return dict(RESIDENT=True, BLOCK_SO=bs, BLOCK_SK=bs)
-    return dict(RESIDENT=False, BLOCK_SO=TILED_BLOCK_SO, BLOCK_SK=TILED_BLOCK_SK)
+# Tile choices of the channel-major kernels (ieee fp32, S <= 256 only: FMA dots)
 
 
-# (kernel, resident path, fp32 operands) -> BLOCK_C, BLOCK_H, num_warps, num_stages. Compiled for sm_90 at B/16 and
-# L/16 (tests/test_compile.py; numbers from `python -m mixer_kernels.ops._compile_check --only token`):
-#   fwd, bf16: 64x32, 8 warps: wgmma, 0 spills (hidden chunk 64 or 4 warps spill: docs/design.md, "Triton on
-#   our machines").
-#   fwd, fp32: 32x32, 8 warps: 0 spills (64x32 spilled 304 B: the fp32 T^T tile is twice as big).
-#   dt, bf16: 64x32, 8 warps: wgmma, 0 spills, with the fc1 slice loaded once per chunk and transposed
-#     on chip for the dT matmul (loading it twice, from L2, spilled 12 B at 64x32; fp32 keeps the
-#     second load: its transpose spilled 476 B).
-#   dw, bf16 and fp32: 16x32, 8 warps: wgmma, 0 spills; two [256 x BLOCK_H] fp32 accumulators plus T^T,
-#     G^T per item. BLOCK_H sets how often each x/dy tile is re-read (DS/BLOCK_H times, from L2: 1.85 GB
-#     at B/16 batch 256 with 32, twice that with 16), so the hidden chunk gets the registers and the
-#     channel tile shrinks (32x32 spilled 36-56 B, 64x16 244 B, 32x16 fits but re-reads twice as
-#     much; keeping the weight slices resident across items spilled 140+ B).
-#   tiled path (S > 256): the tiles are [BLOCK_C, 128 or 64], so 64x32 fits (fp32 dW: 1 stage, 2 spilled).
-#   fp32 (tf32) dT, tiled: 64x32, 4 warps, 1 stage: M = 64 is one warpgroup's rows, wgmma 64x32x8 and
-#     64x128x8, 240 registers, 0 spills, 24 KB shared, 2 CTAs per SM at S = 576 and 784 (32x32 at 8 warps
-#     ran mma.sync: M = 32 is under a warpgroup's 64).
-#   fp32 with S <= 256 runs these kernels only with ieee dots (FMA, no tensor cores; _fast_path).
-#   num_stages 2 pipelines the weight tiles of the hidden loop (cp.async); fp32 dT keeps 1 stage so its
-#   shared memory (131 KB) also fits an A100 (2 stages: 168 KB > 163 KB).
-_CONFIGS = {
-    ("fwd", True, False): (64, 32, 8, 2), ("fwd", True, True): (32, 32, 8, 2),
-    ("dt", True, False): (64, 32, 8, 2), ("dt", True, True): (32, 32, 8, 1),
-    ("dw", True, False): (16, 32, 8, 2), ("dw", True, True): (16, 32, 8, 2),
-    ("fwd", False, False): (64, 32, 8, 2), ("fwd", False, True): (64, 32, 8, 2),
-    ("dt", False, False): (64, 32, 8, 2), ("dt", False, True): (64, 32, 4, 1),
-    ("dw", False, False): (64, 32, 8, 2), ("dw", False, True): (64, 32, 8, 1),
-}
+def _block_s(S: int) -> int:
+    """The channel-major kernels' token tile: every token (S <= 256), padded to a power of two."""
+    return max(16, triton.next_power_of_2(S))
 
 
-def _default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> dict:
-    """One configuration per (kernel, shape, dtype): the interpreter's, the compile test's, and the dW
-    kernel's everywhere. Small C or DS shrink the tiles (16 is the smallest dot dimension on GPUs)."""
-    block_c, block_h, warps, stages = _CONFIGS[(kernel, S <= MAX_RESIDENT_S, dtype == torch.float32)]
+# kernel -> BLOCK_C, BLOCK_H, num_warps, num_stages (fp32 tiles: ieee fp32 is the only dtype these kernels
+# see). From `python -m mixer_kernels.ops._compile_check` at B/16 (S = 196, ieee dots, sm_90): fwd 32x32 on
+# 8 warps, 0 spills (64x32 spilled 304 B: the fp32 T^T tile); dt 32x32, 1 stage, and dw 16x32 spill 76 B and
+# 20-36 B (triton 3.8 / 3.6). These are not compile cases: ieee fp32 has no tensor-core form and is not a
+# speed path (the plan: the FMA GEMMs of the large-S path at every S; docs/design.md). BLOCK_H sets how
+# often dw re-reads each x/dy tile (DS/BLOCK_H times, from L2), so the channel tile shrinks instead.
+_CONFIGS = {"fwd": (32, 32, 8, 2), "dt": (32, 32, 8, 1), "dw": (16, 32, 8, 2)}
+
+
+def _default_config(kernel: str, S: int, C: int, DS: int) -> dict:
+    """The one configuration per (kernel, shape) of the channel-major kernels. Small C or DS shrink the tiles
+    (16 is the smallest dot dimension on GPUs)."""
+    block_c, block_h, warps, stages = _CONFIGS[kernel]
     block_c = min(block_c, max(16, triton.next_power_of_2(C)))
     block_h = min(block_h, max(16, triton.next_power_of_2(DS)))
     if S <= 64:   # tiles of at most [64, 64]: one warpgroup
@@ -476,19 +394,12 @@ def _bench(kernel_call, quantiles):
     return triton.testing.do_bench(kernel_call, warmup=5, rep=25, quantiles=quantiles)
 
 
-def _kernel_and_grid_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch.dtype):
-    """(callable kernel, launch kwargs) of this file's channel-major kernels (fp32 operands, S > 256): one
-    fixed, compile-tested config per shape (fp32 and the tiled fallback are not the paths worth GPU
-    seconds of tuning)."""
-    return kernel, _default_config(name, S, C, DS, dtype)
-
-
 def _fast_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool:
     """The token-major resident kernels of ops/_token_kernels.py and the weight gradients from GEMMs:
     S <= 256 with fp16/bf16 fc weights, or fp32 ones with tf32 dots (torch.get_float32_matmul_precision()
     "high" or "medium"; `precision`, when given, stands for _config.input_precision's answer). fp32 with
-    exact ("ieee") dots and S > 256 take this file's channel-major kernels: ieee fp32 has no tensor-core
-    form, and an FMA dot of the token-major tiles spilled 36 KB."""
+    exact ("ieee") dots at S <= 256 takes this file's channel-major kernels (ieee fp32 has no tensor-core
+    form, and an FMA dot of the token-major tiles spilled 36 KB); S > 256 the large-S path."""
     if S > MAX_RESIDENT_S:
         return False
     if dtype in (torch.float16, torch.bfloat16):
@@ -496,33 +407,28 @@ def _fast_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool
     return dtype == torch.float32 and (precision or input_precision(dtype)) == "tf32"
 
 
-def _large_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool:
-    """The large-S path of ops/_token_large_kernels.py (LayerNorm once into a token-major copy, then
-    tensor-core GEMMs): S > 256 with fp16/bf16 fc weights, or fp32 ones with tf32 dots. ieee fp32 at
-    S > 256 keeps the tiled channel-major kernels below (FMA dots)."""
-    if S <= MAX_RESIDENT_S:
-        return False
-    if dtype in (torch.float16, torch.bfloat16):
-        return True
-    return dtype == torch.float32 and (precision or input_precision(dtype)) == "tf32"
+def _large_path(S: int) -> bool:
+    """The large-S path of ops/_token_large_kernels.py (LayerNorm once into a token-major copy, then GEMMs):
+    every S > 256, in every dtype the Triton path takes (fp16/bf16 and tf32: tensor cores; ieee fp32:
+    FMA dots)."""
+    return S > MAX_RESIDENT_S
 
 
 _LARGE_TUNED: dict = {}
 
 
 def _large_kernel_and_meta(kind: str, kernel, dtype: torch.dtype):
-    """(callable kernel, launch kwargs) of a large-S GEMM kernel: the one config of the interpreter or of
-    MIXER_KERNELS_AUTOTUNE=0, else triton.autotune over ops/_token_large_kernels.GPU_CONFIGS (keyed on the
-    GEMM's M, K, C and its epilogue, not on the batch: a new batch size does not re-tune)."""
-    cfgs = lk.configs(kind, dtype)
-    if len(cfgs) == 1:
-        return kernel, cfgs[0]
-    key = (kind, dtype == torch.float32)
+    """(callable kernel, launch kwargs) of a large-S GEMM kernel: under the interpreter the one small config;
+    on a GPU an ops/_tuning autotuner over ops/_token_large_kernels' table for these operands (the entries
+    that fit the card; MIXER_KERNELS_AUTOTUNE=0 or one entry: the first, unmeasured), keyed on the GEMM's
+    M, K, C and its epilogue, not on the batch (a new batch size does not re-tune)."""
+    table = lk.tuning_table(kind, dtype, input_precision(dtype))
+    if triton_interpret():
+        return kernel, table[0]
+    key = (kind, lk.operands(dtype, input_precision(dtype)))
     if key not in _LARGE_TUNED:
-        tune = [triton.Config({k: v for k, v in c.items() if k not in ("num_warps", "num_stages")},
-                              num_warps=c["num_warps"], num_stages=c["num_stages"]) for c in cfgs]
         keys = ["M", "K", "C", "GELU_OUT", "HAS_RES"] if kind == "gemm" else ["M", "K", "WRITE_ACT"]
-        _LARGE_TUNED[key] = triton.autotune(tune, key=keys, do_bench=_bench)(kernel)
+        _LARGE_TUNED[key] = _tuning.autotuner([_tuning.config(c) for c in table], keys, do_bench=_bench)(kernel)
     return _LARGE_TUNED[key], {}
 
 
@@ -532,6 +438,8 @@ def _aligned_rows(w: torch.Tensor) -> torch.Tensor:
     R, K = w.shape
     if w.stride(1) == 1 and w.stride(0) % 8 == 0 and w.stride(0) >= K:
         return w
+    if K % 8 == 0:
+        return w.contiguous()
     out = w.new_zeros((R, triton.cdiv(K, 8) * 8))
     out[:, :K] = w
     return out
@@ -641,8 +549,7 @@ def _tm_kernel_and_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch
         return kernel, table[0]
     key = (name, tuple(tuple(sorted(c.items())) for c in table))
     if key not in _AUTOTUNED:
-        _AUTOTUNED[key] = _tuning.autotuner([_tuning.config(c) for c in table], ["S", "C", "DS"],
-                                            do_bench=_bench)(kernel)
+        _AUTOTUNED[key] = _tuning.autotuner(table, ["S", "C", "DS"], do_bench=_bench)(kernel)
     return _AUTOTUNED[key], {}
 
 
@@ -680,7 +587,7 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     """(out, mean, rstd): out [B, S, C] in x's dtype, contiguous; fp32 stats [B*S] for the backward."""
     B, S, C = x.shape
     DS = fc1_weight.shape[0]
-    if _large_path(S, fc1_weight.dtype):   # its LayerNorm kernel computes the statistics
+    if _large_path(S):   # its LayerNorm kernel computes the statistics
         w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
         return _token_mixing_fwd_large(x, norm_weight.contiguous(), norm_bias.contiguous(), w1, b1, w2, b2, eps,
                                        approx_tanh, sample_scale)
@@ -700,20 +607,19 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
             HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, OFF64=_off64(x, out),
             INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, **meta)
         return out, mean, rstd
-    path = _blocks_for(S, C)
-    kernel, meta = _kernel_and_grid_meta("fwd", _token_mixing_fwd_kernel, S, C, DS, w1.dtype)
-    grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
-    kernel[grid](
+    # ieee fp32, S <= 256: the channel-major kernels
+    meta = _default_config("fwd", S, C, DS)
+    _token_mixing_fwd_kernel[(B, triton.cdiv(C, meta["BLOCK_C"]))](
         x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, b2, scale, out, S, C, DS, *x.stride(),
-        HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, out),
+        HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, BLOCK_S=_block_s(S), OFF64=_off64(x, out),
         S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), **meta)
     return out, mean, rstd
 
 
-def _dw_partitions(B: int, S: int, C: int, DS: int, block_c: int, block_h: int, block_so: int):
+def _dw_partitions(B: int, C: int, DS: int, block_c: int, block_h: int):
     n_ct = triton.cdiv(C, block_c)
     n_items = B * n_ct
-    per_tile = triton.cdiv(DS, block_h) * triton.cdiv(S, block_so)
+    per_tile = triton.cdiv(DS, block_h)
     parts = max(1, min(n_items, DW_TARGET_PROGRAMS // per_tile))
     items_per_part = max(1, triton.cdiv(n_items, parts))
     parts = max(1, triton.cdiv(n_items, items_per_part))
@@ -733,26 +639,26 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     if _fast_path(S, cdt):
         return _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale,
                                     scale, weight_grads, fc1_bias.dtype)
-    if _large_path(S, cdt):
+    if _large_path(S):
         return _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh,
                                        sample_scale, scale, weight_grads, fc1_bias.dtype)
-    path = _blocks_for(S, C)
-    common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, **path, OFF64=_off64(x, dy),
-                  S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt))
+    # ieee fp32, S <= 256: the channel-major kernels
+    common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, BLOCK_S=_block_s(S),
+                  OFF64=_off64(x, dy), S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(),
+                  INPUT_PRECISION=input_precision(cdt))
     dt = empty((B, S, C), device=x.device, dtype=x.dtype)
     if B * S * C > 0:
-        kernel, meta = _kernel_and_grid_meta("dt", _token_mixing_bwd_dt_kernel, S, C, DS, cdt)
-        grid = lambda m: (B, triton.cdiv(C, m["BLOCK_C"]), triton.cdiv(S, m["BLOCK_SO"]))
-        kernel[grid](x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, S, C, DS,
-                     *x.stride(), *dy.stride(), **common, REUSE_W1=path["RESIDENT"] and cdt != torch.float32,
-                     **meta)
+        meta = _default_config("dt", S, C, DS)
+        _token_mixing_bwd_dt_kernel[(B, triton.cdiv(C, meta["BLOCK_C"]))](
+            x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, S, C, DS, *x.stride(), *dy.stride(),
+            **common, **meta)
     dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
     dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
     if not weight_grads:
         return dx, dnw, dnb, None, None, None, None
-    cfg = _default_config("dw", S, C, DS, cdt)
+    cfg = _default_config("dw", S, C, DS)
     bc, bh = cfg["BLOCK_C"], cfg["BLOCK_H"]
-    n_ct, n_items, parts, items_per_part = _dw_partitions(B, S, C, DS, bc, bh, path["BLOCK_SO"])
+    n_ct, n_items, parts, items_per_part = _dw_partitions(B, C, DS, bc, bh)
     dw1p = empty((parts, DS, S), device=x.device, dtype=torch.float32)
     dw2p = empty((parts, S, DS), device=x.device, dtype=torch.float32)
     db1p = empty((parts, DS), device=x.device, dtype=torch.float32)
@@ -761,8 +667,7 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
         for p in (dw1p, dw2p, db1p, db2p):
             p.zero_()
     else:
-        grid = (triton.cdiv(DS, bh), triton.cdiv(S, path["BLOCK_SO"]), parts)
-        _token_mixing_bwd_dw_kernel[grid](
+        _token_mixing_bwd_dw_kernel[(triton.cdiv(DS, bh), parts)](
             x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dw1p, dw2p, db1p, db2p,
             S, C, DS, n_ct, n_items, items_per_part, *x.stride(), *dy.stride(), **common, **cfg)
     # fixed-order sums over the partitions: deterministic
@@ -895,56 +800,23 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
                  approximate: str = "none", sample_scale: torch.Tensor | None = None) -> torch.Tensor:
     """The Triton path of `mixer_kernels.token_mixing` (inputs already checked): x + scale * token MLP.
 
-    Paths: S <= 256 runs the resident kernels (hidden activation on chip only); S > 256 the tiled
-    fallback (output-token tiles, the first matmul recomputed per tile). See the module docstring."""
+    Paths: S <= 256 runs the resident kernels (hidden activation on chip only); S > 256 the large-S
+    path (LayerNorm once into a token-major copy, then tensor-core GEMMs), ieee fp32 the tiled
+    channel-major kernels. See the module docstring."""
     out, _, _ = _token_mixing_fwd_op(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                      float(eps), approximate == "tanh", sample_scale)
     return out
 
 
 # ------------------------------------------------------------------------------------------------
-# Compile cases (tests/test_compile.py): the launches of this file's kernels at batch 256 that the fast path
-# (ops/_token_kernels.py) does not take with tf32 dots: the tiled path at S = 576 (B/16 at 384 px) and
-# S = 784 (B/8, patch 8 at 224 px), bf16 and fp32 (tf32), the default config.
-
-
-def _compile_cases(name):
-    def cases():
-        out = []
-        for tag, S, C, DS in [("B/16@384", 576, 768, 384), ("B/8", 784, 768, 384)]:
-            for dtype in (torch.bfloat16, torch.float32):
-                assert not _fast_path(S, dtype, "tf32")
-                path = _blocks_for(S, C)
-                for cfg in [_default_config(name, S, C, DS, dtype)]:
-                    args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
-                                W1=dtype, B1=dtype, W2=dtype, Scale=torch.float32, S=S, C=C, DS=DS,
-                                s_xb=S * C, s_xs=C, s_xc=1, HAS_SCALE=True, APPROX_TANH=False, **path,
-                                OFF64=False, S_DIV=_pow2_divisor(S), INTERPRET=False,
-                                INPUT_PRECISION="tf32" if dtype == torch.float32 else "ieee",
-                                BLOCK_C=cfg["BLOCK_C"], BLOCK_H=cfg["BLOCK_H"])
-                    if name == "fwd":
-                        args.update(B2=dtype, Out=dtype)
-                    else:
-                        args.update(DY=dtype, s_gb=S * C, s_gs=C, s_gc=1)
-                    if name == "dt":
-                        args.update(DT=dtype, REUSE_W1=path["RESIDENT"] and dtype != torch.float32)
-                    if name == "dw":
-                        n_ct, n_items, parts, per = _dw_partitions(256, S, C, DS, cfg["BLOCK_C"], cfg["BLOCK_H"],
-                                                                   path["BLOCK_SO"])
-                        args.update(DW1p=torch.float32, DW2p=torch.float32, DB1p=torch.float32, DB2p=torch.float32,
-                                    N_CT=n_ct, N_ITEMS=n_items, ITEMS_PER_PART=per)
-                    label = (f"{tag} {str(dtype)[6:]} c{cfg['BLOCK_C']}h{cfg['BLOCK_H']}w{cfg['num_warps']}"
-                             f"s{cfg['num_stages']}")
-                    out.append(CompileCase(label, args, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"]))
-        return out
-    return cases
+# The channel-major kernels' registry entries: no compile cases (ieee fp32 at S <= 256 only, not a speed path:
+# their dt and dw configs spill on sm_90, see _CONFIGS), and the work of a launch for the speed model.
 
 
 def _work(name):
     """Work of one launch: matmul FLOPs at the true S (2*B*C*S*DS per matmul: forward 2, dT 3, dW 4 of
     which 2 recompute H and dA), x and dy read once, the output written once, the weights once. Main
-    loop: resident path, the hidden-chunk loop (dW: the work-item loop); tiled path, the token K loop
-    inside it."""
+    loop: the hidden-chunk loop (dW: the work-item loop)."""
     def work(a) -> Work:
         x = a["X"]
         B = x.shape[0]
@@ -953,23 +825,19 @@ def _work(name):
         weights = nbytes(a["W1"]) + nbytes(a["W2"])
         stats = nbytes(a["Mean"]) + nbytes(a["Rstd"])
         chunks = triton.cdiv(DS, a["BLOCK_H"])
-        k_steps = triton.cdiv(S, a["BLOCK_SK"])
         if name == "fwd":
-            moved = act + nbytes(a["Out"]) + weights + stats
-            trips, outer = (chunks, 1) if a["RESIDENT"] else (k_steps, chunks)
-            return Work(4.0 * B * C * S * DS, moved, trips, outer)
+            return Work(4.0 * B * C * S * DS, act + nbytes(a["Out"]) + weights + stats, chunks)
         if name == "dt":
-            moved = act + nbytes(a["DY"]) + nbytes(a["DT"]) + weights + stats
-            trips, outer = (chunks, 1) if a["RESIDENT"] else (k_steps, chunks)
-            return Work(6.0 * B * C * S * DS, moved, trips, outer)
+            return Work(6.0 * B * C * S * DS, act + nbytes(a["DY"]) + nbytes(a["DT"]) + weights + stats, chunks)
         partials = nbytes(a["DW1p"]) + nbytes(a["DW2p"]) + nbytes(a["DB1p"]) + nbytes(a["DB2p"])
-        moved = act + nbytes(a["DY"]) + weights + stats + partials
-        items = a["ITEMS_PER_PART"]
-        trips, outer = (items, 1) if a["RESIDENT"] else (k_steps, items)
-        return Work(8.0 * B * C * S * DS, moved, trips, outer)
+        return Work(8.0 * B * C * S * DS, act + nbytes(a["DY"]) + weights + stats + partials, a["ITEMS_PER_PART"])
     return work
 
 
-register_kernel(_token_mixing_fwd_kernel, _compile_cases("fwd"), _work("fwd"))
-register_kernel(_token_mixing_bwd_dt_kernel, _compile_cases("dt"), _work("dt"))
-register_kernel(_token_mixing_bwd_dw_kernel, _compile_cases("dw"), _work("dw"))
+def _no_cases():
+    return []
+
+
+register_kernel(_token_mixing_fwd_kernel, _no_cases, _work("fwd"))
+register_kernel(_token_mixing_bwd_dt_kernel, _no_cases, _work("dt"))
+register_kernel(_token_mixing_bwd_dw_kernel, _no_cases, _work("dw"))
