@@ -67,7 +67,8 @@ def _grads(block, x, grad):
 
 SMALL = [(torch.float32, 2, 49, 32, 64, False, False), (torch.float32, 2, 64, 40, 96, True, True),
          (torch.float32, 3, 37, 48, 50, False, True), (torch.bfloat16, 2, 49, 32, 64, False, False),
-         (torch.float16, 2, 64, 40, 96, True, False), (torch.bfloat16, 2, 37, 48, 50, False, True)]
+         (torch.float16, 2, 64, 40, 96, True, False), (torch.bfloat16, 2, 37, 48, 50, False, True),
+         (torch.float32, 1, 300, 8, 16, False, True)]      # S > 256: several token tiles in every spatial kernel
 REAL = [(dt, 8, 196, 256, 1536, rec, sc) for dt in (torch.float32, torch.bfloat16, torch.float16)
         for rec, sc in ((False, False), (True, True))] + [(torch.bfloat16, 4, 196, 512, 3072, False, True)]
 
