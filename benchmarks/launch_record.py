@@ -151,7 +151,8 @@ def _catch_launches(rec: Recording):
         grid = kwargs["grid"]
         opts, rest = _split_options(kwargs)
         named = dict(zip(self.arg_names, args, strict=False))
-        configs = self.configs
+        # a smaller card's entries (ops/_tuning: fallbacks) are never tuned over on the modelled sm_90
+        configs = [c for c in self.configs if not any(c is f for f in getattr(self, "fallbacks", []))]
         if self.early_config_prune and len(configs) > 1:
             self.nargs = named
             configs = self.early_config_prune(configs, named, **rest)

@@ -118,8 +118,8 @@ def _table_of(kind, named_args):
 
 
 def _prune(weight_arg, kind):
-    """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32); before
-    sm_90 drop 128x256 tiles (the weight-gradient one spills 136-380 bytes on sm_80). With
+    """Keep the configs made for the operand width (BLOCK_K 64 for fp16/bf16, 32 for fp32). (Tiles that
+    spill on the card, e.g. 128x256 on sm_120, go in ops/_tuning, from the compiled kernel.) With
     MIXER_KERNELS_AUTOTUNE=0 ops/_tuning keeps only the first that fits the card (no benchmarking: the
     same config in every process, hence bitwise-equal results across processes, not only within one)."""
     def prune(configs, named_args, **kwargs):
@@ -130,8 +130,6 @@ def _prune(weight_arg, kind):
         table = GPU_CONFIGS[_table_of(kind, {**kwargs, **named_args})][bits]
         keep = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.kwargs["BLOCK_K"], c.num_warps,
                                        c.num_stages) in table]
-        if w.is_cuda and torch.cuda.get_device_capability(w.device)[0] < 9:
-            keep = [c for c in keep if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 128 * 128] or keep
         return keep or configs
     return prune
 
@@ -681,7 +679,7 @@ def _cases(kind, variants, kernel_args, sizes=_SIZES):
                                 INTERPRET=False, INPUT_PRECISION="tf32" if bits == 32 else "ieee",
                                 BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, GROUP_M=8)
                     cases.append(CompileCase(f"{name} {label} {str(dt)[6:]} {bm}x{bn}x{bk}/{st}", args,
-                                             num_warps=w, num_stages=st))
+                                             num_warps=w, num_stages=st, group=f"{name} {label} {str(dt)[6:]}"))
     return cases
 
 

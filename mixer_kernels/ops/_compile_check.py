@@ -35,12 +35,13 @@ def _tool(name: str) -> str:
 def _ptxas(ptx: str, arch: int) -> tuple[dict, str | None]:
     """ptxas -v on the PTX: (registers, spills, stack, serialisation notes), and the SASS of the cubin
     (nvdisasm -c) for sm_90."""
-    sm = f"sm_{arch}a" if arch == 90 else f"sm_{arch}"
+    sm = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
     with tempfile.TemporaryDirectory() as d:
         src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
         with open(src, "w") as f:
             f.write(ptx)
-        r = subprocess.run([_tool("ptxas"), f"-arch={sm}", "-v", src, "-o", cubin], capture_output=True, text=True)
+        tool = _tool("ptxas-blackwell" if arch >= 100 else "ptxas")
+        r = subprocess.run([tool, f"-arch={sm}", "-v", src, "-o", cubin], capture_output=True, text=True)
         if r.returncode != 0:
             raise RuntimeError(f"ptxas failed:\n{r.stderr[-2000:]}")
         sass = None
@@ -62,7 +63,10 @@ def _ptxas(ptx: str, arch: int) -> tuple[dict, str | None]:
 # Per-SM limits of sm_90 (H100/H200) and sm_80 (A100): registers, threads, CTAs, shared memory (the
 # per-SM carve-out; the runtime reserves 1 KB per CTA).
 _SM_LIMITS = {90: dict(regs=65536, threads=2048, ctas=32, smem=233472),
-              80: dict(regs=65536, threads=2048, ctas=32, smem=167936)}
+              80: dict(regs=65536, threads=2048, ctas=32, smem=167936),
+              86: dict(regs=65536, threads=1536, ctas=16, smem=102400),
+              89: dict(regs=65536, threads=1536, ctas=24, smem=102400),
+              120: dict(regs=65536, threads=1536, ctas=32, smem=102400)}
 
 
 def ctas_per_sm(registers: int, num_warps: int, shared: int, arch: int = 90) -> int:
@@ -135,33 +139,90 @@ def _check_not_interpreted():
         raise RuntimeError("unset TRITON_INTERPRET: the compile check needs real @triton.jit functions")
 
 
-def compile_all(archs=(90, 80), only: str | None = None) -> list[dict]:
-    _check_not_interpreted()
+def targets(archs) -> list[int]:
+    """The archs of `archs` that the installed Triton's ptxas (ptxas-blackwell from sm_100) can build."""
+    out = []
+    for arch in archs:
+        tool = _tool("ptxas-blackwell" if arch >= 100 else "ptxas")
+        listed = subprocess.run([tool, "--help"], capture_output=True, text=True).stdout
+        if os.path.exists(tool) and re.search(rf"\bsm_{arch}\b", listed):
+            out.append(arch)
+    return out
+
+
+def _compile_job(job):
+    """One (kernel, case index, arch) compile, in a worker process."""
     from mixer_kernels.ops._registry import KERNELS, import_all_ops, jit_function, signature_of
     import_all_ops()
-    results = []
-    for entry in KERNELS.values():
-        if only and only not in entry.name:
+    name, index, arch = job
+    entry = KERNELS[name]
+    case = entry.cases()[index]
+    sig, constexprs, attrs = signature_of(entry.kernel, case.args)
+    row = dict(kernel=name, case=case.name, group=case.group or case.name, fallback=case.fallback)
+    row.update(compile_kernel(jit_function(entry.kernel), sig, constexprs, attrs, case.num_warps, case.num_stages,
+                              arch))
+    return row
+
+
+def mark_kept(rows: list[dict]) -> list[dict]:
+    """Judge every launch (kernel, group) per arch as a launch on that card would (ops/_tuning.keep with the
+    compiled shared memory and spills, autotuning on): row["kept"], row["first"] (MIXER_KERNELS_AUTOTUNE=0's
+    pick), row["no_fit"] (the error when no entry of the launch fits the card)."""
+    from mixer_kernels.ops import _tuning
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["kernel"], r["group"], r["arch"]), []).append(r)
+    for (kernel, group, arch), members in groups.items():
+        for r in members:
+            r.update(kept=False, first=False, no_fit=None)
+        if any(r["error"] for r in members) or arch not in _tuning.SHARED_PER_BLOCK:
             continue
-        for case in entry.cases():
-            sig, constexprs, attrs = signature_of(entry.kernel, case.args)
-            for arch in archs:
-                row = dict(kernel=entry.name, case=case.name)
-                row.update(compile_kernel(jit_function(entry.kernel), sig, constexprs, attrs, case.num_warps,
-                                          case.num_stages, arch))
-                results.append(row)
-    return results
+        entries = [_tuning.Entry(i, r["fallback"], r["shared"], r["spill_stores"] + r["spill_loads"])
+                   for i, r in enumerate(members)]
+        limit = _tuning.shared_limit(arch=arch)
+        try:
+            kept = _tuning.keep(f"{kernel} [{group}]", entries, None, limit, tune=True, card=f"sm_{arch}")
+            first = _tuning.keep(f"{kernel} [{group}]", entries, None, limit, tune=False, card=f"sm_{arch}")
+        except _tuning.NoConfigFits as e:
+            for r in members:
+                r["no_fit"] = str(e)
+            continue
+        for e in kept:
+            members[e.config]["kept"] = True
+        members[first[0].config]["first"] = True
+    return rows
+
+
+def compile_all(archs=(90, 80), only: str | None = None, jobs: int | None = None) -> list[dict]:
+    """Compile every registered case for each arch (in `jobs` processes: default, the CPU count) and mark
+    what each card keeps (mark_kept)."""
+    _check_not_interpreted()
+    from mixer_kernels.ops._registry import KERNELS, import_all_ops
+    import_all_ops()
+    work = [(entry.name, i, arch) for entry in KERNELS.values() if not only or only in entry.name
+            for i, _ in enumerate(entry.cases()) for arch in archs]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(work)))
+    if jobs == 1:
+        rows = [_compile_job(w) for w in work]
+    else:
+        import concurrent.futures
+        import multiprocessing
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("fork")) as ex:
+            rows = list(ex.map(_compile_job, work, chunksize=4))
+    return mark_kept(rows)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--arch", type=int, nargs="+", default=[90, 80])
+    p.add_argument("--arch", type=int, nargs="+", default=[90, 80],
+                   help="compute capabilities (those the installed Triton cannot build are left out)")
+    p.add_argument("--jobs", type=int, default=None, help="compile processes (default: the CPU count)")
     p.add_argument("--only", default=None, help="substring of the kernel names to compile")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--hazards", action="store_true",
                    help="print the sm_90 cases with speed hazards in the format of tests/compile_hazards.txt")
     a = p.parse_args(argv)
-    rows = compile_all(tuple(a.arch), a.only)
+    rows = compile_all(tuple(targets(a.arch)), a.only, a.jobs)
     if a.json:
         print(json.dumps(rows))
         return

@@ -28,6 +28,10 @@ class CompileCase:
     args: dict[str, Any]
     num_warps: int = 4
     num_stages: int = 3
+    # the launch this case is one tile config of (cases of one group: the entries of its tile table, in table
+    # order; ops/_tuning.keep decides per card which a launch keeps); None: a launch of its own
+    group: str | None = None
+    fallback: bool = False      # an entry for smaller cards (ops/_tuning.keep)
 
 
 @dataclass

@@ -265,6 +265,20 @@ GPU_CONFIGS = {
     ("dt", True): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=8, num_stages=1)],
 }
 
+# Entries for smaller cards (ops/_tuning.keep: a launch takes them only where no entry above fits the card's
+# shared memory and compiles without spills). Compiled at B/16 (S = 196) for sm_80, sm_86 and sm_120, triton 3.8:
+#   fwd fp32 16x64, 4 warps, 1 stage: 84 KB, 0 spills (32x64 takes 104 KB, over the 99 KB of sm_86/89/120, and
+#     spilled 144 B on sm_80; 32x32 and 16x32 fit but run mma.sync on sm_90).
+#   dt 16-bit 16x64, 4 warps, 2 stages: 84 KB, 0 spills (32x64 takes 100 KB at 2 stages and spilled 20 B on
+#     sm_80; at 1 stage 96 KB and 12-24 B of spills).
+#   dt fp32 16x32, 8 warps, 1 stage: 96 KB, 0 spills (16x64: 160 KB; at 4 warps 16x64 spilled 488-560 B).
+FALLBACK_CONFIGS = {
+    ("fwd", False): [],
+    ("dt", False): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=4, num_stages=2)],
+    ("fwd", True): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=4, num_stages=1)],
+    ("dt", True): [dict(BLOCK_C=16, BLOCK_H=32, num_warps=8, num_stages=1)],
+}
+
 # gMixer's GLU (GLU != 0), fp16/bf16 only, one config per kernel (compiled at gmixer_24, triton 3.8, sm_90):
 #   fwd 32x64, 4 warps, 1 stage: wgmma, 232 registers, 0 spills, 80 KB shared, 2 CTAs per SM.
 #   dt 16x64, 4 warps, 2 stages: wgmma, 128 registers, 0 spills, 214 KB shared (three [64, 256] weight slices,
@@ -314,6 +328,21 @@ def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype, glu
     return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
 
 
+def tuning_table(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> list[dict]:
+    """The tile table of one launch for ops/_tuning: default_config first (MIXER_KERNELS_AUTOTUNE=0's on a card
+    where it fits), the GPU autotune list, then the smaller cards' fallbacks (marked `fallback`), each shrunk
+    for small C or DS as default_config shrinks it, without repeats."""
+    fp32 = dtype == torch.float32
+    out = [default_config(kernel, S, C, DS, dtype)]
+    for cfg, fallback in ([(c, False) for c in GPU_CONFIGS[(kernel, fp32)]]
+                          + [(c, True) for c in FALLBACK_CONFIGS[(kernel, fp32)]]):
+        cfg = dict(cfg, BLOCK_C=min(cfg["BLOCK_C"], max(16, triton.next_power_of_2(C))),
+                   BLOCK_H=min(cfg["BLOCK_H"], ds_pad(DS)))
+        if all({k: v for k, v in c.items() if k != "fallback"} != cfg for c in out):
+            out.append(dict(cfg, fallback=True) if fallback else cfg)
+    return out
+
+
 # ------------------------------------------------------------------------------------------------
 # Compile cases (tests/test_compile.py) and the work of a launch (the speed model): B/16 and L/16 at
 # batch 256 (S = 196), B/32 (S = 49), bf16 and fp32 (tf32 dots); the default config and the GPU autotune
@@ -331,9 +360,7 @@ def _compile_cases(name):
             glu = tag.endswith("glu")
             if glu and dtype == torch.float32:
                 continue
-            cfgs = [default_config(name, S, C, DS, dtype, glu)]
-            if not glu:
-                cfgs += [c for c in GPU_CONFIGS[(name, dtype == torch.float32)] if c != cfgs[0]]
+            cfgs = [default_config(name, S, C, DS, dtype, glu)] if glu else tuning_table(name, S, C, DS, dtype)
             for cfg in cfgs:
                 args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
                             W1=dtype, B1=dtype, W2T=dtype, Scale=torch.float32, S=S, C=C, DS=DS, DS_pad=ds_pad(DS),
@@ -351,8 +378,10 @@ def _compile_cases(name):
                                 s_gb=S * C, s_gs=C, s_gc=1, STORE_WGRAD=True)
                     variants.append((label + " no-wgrad", dict(STORE_WGRAD=False)))
                 for lab, extra in variants:
-                    out.append(CompileCase(lab, dict(args, **extra), num_warps=cfg["num_warps"],
-                                           num_stages=cfg["num_stages"]))
+                    group = f"{tag} {str(dtype)[6:]}" + (" no-wgrad" if extra else "")   # the launch
+                    out.append(CompileCase(lab + (" fallback" if cfg.get("fallback") else ""), dict(args, **extra),
+                                           num_warps=cfg["num_warps"], num_stages=cfg["num_stages"], group=group,
+                                           fallback=bool(cfg.get("fallback"))))
         return out
     return cases
 

@@ -28,6 +28,7 @@ runs the first kept entry, not remembered, so the next call outside a capture tu
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -68,6 +69,22 @@ def shared_limit(device=None, arch: int | None = None) -> int:
 
 class NoConfigFits(RuntimeError):
     pass
+
+
+_SIMULATED: tuple[int, Callable] | None = None    # tests: (arch, compiled(config) -> (shared, spills))
+
+
+@contextlib.contextmanager
+def simulated(arch: int, compiled: Callable[[Any], tuple[int, int | None]]):
+    """Tests without a GPU: every launch (CPU tensors included) prunes as on a card of compute capability
+    `arch`, `compiled(config)` standing for the compiled kernel's (shared bytes, spill bytes); `config` is
+    a triton.Config (autotuned kernels) or a table dict (plain launches)."""
+    global _SIMULATED
+    saved, _SIMULATED = _SIMULATED, (arch, compiled)
+    try:
+        yield
+    finally:
+        _SIMULATED = saved
 
 
 @dataclass
@@ -120,6 +137,13 @@ def keep(name: str, entries: Iterable[Entry], compiled: Callable[[Any], tuple[in
 # At run time: the kernel compiled for the current device (the compile a launch does anyway, cached)
 
 _PICKED: dict = {}       # (kernel, device, key) -> config dict: plain launches
+KEPT: list[dict] = []    # every run-time decision: {kernel, card, limit, kept: [(config, shared, spills)]}
+
+
+def _record(name, card, limit, kept):
+    if len(KEPT) < 10000:
+        KEPT.append(dict(kernel=name, card=card, limit=limit, kept=[(str(e.config), e.shared, e.spills) for e in kept]))
+    return kept
 
 
 def _device_compiled(fn, args: tuple, kwargs: dict, meta: dict, limit: int) -> tuple[int, int | None]:
@@ -141,16 +165,21 @@ def pick(fn, table: list[dict], key: tuple, device, args: tuple, kwargs: dict) -
     entry) that a plain launch of `fn` (one config, no autotuning) takes on `device`: the first kept entry of
     `table`, cached per (kernel, device, key). `key` must determine the compiled kernel's size (shapes,
     dtypes, constexprs). Off CUDA (the interpreter, meta tensors): the first primary entry."""
+    name = getattr(fn, "__name__", None) or fn.fn.__name__
+    entries = [Entry(c, bool(c.get("fallback"))) for c in table]
+    if _SIMULATED is not None:
+        arch, compiled = _SIMULATED
+        return _strip(keep(name, entries, compiled, shared_limit(arch=arch), tune=False,
+                           card=CARDS.get(arch, f"sm_{arch}"))[0].config)
     if device.type != "cuda":
         return _strip(next(c for c in table if not c.get("fallback")))
-    name = getattr(fn, "__name__", None) or fn.fn.__name__
     full = (name, device.index, key)
     if full not in _PICKED:
         limit = shared_limit(device)
-        entries = [Entry(c, bool(c.get("fallback"))) for c in table]
+        card = torch.cuda.get_device_name(device)
         kept = keep(name, entries, lambda c: _device_compiled(fn, args, kwargs, _strip(c), limit), limit, tune=False,
-                    card=torch.cuda.get_device_name(device))
-        _PICKED[full] = _strip(kept[0].config)
+                    card=card)
+        _PICKED[full] = _strip(_record(name, card, limit, kept)[0].config)
     return dict(_PICKED[full])
 
 
@@ -183,33 +212,42 @@ class Autotuner(triton.runtime.autotuner.Autotuner):
     early_config_prune, e.g. the operand-width filter), and whose first call of a key inside a CUDA-graph
     capture runs the first kept config unmeasured, not remembered."""
 
+    fallbacks: list = []        # the configs that are smaller cards' entries (`keep`)
+
     def prune_configs(self, kwargs):
         configs = super().prune_configs(kwargs)
         args = tuple(self.nargs.values())
         tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
-        if tensor is None or tensor.device.type != "cuda":
-            return configs[:1] if not autotune() else configs
-        device = tensor.device
-        limit = shared_limit(device)
-        entries = [Entry(c, bool(getattr(c, "fallback", False))) for c in configs]
-        kept = keep(self.base_fn.__name__, entries,
-                    lambda c: _device_compiled(self.fn, args, kwargs, c.all_kwargs(), limit), limit,
-                    tune=autotune() and not _capturing(), card=torch.cuda.get_device_name(device))
-        return [e.config for e in kept]
+        entries = [Entry(c, any(c is f for f in self.fallbacks)) for c in configs]
+        tune = autotune() and not _capturing()
+        if _SIMULATED is not None:
+            arch, compiled = _SIMULATED
+            limit, card = shared_limit(arch=arch), CARDS.get(arch, f"sm_{arch}")
+        elif tensor is None or tensor.device.type != "cuda":
+            return [e.config for e in entries if not e.fallback][:None if tune else 1]
+        else:
+            limit, card = shared_limit(tensor.device), torch.cuda.get_device_name(tensor.device)
+
+            def compiled(c):
+                return _device_compiled(self.fn, args, kwargs, c.all_kwargs(), limit)
+        kept = keep(self.base_fn.__name__, entries, compiled, limit, tune=tune, card=card)
+        return [e.config for e in _record(self.base_fn.__name__, card, limit, kept)]
 
     def run(self, *args, **kwargs):
-        capturing = _capturing()
-        if len(self.configs) > 1 and not capturing:
-            return super().run(*args, **kwargs)
         key = self._key(args, kwargs)
         config = self.cache.get(key)
         if config is None:
-            # one config (triton would launch it unchecked), or a capture: nothing can be timed inside one
+            capturing = _capturing()
             self.nargs = dict(zip(self.arg_names, args, strict=False))
             try:
-                config = self.prune_configs(kwargs)[0]
+                pruned = self.prune_configs(kwargs)
             finally:
                 self.nargs = None
+            if len(pruned) > 1 and not capturing:
+                return super().run(*args, **kwargs)     # benchmarks them (or reads the disk cache) and keeps one
+            # one config left (triton 3.6 would still benchmark it), or a capture, where nothing can be timed:
+            # the first kept config; not remembered inside a capture
+            config = pruned[0]
             if not capturing:
                 self.cache[key] = config
         return self.fn.run(*args, **kwargs, **config.all_kwargs())
@@ -226,20 +264,24 @@ class Autotuner(triton.runtime.autotuner.Autotuner):
 
 def autotuner(configs: list, key: list[str], *, early_config_prune=None, do_bench=None):
     """Decorator like triton.autotune(configs, key, prune_configs_by={"early_config_prune": ...},
-    do_bench=..., cache_results=True), returning this module's Autotuner. A config with a true `fallback`
-    attribute is a smaller card's entry (see `keep`)."""
+    do_bench=..., cache_results=True), returning this module's Autotuner. `configs`: triton.Configs, or table
+    dicts (BLOCK_* constexprs, num_warps, num_stages; a true `fallback` marks a smaller card's entry, see
+    `keep`)."""
+    cfgs = [config(c) if isinstance(c, dict) else c for c in configs]
+    fallbacks = [cfg for c, cfg in zip(configs, cfgs, strict=True) if isinstance(c, dict) and c.get("fallback")]
+
     def decorate(fn):
-        tuner = triton.autotune(configs, key=key, do_bench=do_bench, cache_results=True,
+        tuner = triton.autotune(cfgs, key=key, do_bench=do_bench, cache_results=True,
                                 prune_configs_by={"early_config_prune": early_config_prune}
                                 if early_config_prune else None)(fn)
         tuner.__class__ = Autotuner
+        tuner.fallbacks = fallbacks
         return tuner
     return decorate
 
 
 def config(c: dict) -> triton.Config:
-    """A triton.Config from a table dict (BLOCK_* constexprs, num_warps, num_stages, optional fallback)."""
+    """A triton.Config from a table dict (BLOCK_* constexprs, num_warps, num_stages; `fallback` is not part of
+    it: the autotuner keeps that flag beside the config)."""
     meta = {k: v for k, v in c.items() if k not in ("num_warps", "num_stages", "fallback")}
-    cfg = triton.Config(meta, num_warps=c["num_warps"], num_stages=c["num_stages"])
-    cfg.fallback = bool(c.get("fallback"))
-    return cfg
+    return triton.Config(meta, num_warps=c["num_warps"], num_stages=c["num_stages"])

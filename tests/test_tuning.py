@@ -1,0 +1,221 @@
+"""ops/_tuning.py without a GPU: which tile configs a card keeps (simulated cards: the compiled sizes come from a
+function argument), MIXER_KERNELS_AUTOTUNE=0's pick, the error when nothing fits, the autotuner's behaviour
+inside a CUDA-graph capture and its disk cache. The same pruning judged with the real compiled sizes of every
+kernel's table for sm_80/86/90/120 is tests/test_compile.py; the capture on a real GPU is
+tests/test_gpu.py::test_gpu_first_call_in_cuda_graph_capture."""
+import json
+import os
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+from mixer_kernels.ops import _token_kernels as tk
+from mixer_kernels.ops import _tuning
+from mixer_kernels.ops._tuning import SHARED_PER_BLOCK, Entry, NoConfigFits, keep
+
+KB = 1024
+
+
+def _sizes(table):
+    """A fake compile: (shared, spills) per config name."""
+    return lambda c: table[c]
+
+
+def test_card_limits():
+    assert SHARED_PER_BLOCK[90] == 227 * KB and SHARED_PER_BLOCK[80] == 163 * KB
+    assert SHARED_PER_BLOCK[86] == SHARED_PER_BLOCK[89] == SHARED_PER_BLOCK[120] == 99 * KB
+    assert _tuning.shared_limit(arch=86) == 99 * KB
+
+
+@pytest.mark.parametrize("arch", [90, 80, 86, 89, 120])
+def test_keep_drops_what_does_not_fit(arch):
+    """An H100-sized table on each card: entries over the card's limit are dropped, the rest kept in table
+    order; at least one is kept on every card."""
+    sizes = {"big": (224 * KB, 0), "mid": (160 * KB, 0), "small": (96 * KB, 0), "tiny": (40 * KB, 0)}
+    limit = SHARED_PER_BLOCK[arch]
+    kept = [e.config for e in keep("k", [Entry(n) for n in sizes], _sizes(sizes), limit, tune=True)]
+    assert kept == [n for n, (sh, _) in sizes.items() if sh <= limit]
+    assert kept and all(sizes[n][0] <= limit for n in kept)
+
+
+def test_keep_prefers_clean_primaries_then_fallbacks():
+    sizes = {"a": (100 * KB, 0), "b": (90 * KB, 16), "fb": (80 * KB, 0), "fb2": (60 * KB, 8)}
+    table = [Entry("a"), Entry("b"), Entry("fb", fallback=True), Entry("fb2", fallback=True)]
+
+    def kept(limit, tune=True):
+        return [e.config for e in keep("k", [Entry(e.config, e.fallback) for e in table], _sizes(sizes), limit,
+                                       tune=tune)]
+    assert kept(227 * KB) == ["a"]               # a clean primary: the fallbacks are never tuned over
+    assert kept(99 * KB) == ["fb"]               # "a" does not fit, "b" spills: the clean fallback
+    sizes["fb"] = (80 * KB, 4)
+    assert kept(99 * KB) == ["b"]                # nothing clean: the fitting primary before the fallbacks
+    assert kept(70 * KB) == ["fb2"]              # only a fallback fits
+    with pytest.raises(NoConfigFits, match=r"k: no tile config fits .* 40960 bytes .*a: 102400 B"):
+        kept(40 * KB)
+
+
+def test_autotune_off_takes_the_first_fitting_compiling_no_more():
+    """tune=False (MIXER_KERNELS_AUTOTUNE=0, one-entry tables, a capture): the first kept entry, and the
+    entries after it are never compiled (on an H100 the one compile the launch needs)."""
+    sizes = {"a": (104 * KB, 0), "b": (86 * KB, 0), "c": (50 * KB, 0)}
+    compiled = []
+
+    def compile_(c):
+        compiled.append(c)
+        return sizes[c]
+    assert [e.config for e in keep("k", map(Entry, sizes), compile_, 227 * KB, tune=False)] == ["a"]
+    assert compiled == ["a"]
+    compiled.clear()
+    assert [e.config for e in keep("k", map(Entry, sizes), compile_, 99 * KB, tune=False)] == ["b"]
+    assert compiled == ["a", "b"]
+
+
+@pytest.mark.parametrize("kernel, fp32", [("fwd", False), ("fwd", True), ("dt", False), ("dt", True)])
+def test_token_tables_have_a_fallback_for_99kb_cards(kernel, fp32):
+    """The token-major tables: the default config first (it stays MIXER_KERNELS_AUTOTUNE=0's on an H100), the
+    autotune list, then fallbacks; small C and DS shrink every entry as they shrink the default."""
+    dtype = torch.float32 if fp32 else torch.bfloat16
+    table = tk.tuning_table(kernel, 196, 768, 384, dtype)
+    assert table[0] == tk.default_config(kernel, 196, 768, 384, dtype)
+    primaries = [c for c in table if not c.get("fallback")]
+    assert all(c in primaries for c in [table[0]] + tk.GPU_CONFIGS[(kernel, fp32)])
+    assert table[:len(primaries)] == primaries
+    assert table[len(primaries):] == [dict(c, fallback=True) for c in tk.FALLBACK_CONFIGS[(kernel, fp32)]]
+    small = tk.tuning_table(kernel, 49, 20, 24, dtype)
+    assert all(c["BLOCK_C"] <= 32 and c["BLOCK_H"] <= tk.ds_pad(24) for c in small)
+    assert len({tuple(sorted(c.items())) for c in small}) == len(small)
+
+
+# ------------------------------------------------------------------------------------------------
+# The autotuner (interpreted kernels, a fake benchmark; the card simulated)
+
+
+@triton.jit
+def _plus_one_kernel(X, Y, N, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < N
+    tl.store(Y + offs, tl.load(X + offs, mask=m) + 1, mask=m)
+
+
+def _tuner(benchmarks):
+    def bench(fn, quantiles=None):
+        fn()
+        benchmarks.append(1)
+        return [1.0, 1.0, 1.0]
+    cfgs = [dict(BLOCK=b, num_warps=4, num_stages=1, fallback=f) for b, f in ((64, False), (32, False), (16, True))]
+    return _tuning.autotuner(cfgs, ["N"], do_bench=bench)(_plus_one_kernel)
+
+
+def _launch(tuner, n=100):
+    x = torch.randn(n)
+    y = torch.full_like(x, float("nan"))
+    tuner[lambda m: (triton.cdiv(n, m["BLOCK"]),)](x, y, n)
+    torch.testing.assert_close(y, x + 1)
+
+
+# as a card would compile them: BLOCK 64 needs 120 KB (over 99 KB), 32 and the fallback fit
+_CARD = {64: (120 * KB, 0), 32: (80 * KB, 0), 16: (40 * KB, 0)}
+
+
+def _sim_compiled(c):
+    return _CARD[c.kwargs["BLOCK"]]
+
+
+def test_autotuner_on_a_simulated_card(monkeypatch):
+    benchmarks = []
+    tuner = _tuner(benchmarks)
+    with _tuning.simulated(86, _sim_compiled):
+        _launch(tuner)
+    assert [c.kwargs["BLOCK"] for c in tuner.cache.values()] == [32]   # only BLOCK 32 kept: nothing to measure
+    assert benchmarks == []
+    tuner = _tuner(benchmarks)
+    with _tuning.simulated(90, _sim_compiled):
+        _launch(tuner)
+    assert len(benchmarks) == 2                                         # 64 and 32 measured, the fallback not
+    monkeypatch.setenv("MIXER_KERNELS_AUTOTUNE", "0")
+    benchmarks.clear()
+    for arch, block in ((90, 64), (86, 32)):
+        tuner = _tuner(benchmarks)
+        with _tuning.simulated(arch, _sim_compiled):
+            _launch(tuner)
+        assert [c.kwargs["BLOCK"] for c in tuner.cache.values()] == [block]
+    assert benchmarks == []
+
+
+def test_autotuner_in_capture_measures_nothing(monkeypatch):
+    """A first call inside a CUDA-graph capture runs the first kept config unmeasured and remembers nothing;
+    the next call outside tunes; a later capture reuses the tuned config (the key is triton's own)."""
+    benchmarks = []
+    tuner = _tuner(benchmarks)
+    ran = []
+    orig = tuner.fn.run
+
+    def spy(*args, **kwargs):
+        ran.append(kwargs["BLOCK"])
+        return orig(*args, **kwargs)
+    monkeypatch.setattr(tuner.fn, "run", spy)
+    with _tuning.simulated(90, _sim_compiled):
+        monkeypatch.setattr(_tuning, "_capturing", lambda: True)
+        _launch(tuner)
+        assert benchmarks == [] and tuner.cache == {} and ran == [64]
+        monkeypatch.setattr(_tuning, "_capturing", lambda: False)
+        _CARD[32] = (80 * KB, 0)
+        _launch(tuner)
+        assert len(benchmarks) == 2 and len(tuner.cache) == 1
+        (key, best), = tuner.cache.items()
+        assert tuner._key((torch.empty(1), torch.empty(1), 100), {}) == key
+        monkeypatch.setattr(_tuning, "_capturing", lambda: True)
+        ran.clear()
+        _launch(tuner)
+        assert len(benchmarks) == 2 and ran == [best.kwargs["BLOCK"]]
+
+
+def test_autotuner_caches_timings_on_disk(tmp_path, monkeypatch):
+    """cache_results: the timings go to Triton's cache manager (TRITON_CACHE_DIR), and a new autotuner (a new
+    process) reads them back instead of measuring. The interpreter turns Triton's disk cache off and has no
+    driver, so both are stood in for here (an sm_90 target); the GPU test checks the real one."""
+    import triton.runtime.autotuner as at
+    from triton.backends.compiler import GPUTarget
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+
+    class _Driver:
+        class active:
+            @staticmethod
+            def get_current_target():
+                return GPUTarget("cuda", 90, 32)
+    monkeypatch.setattr(at, "driver", _Driver)
+    interpreted = _plus_one_kernel        # an InterpretedFunction here: triton's cache wants a JITFunction's key
+    monkeypatch.setattr(at, "JITFunction", type(interpreted))
+    monkeypatch.setattr(interpreted, "cache_key", "plus-one-source", raising=False)
+    benchmarks = []
+    with _tuning.simulated(90, _sim_compiled):
+        first = _tuner(benchmarks)
+        first.cache_results = True
+        _launch(first)
+        assert len(benchmarks) == 2
+        files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path) for f in fs if f.endswith(".autotune.json")]
+        assert len(files) == 1 and "_plus_one_kernel" in files[0]
+        with open(files[0]) as f:
+            assert len(json.load(f)["configs_timings"]) == 2
+        second = _tuner(benchmarks)
+        second.cache_results = True
+        _launch(second)
+        assert len(benchmarks) == 2 and list(second.cache.values())[0].kwargs == list(first.cache.values())[0].kwargs
+
+
+def test_plain_launch_pick(monkeypatch):
+    """_tuning.pick (one-config launches): the first kept table entry on the simulated card."""
+    table = [dict(BLOCK=64, num_warps=4, num_stages=1), dict(BLOCK=16, num_warps=4, num_stages=1, fallback=True)]
+    sizes = {64: (120 * KB, 0), 16: (40 * KB, 0)}
+    x = torch.empty(1)
+    assert _tuning.pick(_plus_one_kernel, table, ("k",), x.device, (), {}) == table[0]    # CPU: the first
+    with _tuning.simulated(86, lambda c: sizes[c["BLOCK"]]):
+        assert _tuning.pick(_plus_one_kernel, table, ("k",), x.device, (), {}) == dict(BLOCK=16, num_warps=4,
+                                                                                       num_stages=1)
+    with _tuning.simulated(90, lambda c: sizes[c["BLOCK"]]):
+        assert _tuning.pick(_plus_one_kernel, table, ("k",), x.device, (), {}) == table[0]
+    sizes[16] = (100 * KB, 0)
+    with _tuning.simulated(86, lambda c: sizes[c["BLOCK"]]), pytest.raises(NoConfigFits, match="RTX 3090"):
+        _tuning.pick(_plus_one_kernel, table, ("k",), x.device, (), {})
