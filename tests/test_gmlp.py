@@ -398,3 +398,22 @@ def test_no_unfused_layer_runs(device):
     eager_layers = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::mul",
                     "aten::gelu", "aten::native_layer_norm", "aten::layer_norm")
     assert not [n for n in ops.names if n.split(".")[0] in eager_layers], ops.names
+
+
+def test_guards(device):
+    """The custom op refuses float64 (no Triton kernel computes in it), double backward and torch.func's grad
+    transform on the Triton path, each with an error naming it."""
+    from mixer_kernels.ops.gmlp_block import gmlp_block_fwd
+    B, S, C, DC = 2, 8, 8, 16
+    params = [p.detach().float().to(device) for p in _params(_timm_block(S, C, DC, seed=15))]
+    x = torch.randn(B, S, C, device=device)
+    with pytest.raises(TypeError, match=r"mixer_kernels::gmlp_block_fwd: x is float64"):
+        gmlp_block_fwd(x.double(), *params, None, 1e-6, 1e-5, "none", False)
+    leaves = [p.clone().requires_grad_() for p in params]
+    xr = x.clone().requires_grad_()
+    (g,) = torch.autograd.grad(mk.gmlp_block(xr, *leaves).sum(), xr, create_graph=False)
+    assert g.shape == x.shape
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(mk.gmlp_block(xr, *leaves).sum(), xr, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"torch\.func\.grad"):
+        torch.func.grad(lambda t: mk.gmlp_block(t, *params).sum())(x)
