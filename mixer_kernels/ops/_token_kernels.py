@@ -283,8 +283,8 @@ FALLBACK_CONFIGS = {
 #   fwd 32x64, 4 warps, 1 stage: wgmma, 232 registers, 0 spills, 80 KB shared, 2 CTAs per SM.
 #   dt 16x64, 4 warps, 2 stages: wgmma, 128 registers, 0 spills, 214 KB shared (three [64, 256] weight slices,
 #     double-buffered); the GELU tile 32x64 needs 236 KB (over the 227 KB an SM has), at 1 stage it spilled.
-#   The speed model (H100, gmixer_24 batch 256) ranks these first: fwd at 2 stages 0.072 ms (0.057 at 1: the
-#   pipelined wgmmas serialised), dT 16x64 on 8 warps at 1 stage 0.242 ms (0.122).
+#   The speed model (H100, gmixer_24 batch 256) ranks these first: fwd at 2 stages 0.072 ms (0.057 at 1; the
+#   model's 'serial' bound), dT 16x64 on 8 warps at 1 stage 0.242 ms (0.122).
 # fp32 (tf32) GLU tiles spilled (fwd 32x64: 48 B; dT 16x64 at 8 warps: 624 B; BLOCK_H = 32 runs mma.sync), so fp32
 # gMixer token mixing takes the composition of ops/gmixer_token_mixing.py.
 # (The interpreter tests also run fp32 through these tiles, to check the kernels' math at fp32 accuracy.)
