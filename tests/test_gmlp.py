@@ -172,11 +172,12 @@ def test_frozen_parts(device):
     x64 = torch.randn(B, S, C, dtype=torch.float64)
     g64 = torch.randn(B, S, C, dtype=torch.float64)
     _, ref_g = ref_ops.forward_backward(ref_ops.gmlp_block, [x64, *params64], g64)
-    for trainable in ({6, 7}, {9}, {0}, {5}):        # proj only, fc2 weight only, x only, gate norm bias only
+    # proj only, fc2 weight only, x only (recomputing fc1's output), gate norm bias only (recomputing)
+    for trainable, recompute in (({6, 7}, False), ({9}, False), ({0}, True), ({5}, True)):
         ins = [t.float().to(device) for t in (x64, *params64)]
         for i in trainable:
             ins[i].requires_grad_()
-        mk.gmlp_block(*ins).backward(g64.float().to(device))
+        mk.gmlp_block(*ins, recompute=recompute).backward(g64.float().to(device))
         for i, t in enumerate(ins):
             if i in trainable:
                 assert_close(f"d{i}", t.grad, ref_g[i])

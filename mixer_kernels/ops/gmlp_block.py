@@ -255,6 +255,8 @@ def _backward_impl(grad_out, x, mean, rstd, mean_v, rstd_v, z, norm_weight, norm
         y = layernorm_apply(x, mean, rstd, norm_weight, norm_bias, cdt)
     if z.shape[0] != M:
         z, _ = gemm.fc1(y, fc1_weight, fc1_bias, approximate=approximate, write_z=True, write_act=False)
+        if not need_fc1:
+            y = None
     g2 = grad_out.reshape(M, C).to(cdt).contiguous()
     dg = gemm.dn(g2, fc2_weight, B, S).reshape(M, H)                       # g @ W2, before the sample scale
     v = gelu_v(z, approximate)
