@@ -219,3 +219,45 @@ def test_plain_launch_pick(monkeypatch):
     sizes[16] = (100 * KB, 0)
     with _tuning.simulated(86, lambda c: sizes[c["BLOCK"]]), pytest.raises(NoConfigFits, match="RTX 3090"):
         _tuning.pick(_plus_one_kernel, table, ("k",), x.device, (), {})
+
+
+def test_device_compiled_reads_the_compiled_kernel():
+    """The run-time reading (a GPU's path, here with a stand-in for the JIT function): the launch's own
+    arguments and the config's meta go to JITFunction.warmup (an autotuner's grid and warmup flags left out),
+    the compiled shared memory is read, and the kernel is loaded (n_spills) only when it fits."""
+    calls = []
+
+    class Compiled:
+        def __init__(self, shared):
+            self.metadata = type("M", (), {"shared": shared})()
+            self.n_spills = None
+
+        def _init_handles(self):
+            calls.append("load")
+            self.n_spills = 12
+
+    class Fn:
+        def __init__(self, shared):
+            self.shared = shared
+
+        def warmup(self, *args, grid, **kwargs):
+            calls.append((args, grid, kwargs))
+            return Compiled(self.shared)
+    got = _tuning._device_compiled(Fn(50 * KB), (1, 2), dict(grid=lambda m: (1,), warmup=False, N=3),
+                                   dict(BLOCK=64, num_warps=4), 99 * KB)
+    assert got == (50 * KB, 12)
+    assert calls == [((1, 2), (1,), dict(N=3, BLOCK=64, num_warps=4)), "load"]
+    calls.clear()
+    assert _tuning._device_compiled(Fn(120 * KB), (), {}, {}, 99 * KB) == (120 * KB, None)
+    assert "load" not in calls          # over the limit: never loaded (Triton would raise OutOfResources)
+
+
+def test_capture_compile_failure_says_what_to_do(monkeypatch):
+    """Where compiling or loading a kernel fails inside a CUDA-graph capture, the error says to warm up first."""
+    tuner = _tuner([])
+
+    def broken(c):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(_tuning, "_capturing", lambda: True)
+    with _tuning.simulated(90, broken), pytest.raises(RuntimeError, match="inside a CUDA graph capture.*warm up"):
+        _launch(tuner)

@@ -150,7 +150,10 @@ def _device_compiled(fn, args: tuple, kwargs: dict, meta: dict, limit: int) -> t
     """(shared, spills) of `fn` compiled for the current device with these launch arguments and meta
     (constexprs, num_warps, num_stages): triton's own compile (JITFunction.warmup, cached in memory and on
     disk, so the launch that follows reuses it); spills from the loaded kernel when it fits."""
-    k = fn.warmup(*args, grid=(1,), **kwargs, **meta)
+    launch = {k: v for k, v in kwargs.items() if k not in ("grid", "warmup")}   # an autotuner's run passes both
+    k = fn.warmup(*args, grid=(1,), **launch, **meta)
+    if k is None:                   # a user's jit_cache_hook took the compile over: nothing to read
+        return 0, 0
     if hasattr(k, "result"):        # a future under async compilation
         k = k.result()
     shared = int(k.metadata.shared)
@@ -241,6 +244,16 @@ class Autotuner(triton.runtime.autotuner.Autotuner):
             self.nargs = dict(zip(self.arg_names, args, strict=False))
             try:
                 pruned = self.prune_configs(kwargs)
+            except NoConfigFits:
+                raise
+            except Exception as e:
+                if capturing:   # compiling or loading the kernel is what failed: say what to do
+                    raise RuntimeError(
+                        f"mixer_kernels: {self.base_fn.__name__} was first called for these shapes inside a CUDA "
+                        f"graph capture, and compiling or loading it there failed ({type(e).__name__}: {e}); warm "
+                        "up with one call outside the capture first (as torch.cuda.graph's documentation asks)"
+                    ) from e
+                raise
             finally:
                 self.nargs = None
             if len(pruned) > 1 and not capturing:
