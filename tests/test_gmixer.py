@@ -543,3 +543,28 @@ def test_no_unfused_layer_runs(device):
     assert any("channel_mixing_fwd" in n for n in ops.names), ops.names
     ran = [n for n in ops.names if n in eager_layers]
     assert not ran, ran
+
+
+@pytest.mark.parametrize("kind,dtype", [("token", torch.bfloat16), ("token", torch.float32),
+                                        ("channel", torch.float32)])
+def test_transforms(device, kind, dtype):
+    """As the other ops: torch.func.grad refused naming the transform, double backward refused naming it, vmap
+    runs the kernels per slice (the fused token path, its composition, the channel GEMMs)."""
+    B, S, C = 2, 16, 32
+    ref = _timm_block(S, C, seed=17)
+    n, m = (ref.norm1, ref.mlp_tokens) if kind == "token" else (ref.norm2, ref.mlp_channels)
+    params = [p.detach().to(device=device, dtype=dtype) for p in (n.weight, n.bias, m.fc1.weight, m.fc1.bias,
+                                                                  m.fc2.weight, m.fc2.bias)]
+    op = mk.gmixer_token_mixing if kind == "token" else mk.gmixer_channel_mixing
+    x = torch.randn(B, S, C, device=device, dtype=dtype)
+    with pytest.raises(RuntimeError, match=rf"mixer_kernels.gmixer_{kind}_mixing: torch.func.grad"):
+        torch.func.grad(lambda x: op(x, *params).float().sum())(x)
+    xg = x.clone().requires_grad_()
+    with pytest.raises(RuntimeError, match=r"double backward .*create_graph=True"):
+        torch.autograd.grad(op(xg, *params).float().square().sum(), xg, create_graph=True)
+    xs = torch.stack([x, x.flip(0) * 0.5])
+    with count_launches() as launches:
+        out = torch.func.vmap(lambda x: op(x, *params))(xs)
+    assert sum(launches.values()) >= 2, dict(launches)
+    for i in range(2):
+        torch.testing.assert_close(out[i], op(xs[i], *params), rtol=0, atol=0)
