@@ -138,7 +138,9 @@ def _catch_launches(rec: Recording):
     from triton.runtime.jit import JITFunction
 
     import mixer_kernels.ops._channel_gemm as cg
+    from mixer_kernels.ops import _tuning
     orig_jit, orig_interp, orig_tune = JITFunction.run, InterpretedFunction.run, Autotuner.run
+    orig_ours = _tuning.Autotuner.run       # our subclass's run (card pruning, capture) is caught the same way
     orig_sms, orig_cur = cg._sm_count, torch.cuda.current_device
 
     def jit_run(self, *args, grid, warmup, **kwargs):
@@ -165,13 +167,14 @@ def _catch_launches(rec: Recording):
 
     # under TRITON_INTERPRET=1 (the tests) @triton.jit gives InterpretedFunctions: caught the same way
     JITFunction.run = InterpretedFunction.run = jit_run
-    Autotuner.run = tune_run
+    Autotuner.run = _tuning.Autotuner.run = tune_run
     cg._sm_count = lambda index: MODEL_SMS
     torch.cuda.current_device = lambda: 0
     try:
         yield
     finally:
         JITFunction.run, InterpretedFunction.run, Autotuner.run = orig_jit, orig_interp, orig_tune
+        _tuning.Autotuner.run = orig_ours
         cg._sm_count, torch.cuda.current_device = orig_sms, orig_cur
 
 
