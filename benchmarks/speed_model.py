@@ -24,9 +24,11 @@ import subprocess
 import sys
 
 TITLE = "model, not a measurement"
-SHAPES = ("B/16", "L/16", "B/16@384", "resmlp_24", "resmlp_big_24", "gmlp_s16")
-# Mixer-B/16 fine-tuned at 384 px (S = 576 > 256: token mixing's large-S path, ops/_token_large_kernels.py)
-LARGE_S_SHAPES = {"B/16@384": dict(S=576, C=768, DS=384, DC=3072, depth=12, patch=16)}
+SHAPES = ("B/16", "L/16", "B/16@384", "B/8", "resmlp_24", "resmlp_big_24", "gmlp_s16")
+# Mixer-B/16 fine-tuned at 384 px and Mixer-B/8 (patch 8 at 224 px): S = 576 and 784 > 256, token mixing's
+# large-S path (ops/_token_large_kernels.py)
+LARGE_S_SHAPES = {"B/16@384": dict(S=576, C=768, DS=384, DC=3072, depth=12, patch=16),
+                  "B/8": dict(S=784, C=768, DS=384, DC=3072, depth=12, patch=8)}
 # ResMLP-24 and ResMLP-big-24 (timm's resmlp_24_224, resmlp_big_24_224: patch 8): their ResBlock halves are
 # the "token_mixing" / "channel_mixing" rows of that shape (one linear layer along S; Affine and layer
 # scales), with timm's ResBlock as the eager side.

@@ -26,6 +26,15 @@ operand), so each runs near its own floor, and the extra traffic costs less than
 The LayerNorm is done once, in a memory-bound row kernel that writes the token-major copy directly
 (no separate transpose). Saved between forward and backward: x and the fp32 mean/rstd only.
 
+Dots: fp16/bf16 and fp32 with tf32 dots run wgmma (the weights from shared memory as A); ieee fp32 the same
+kernels with FMA dots on small tiles (exact, slow: no tensor-core form).
+
+The weight gradients are cuBLAS GEMMs (torch.matmul, fp32 accumulation, deterministic), not a Triton
+split-K kernel: by the speed model each is compute-bound at CUBLAS_EFF of peak (0.139 ms at B/16@384
+batch 256 bf16; 87 GFLOP), so a Triton kernel at full tensor-core rate would save at most 0.03 ms per
+GEMM, minus its fp32 partials' reduction pass, and would need GELU(H) stored transposed ([N, DS]) as
+its K-major operand. The fast path (S <= 256) makes the same choice.
+
 Offsets: rows of the [*, N] buffers and of x are 64-bit (B*S*C passes 2^31 at S = 784 and large
 batches); column offsets within a row stay 32-bit (N = B*C < 2^31). Every dot goes through `_dot.dot`.
 
@@ -172,6 +181,7 @@ def _token_large_gemm_kernel(
     ks = tl.arange(0, BLOCK_K)
     a_ptrs = A + rows.to(tl.int64)[:, None] * LDA + ks[None, :]
     b_ptrs = Bm + ks.to(tl.int64)[:, None] * N + cols[None, :]
+    b_step = tl.cast(N, tl.int64) * BLOCK_K     # 64-bit: BLOCK_K * N may pass 2^31 at large batches
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         kmask = (k0 + ks) < K
@@ -179,7 +189,7 @@ def _token_large_gemm_kernel(
         bt = tl.load(b_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
         acc = dot(a, bt, acc, INTERPRET, INPUT_PRECISION)
         a_ptrs += BLOCK_K
-        b_ptrs += BLOCK_K * N
+        b_ptrs += b_step
     # Two column halves, one after the other (as the channel GEMMs' epilogues: a whole 128x256 tile's
     # epilogue beside the accumulator spilled there).
     acc_lo, acc_hi = tl.split(tl.permute(tl.reshape(acc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
@@ -238,6 +248,7 @@ def _token_large_dual_kernel(
     b_off = ks.to(tl.int64)[:, None] * N + cols[None, :]
     w1_ptrs, w2_ptrs = W1 + a_off, W2t + a_off
     t_ptrs, g_ptrs = T + b_off, G + b_off
+    b_step = tl.cast(N, tl.int64) * BLOCK_K     # 64-bit: BLOCK_K * N may pass 2^31 at large batches
     hacc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     dacc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
@@ -250,8 +261,8 @@ def _token_large_dual_kernel(
                    INTERPRET, INPUT_PRECISION)
         w1_ptrs += BLOCK_K
         w2_ptrs += BLOCK_K
-        t_ptrs += BLOCK_K * N
-        g_ptrs += BLOCK_K * N
+        t_ptrs += b_step
+        g_ptrs += b_step
     h_lo, h_hi = tl.split(tl.permute(tl.reshape(hacc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
     d_lo, d_hi = tl.split(tl.permute(tl.reshape(dacc, [BLOCK_M, 2, BLOCK_N // 2]), [0, 2, 1]))
     cols_lo = pid_n * BLOCK_N + tl.arange(0, BLOCK_N // 2)
@@ -269,19 +280,21 @@ def _token_large_dual_kernel(
 # every entry is a compile case at B/16@384 and B/8, batch 256 (0 spills, no hazard on triton 3.6 and 3.8).
 # Ranked by the speed model (H100, B/16@384, bf16):
 #   gemm 128x128x64, 8 warps, 3 stages: 96 KB of shared memory and <= 128 registers, so 2 CTAs per SM and one
-#     CTA's GELU / store epilogue overlaps the other's main loop: fc1 0.142 ms (89% of floor), dT 0.131
+#     CTA's GELU / store epilogue overlaps the other's main loop: fc1 0.140 ms (90% of floor), dT 0.131
 #     (96%); 128x256x64 (1 CTA per SM) left the epilogue exposed: fc1 0.185 (68%), dT 0.159. 64x256x64 on
 #     4 warps is the fc2 pick (0.205, 98%: memory-bound, the residual read and y write).
-#   dual 64x128x32, 4 warps, 3 stages: 168 registers, 2 CTAs per SM: 0.261 ms (97%, memory-bound); the
-#     8-warp 128x128 tiles ran one CTA per SM with the GELU + GELU' epilogue exposed (0.316-0.322, 78-80%).
-#   ieee: 64x64x32 on 4 warps, 2 stages, for both (64x128x16 and 128x128x16 duals spilled 72-136 B).
+#   dual 64x128x32, 4 warps, 3 stages: 222-254 registers (triton 3.8 / 3.6), 2 CTAs per SM: 0.254 ms (99%,
+#     memory-bound); the 8-warp 128x128 tiles ran one CTA per SM with the GELU + GELU' epilogue exposed
+#     (0.316-0.322, 78-80%; 128x128x32 also spilled 144 B on sm_80), 128x64 tiles were issue-bound (0.315).
+#   ieee: 64x64x16 on 4 warps, 2 stages, for both (at BLOCK_K 32 the dT GEMM spilled 4 B on triton 3.6, and
+#     64x128x16 / 128x128x16 duals 72-136 B).
 GPU_CONFIGS = {
     "gemm": {"16": [(128, 128, 64, 8, 3), (64, 256, 64, 4, 3)],
              "tf32": [(128, 128, 32, 8, 3)],
-             "ieee": [(64, 64, 32, 4, 2)]},
-    "dual": {"16": [(64, 128, 32, 4, 3), (128, 128, 32, 8, 3)],
+             "ieee": [(64, 64, 16, 4, 2)]},
+    "dual": {"16": [(64, 128, 32, 4, 3)],
              "tf32": [(128, 64, 32, 8, 3), (64, 64, 32, 4, 2)],
-             "ieee": [(64, 64, 32, 4, 2)]},
+             "ieee": [(64, 64, 16, 4, 2)]},
 }
 INTERPRET_CONFIG = (32, 32, 32, 4, 1)
 GROUP_M = 8          # covers every row tile at DS, S <= 1024 (BLOCK_M 128): one column panel's programs together
