@@ -459,8 +459,9 @@ class GatedMlp(nn.Module):
         return self.drop2(self.fc2(self.norm(self.gate(self.drop1(self.act(self.fc1(x)))))))
 
 
-_GATED_MLPS = {("timm.layers.mlp", "GatedMlp"), (__name__, "GatedMlp")}
-_GATES = {("timm.models.mlp_mixer", "SpatialGatingUnit"), (__name__, "SpatialGatingUnit")}
+_GATED_MLPS = {("timm.layers.mlp", "GatedMlp"), ("reference.mlp_mixer", "GatedMlp"), (__name__, "GatedMlp")}
+_GATES = {("timm.models.mlp_mixer", "SpatialGatingUnit"), ("reference.mlp_mixer", "SpatialGatingUnit"),
+          (__name__, "SpatialGatingUnit")}
 
 
 def _check_gated_mlp(mlp: nn.Module, dim: int, where: str) -> str:

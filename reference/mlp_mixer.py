@@ -12,7 +12,8 @@ from functools import partial
 
 from torch import nn
 
-__all__ = ["CONFIGS", "DropPath", "Mlp", "MixerBlock", "PatchEmbed", "MlpMixer"]
+__all__ = ["CONFIGS", "DropPath", "Mlp", "MixerBlock", "GatedMlp", "SpatialGatingUnit", "SpatialGatingBlock",
+           "PatchEmbed", "MlpMixer"]
 
 # Paper Table 1. name -> (patch_size, num_blocks, embed_dim C); DS = C/2 and DC = 4C via mlp_ratio.
 CONFIGS = {
@@ -79,6 +80,56 @@ class MixerBlock(nn.Module):
         x = x + self.drop_path(self.mlp_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2))
         x = x + self.drop_path(self.mlp_channels(self.norm2(x)))
         return x
+
+
+class SpatialGatingUnit(nn.Module):
+    """gMLP's gate (Liu et al. 2021, arXiv 2105.08050; timm's SpatialGatingUnit): u, v = x.chunk(2, -1),
+    v = LayerNorm(v) over DC/2 (nn.LayerNorm's eps 1e-5), a linear layer along S on v, u * v."""
+
+    def __init__(self, dim, seq_len, norm_layer=nn.LayerNorm):
+        super().__init__()
+        self.norm = norm_layer(dim // 2)
+        self.proj = nn.Linear(seq_len, seq_len)
+
+    def forward(self, x):
+        u, v = x.chunk(2, dim=-1)
+        return u * self.proj(self.norm(v).transpose(-1, -2)).transpose(-1, -2)
+
+
+class GatedMlp(nn.Module):
+    """fc1 -> act -> drop1 -> gate -> norm -> fc2 -> drop2 (timm's GatedMlp): fc2 from DC/2 with a gate."""
+
+    def __init__(self, in_features, hidden_features=None, out_features=None, act_layer=nn.GELU,
+                 norm_layer=None, gate_layer=None, bias=True, drop=0.0):
+        super().__init__()
+        out_features = out_features or in_features
+        hidden_features = hidden_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features, bias=bias)
+        self.act = act_layer()
+        self.drop1 = nn.Dropout(drop)
+        self.gate = gate_layer(hidden_features) if gate_layer is not None else nn.Identity()
+        hidden_features = hidden_features // 2 if gate_layer is not None else hidden_features
+        self.norm = norm_layer(hidden_features) if norm_layer is not None else nn.Identity()
+        self.fc2 = nn.Linear(hidden_features, out_features, bias=bias)
+        self.drop2 = nn.Dropout(drop)
+
+    def forward(self, x):
+        return self.drop2(self.fc2(self.norm(self.gate(self.drop1(self.act(self.fc1(x)))))))
+
+
+class SpatialGatingBlock(nn.Module):
+    """gMLP's block (timm's SpatialGatingBlock): x + drop_path(GatedMlp(LayerNorm(x))) with the spatial gate."""
+
+    def __init__(self, dim, seq_len, mlp_ratio=4, mlp_layer=GatedMlp, norm_layer=partial(nn.LayerNorm, eps=1e-6),
+                 act_layer=nn.GELU, drop=0.0, drop_path=0.0):
+        super().__init__()
+        self.norm = norm_layer(dim)
+        self.mlp_channels = mlp_layer(dim, int(dim * mlp_ratio), act_layer=act_layer,
+                                      gate_layer=partial(SpatialGatingUnit, seq_len=seq_len), drop=drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
+
+    def forward(self, x):
+        return x + self.drop_path(self.mlp_channels(self.norm(x)))
 
 
 class PatchEmbed(nn.Module):

@@ -418,3 +418,27 @@ def test_guards(device):
         torch.autograd.grad(mk.gmlp_block(xr, *leaves).sum(), xr, create_graph=True)
     with pytest.raises(RuntimeError, match=r"torch\.func\.grad"):
         torch.func.grad(lambda t: mk.gmlp_block(t, *params).sum())(x)
+
+
+def test_reference_model_equals_timm_and_fuses(device):
+    """reference/mlp_mixer.py's gMLP classes are timm's (same state_dict keys, same float64 output) and
+    fuse_mixer_blocks fuses them too."""
+    from reference.mlp_mixer import GatedMlp, SpatialGatingBlock
+    from reference.mlp_mixer import MlpMixer as RefMixer
+    torch.manual_seed(1)
+    kw = dict(num_classes=10, img_size=32, patch_size=8, num_blocks=2, embed_dim=32, mlp_ratio=6)
+    theirs = MlpMixer(block_layer=TimmSpatialGatingBlock, mlp_layer=TimmGatedMlp, **kw).double()
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ours = RefMixer(block_layer=SpatialGatingBlock, mlp_layer=GatedMlp, **kw).double()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=1e-12, atol=1e-12)
+    fused = mk.fuse_mixer_blocks(copy.deepcopy(ours).float().to(device))
+    assert all(type(b) is mk.SpatialGatingBlock for b in fused.blocks)
+    with count_launches() as n:
+        out = fused(x.float().to(device))
+    assert n["_sgu_fwd_kernel"] == 2, dict(n)
+    assert_close("logits", out, theirs(x).detach())
+

@@ -440,3 +440,27 @@ def test_gmixer_matches_float64(xdev, kind, recompute, gate_last):
     assert_close(f"gmixer {kind} out", out.cpu(), ref_out)
     for i, (leaf, r) in enumerate(zip(leaves, ref_grads, strict=True)):
         assert_close(f"gmixer {kind} grad {i}", leaf.grad.cpu(), r)
+
+
+@pytest.mark.xla
+def test_fused_gmlp_model_matches_float64(xdev):
+    """A reference gMLP (reference/mlp_mixer.py's SpatialGatingBlock, timm's layout) fused by fuse_mixer_blocks,
+    trained one step on XLA: logits and every parameter gradient against the unfused model in float64."""
+    import torch_xla
+
+    from reference.mlp_mixer import GatedMlp, SpatialGatingBlock
+    model = perturb_(MlpMixer(num_classes=5, img_size=32, patch_size=8, num_blocks=2, embed_dim=24, mlp_ratio=4,
+                              block_layer=SpatialGatingBlock, mlp_layer=GatedMlp))
+    ref = copy.deepcopy(model).double()
+    fused = mk.fuse_mixer_blocks(copy.deepcopy(model)).to(xdev)
+    assert all(isinstance(b, mk.SpatialGatingBlock) for b in fused.blocks)
+    img, target = _batch()
+    logits = fused(img.to(xdev))
+    nn.functional.cross_entropy(logits, target.to(xdev)).backward()
+    torch_xla.sync()
+    ref_logits = ref(img.double())
+    nn.functional.cross_entropy(ref_logits, target).backward()
+    assert_close("logits", logits.cpu(), ref_logits.detach())
+    ref_grads = {name: p.grad for name, p in ref.named_parameters()}
+    for name, p in fused.named_parameters():
+        assert_close(f"grad {name}", p.grad.cpu(), ref_grads[name])
