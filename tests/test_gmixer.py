@@ -568,3 +568,32 @@ def test_transforms(device, kind, dtype):
     assert sum(launches.values()) >= 2, dict(launches)
     for i in range(2):
         torch.testing.assert_close(out[i], op(xs[i], *params), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gate_last", [True, False])
+def test_plain_path_and_oracle(gate_last):
+    """The oracle (reference/ops.py) equals timm's gMixer block, and the package's plain CPU path
+    (torch_math.py, what CPU tensors run without TRITON_INTERPRET) equals the oracle, output and every
+    gradient, in float64."""
+    from mixer_kernels import torch_math
+    B, S, C = 2, 13, 24
+    ref = _timm_block(S, C, seed=19, gate_last=gate_last)
+    x = torch.randn(B, S, C, dtype=torch.float64)
+    scale = torch.tensor([0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    t, c = ref.mlp_tokens, ref.mlp_channels
+    tok = [x, ref.norm1.weight, ref.norm1.bias, t.fc1.weight, t.fc1.bias, t.fc2.weight, t.fc2.bias]
+    y = ref_ops.gmixer_token_mixing(*tok, gate_last=gate_last)
+    chan = [y.detach(), ref.norm2.weight, ref.norm2.bias, c.fc1.weight, c.fc1.bias, c.fc2.weight, c.fc2.bias]
+    torch.testing.assert_close(ref_ops.gmixer_channel_mixing(*chan, gate_last=gate_last), ref(x),
+                               rtol=1e-12, atol=1e-12)
+    g = torch.randn(B, S, C, dtype=torch.float64)
+    for oracle, plain, inputs in ((ref_ops.gmixer_token_mixing, torch_math.gmixer_token_mixing_torch, tok),
+                                  (ref_ops.gmixer_channel_mixing, torch_math.gmixer_channel_mixing_torch, chan)):
+        want, want_grads = ref_ops.forward_backward(oracle, inputs, g, sample_scale=scale, gate_last=gate_last)
+
+        def plain_fn(*a, sample_scale, gate_last, plain=plain):
+            return plain(*a, eps=1e-6, gate_last=gate_last, sample_scale=sample_scale)
+        got, got_grads = ref_ops.forward_backward(plain_fn, inputs, g, sample_scale=scale, gate_last=gate_last)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        for a, b in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
