@@ -605,7 +605,7 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
         kernel[lambda m: (B, triton.cdiv(C, m["BLOCK_C"]))](
             x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, b2, scale, out, S, C, DS, dsp, *x.stride(),
             HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, OFF64=_off64(x, out),
-            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, **meta)
+            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=0, **meta)
         return out, mean, rstd
     # ieee fp32, S <= 256: the channel-major kernels
     meta = _default_config("fwd", S, C, DS)
@@ -704,7 +704,7 @@ def _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, 
             x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, dy, scale, dt, tb, gb, ab, dhb, S, C, DS, dsp, K,
             *x.stride(), *dy.stride(), HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh,
             STORE_WGRAD=store, OFF64=_off64(x, dy, tb, ab), INTERPRET=triton_interpret(),
-            INPUT_PRECISION=input_precision(cdt), BLOCK_S=BS, **meta)
+            INPUT_PRECISION=input_precision(cdt), BLOCK_S=BS, GLU=0, **meta)
     dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
     dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
     if not weight_grads:
