@@ -214,3 +214,19 @@ def test_torch_compile_fullgraph(device):
     for name, a, b in zip(NAMES, p, q, strict=True):
         assert torch.equal(a.grad, b.grad), name
     torch._dynamo.reset()
+
+
+def test_saved_activations(device):
+    """What autograd keeps at S > 256: x and the fp32 row statistics besides the parameters; T_t, GELU(H) and
+    the other [*, B*C] buffers are transient (the backward recomputes them)."""
+    B, S, C, DS = 2, 260, 8, 20
+    p = leaves(make_inputs(B, S, C, DS, torch.bfloat16, device))
+    saved = []
+    with count_launches() as n, torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = mixer_kernels.token_mixing(*p)
+    assert n["_token_large_gemm_kernel"] >= 2, dict(n)
+    params = {t.data_ptr() for t in p[1:]}
+    acts = sorted((tuple(t.shape), t.dtype) for t in saved if t.data_ptr() not in params and t.numel() > 0)
+    assert acts == sorted([((B * S,), torch.float32), ((B * S,), torch.float32), ((B, S, C), torch.bfloat16)]), acts
+    out.sum().backward()
+    assert all(t.grad is not None for t in p)
