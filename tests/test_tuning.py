@@ -70,6 +70,10 @@ def test_autotune_off_takes_the_first_fitting_compiling_no_more():
     compiled.clear()
     assert [e.config for e in keep("k", map(Entry, sizes), compile_, 99 * KB, tune=False)] == ["b"]
     assert compiled == ["a", "b"]
+    compiled.clear()     # autotuning: every primary compiled, a fallback only when no primary is clean
+    entries = [Entry("a"), Entry("b"), Entry("c", fallback=True)]
+    assert [e.config for e in keep("k", entries, compile_, 227 * KB, tune=True)] == ["a", "b"]
+    assert compiled == ["a", "b"]
 
 
 @pytest.mark.parametrize("kernel, fp32", [("fwd", False), ("fwd", True), ("dt", False), ("dt", True)])

@@ -117,8 +117,9 @@ def keep(name: str, entries: Iterable[Entry], compiled: Callable[[Any], tuple[in
         return fits(e) and not e.spills
 
     order = [e for e in entries if not e.fallback] + [e for e in entries if e.fallback]
-    tiers = [lambda e: clean(e) and not e.fallback, lambda e: clean(e) and e.fallback,
-             lambda e: fits(e) and not e.fallback, lambda e: fits(e) and e.fallback]
+    # the flag first: a fallback is compiled only when no primary entry is clean
+    tiers = [lambda e: not e.fallback and clean(e), lambda e: e.fallback and clean(e),
+             lambda e: not e.fallback and fits(e), lambda e: e.fallback and fits(e)]
     for tier in tiers:
         if tune:
             kept = [e for e in order if tier(e)]
