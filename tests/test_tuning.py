@@ -10,10 +10,15 @@ import pytest
 import torch
 import triton
 import triton.language as tl
+from helpers import assert_close, count_launches
 
+import mixer_kernels as mk
+import mixer_kernels.ops.gmixer_token_mixing as gtm
+from mixer_kernels._config import triton_interpret
 from mixer_kernels.ops import _token_kernels as tk
-from mixer_kernels.ops import _tuning
+from mixer_kernels.ops import _tuning, affine
 from mixer_kernels.ops._tuning import SHARED_PER_BLOCK, Entry, NoConfigFits, keep
+from reference import ops as ref_ops
 
 KB = 1024
 
@@ -265,3 +270,118 @@ def test_capture_compile_failure_says_what_to_do(monkeypatch):
     monkeypatch.setattr(_tuning, "_capturing", lambda: True)
     with _tuning.simulated(90, broken), pytest.raises(RuntimeError, match="inside a CUDA graph capture.*warm up"):
         _launch(tuner)
+
+
+# ------------------------------------------------------------------------------------------------
+# Plain launches through _tuning.pick: gMixer's GLU token kernels, the Affine (interpreted, the card simulated
+# with the sizes the compile check read at gmixer_24 / resmlp_big_24, triton 3.8)
+
+_GLU_DT = {  # (BLOCK_C, BLOCK_H, num_warps, num_stages) -> arch -> (shared, spills)
+    (16, 64, 4, 2): {90: (214 * KB, 0), 80: (214 * KB, None), 86: (214 * KB, None), 120: (214 * KB, None)},
+    (16, 64, 8, 2): {90: (84 * KB, 0), 80: (84 * KB, 0), 86: (84 * KB, 24), 120: (84 * KB, 12)},
+    (16, 32, 8, 1): {90: (48 * KB, 0), 80: (48 * KB, 0), 86: (48 * KB, 0), 120: (48 * KB, 0)},
+}
+
+
+def _glu_sizes(arch, over=False):
+    def compiled(c):
+        if over:          # nothing fits
+            return 200 * KB, None
+        if c["BLOCK_C"] == 32:      # the forward's one entry: 80 KB, no spills on any card
+            return 80 * KB, 0
+        return _GLU_DT[(c["BLOCK_C"], c["BLOCK_H"], c["num_warps"], c["num_stages"])][arch]
+    return compiled
+
+
+def _spy_picks(monkeypatch):
+    picks = []
+    real = _tuning.pick
+
+    def spy(fn, table, key, device, args, kwargs):
+        got = real(fn, table, key, device, args, kwargs)
+        picks.append((fn.__name__ if hasattr(fn, "__name__") else fn.fn.__name__, got))
+        return got
+    monkeypatch.setattr(_tuning, "pick", spy)
+    return picks
+
+
+def test_glu_tables():
+    """gMixer's GLU launches: the sm_90 entry first and unchanged (the H100 report's), then the fallbacks."""
+    for kernel in ("fwd", "dt"):
+        table = tk.glu_table(kernel, 196, 384, 192, torch.bfloat16)
+        assert table[0] == tk.default_config(kernel, 196, 384, 192, torch.bfloat16, glu=True)
+        assert table[1:] == [dict(c, fallback=True) for c in tk.GLU_FALLBACK_CONFIGS[kernel]]
+    assert tk.glu_table("dt", 196, 384, 192, torch.bfloat16)[0] == dict(BLOCK_C=16, BLOCK_H=64, num_warps=4,
+                                                                         num_stages=2)
+
+
+@pytest.mark.parametrize("arch, dt_tile", [(90, (16, 64, 4, 2)), (80, (16, 64, 8, 2)), (86, (16, 32, 8, 1)),
+                                           (120, (16, 32, 8, 1))])
+def test_glu_launches_pick_per_card(monkeypatch, arch, dt_tile):
+    """The GLU token kernels on a simulated card take the first clean entry of their table (A100: 16x64 on 8
+    warps; 99 KB cards: 16x32), and compute the same block as the float64 oracle (fp32 through the kernels,
+    as test_gmixer's interpreter check; H = 40 over 64 padded rows: two 32-row chunks at 16x32)."""
+    monkeypatch.setattr(gtm, "fast_path", lambda S, dtype: True)
+    picks = _spy_picks(monkeypatch)
+    B, S, C, H = 2, 37, 40, 40
+    torch.manual_seed(arch)
+    inputs = [torch.randn(B, S, C, dtype=torch.float64), 1 + 0.2 * torch.randn(C, dtype=torch.float64),
+              0.2 * torch.randn(C, dtype=torch.float64), torch.randn(2 * H, S, dtype=torch.float64) / S ** 0.5,
+              0.2 * torch.randn(2 * H, dtype=torch.float64), torch.randn(S, H, dtype=torch.float64) / H ** 0.5,
+              0.2 * torch.randn(S, dtype=torch.float64)]
+    g = torch.randn(B, S, C, dtype=torch.float64)
+    out64, grads64 = ref_ops.forward_backward(ref_ops.gmixer_token_mixing, inputs, g, gate_last=True)
+    leaves = [t.float().requires_grad_() for t in inputs]
+    with _tuning.simulated(arch, _glu_sizes(arch)), count_launches() as n:
+        out = mk.gmixer_token_mixing(*leaves, gate_last=True)
+        out.backward(g.float())
+    assert n["_token_mixing_fwd_tm_kernel"] == 1 and n["_token_mixing_bwd_dt_tm_kernel"] == 1, dict(n)
+    tiles = {name: (c["BLOCK_C"], c["BLOCK_H"], c["num_warps"], c["num_stages"]) for name, c in picks
+             if name.startswith("_token_mixing")}
+    assert tiles == {"_token_mixing_fwd_tm_kernel": (32, 64, 4, 1),
+                     "_token_mixing_bwd_dt_tm_kernel": dt_tile}
+    assert_close("out", out, out64)
+    for i, (leaf, r) in enumerate(zip(leaves, grads64, strict=True)):
+        assert_close(f"grad {i}", leaf.grad, r, scale=grads64[5].norm().item() if i == 6 else 0.0)
+
+
+def test_glu_launch_nothing_fits(monkeypatch):
+    monkeypatch.setattr(gtm, "fast_path", lambda S, dtype: True)
+    x = torch.randn(2, 37, 40)
+    args = [x, torch.ones(40), torch.zeros(40), torch.randn(80, 37), torch.zeros(80), torch.randn(37, 40),
+            torch.zeros(37)]
+    with _tuning.simulated(86, _glu_sizes(86, over=True)), \
+            pytest.raises(NoConfigFits, match=r"_token_mixing_fwd_tm_kernel: no tile config fits RTX 3090"):
+        mk.gmixer_token_mixing(*args, gate_last=True)
+
+
+@pytest.mark.parametrize("arch, tile", [(90, (16, 512)), (80, (16, 512)), (86, (32, 256)), (120, (16, 512))])
+def test_affine_forward_pick_per_card(monkeypatch, arch, tile):
+    """The Affine forward (resmlp_big_24's C > 256): the 16 x 512 tile spilled 8 B on sm_86 (triton 3.8), so
+    that card takes the 32 x 256 fallback; the result is the same y = alpha * x + beta (exact in fp32)."""
+    picks = _spy_picks(monkeypatch)
+
+    def compiled(c):
+        return (2 * KB, 16 if (c["BLOCK_C"], arch) == (512, 86) else 0)
+    B, S, C = 2, 5, 300
+    x, a, b = torch.randn(B, S, C), torch.randn(C), torch.randn(C)
+    with _tuning.simulated(arch, compiled), count_launches() as n:
+        y = affine.affine_forward(x, a, b, torch.float32)
+    assert n["_affine_fwd_kernel"] == 1
+    assert [(c["BLOCK_M"], c["BLOCK_C"]) for name, c in picks] == [tile]
+    torch.testing.assert_close(y, (x.double() * a.double() + b.double()).float(), rtol=1e-6, atol=1e-6)
+
+
+def test_pick_compiles_nothing_under_the_interpreter():
+    """Under TRITON_INTERPRET (the test session's setting) pick takes the first primary entry, even for a CUDA
+    device, without compiling (the stand-in's warmup would raise)."""
+    if not triton_interpret():
+        pytest.skip("an interpreter check")
+
+    class NoCompile:
+        __name__ = "_no_compile_kernel"
+
+        def warmup(self, *a, **k):
+            raise AssertionError("compiled under the interpreter")
+    table = [dict(BLOCK=64, num_warps=4, fallback=True), dict(BLOCK=32, num_warps=4)]
+    assert _tuning.pick(NoCompile(), table, ("k",), torch.device("cuda", 0), (), {}) == dict(BLOCK=32, num_warps=4)

@@ -279,7 +279,7 @@ FALLBACK_CONFIGS = {
     ("dt", True): [dict(BLOCK_C=16, BLOCK_H=32, num_warps=8, num_stages=1)],
 }
 
-# gMixer's GLU (GLU != 0), fp16/bf16 only, one config per kernel (compiled at gmixer_24, triton 3.8, sm_90):
+# gMixer's GLU (GLU != 0), fp16/bf16 only, the primary entry per kernel (compiled at gmixer_24, triton 3.8, sm_90):
 #   fwd 32x64, 4 warps, 1 stage: wgmma, 232 registers, 0 spills, 80 KB shared, 2 CTAs per SM.
 #   dt 16x64, 4 warps, 2 stages: wgmma, 128 registers, 0 spills, 214 KB shared (three [64, 256] weight slices,
 #     double-buffered); the GELU tile 32x64 needs 236 KB (over the 227 KB an SM has), at 1 stage it spilled.
@@ -289,6 +289,13 @@ FALLBACK_CONFIGS = {
 # gMixer token mixing takes the composition of ops/gmixer_token_mixing.py.
 # (The interpreter tests also run fp32 through these tiles, to check the kernels' math at fp32 accuracy.)
 GLU_CONFIGS = {"fwd": (32, 64, 4, 1), "dt": (16, 64, 4, 2)}
+# Entries for smaller cards (ops/_tuning.keep), compiled at gmixer_24 bf16 for sm_80, sm_86 and sm_120, triton 3.6
+# and 3.8, with and without the weight-gradient stores (the forward's 32x64 takes 80 KB and spills on no card):
+#   dt 16x64, 8 warps, 2 stages: 84 KB, 0 spills on sm_80 (at 4 warps 16x64 spilled 48-276 B at 1 stage, 8-24 B
+#     at 2; it spills 8-24 B on sm_86/120 too).
+#   dt 16x32, 8 warps, 1 stage: 48 KB, 0 spills on sm_80, sm_86 and sm_120 (4 warps: 12-24 B on sm_86/120).
+GLU_FALLBACK_CONFIGS = {"fwd": [], "dt": [dict(BLOCK_C=16, BLOCK_H=64, num_warps=8, num_stages=2),
+                                          dict(BLOCK_C=16, BLOCK_H=32, num_warps=8, num_stages=1)]}
 
 MAX_BLOCK_H = 64
 
@@ -322,12 +329,24 @@ def padded_glu_weights(fc1_weight, fc2_weight, BS: int, dsp: int):
 
 
 def default_config(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype, glu: bool = False) -> dict:
-    """The one configuration of the interpreter and of MIXER_KERNELS_AUTOTUNE=0 (gMixer's GLU: the only one,
-    GLU_CONFIGS). Small C or DS shrink the tiles (16 is the smallest dot dimension on GPUs)."""
+    """The one configuration of the interpreter and of MIXER_KERNELS_AUTOTUNE=0 (gMixer's GLU: GLU_CONFIGS, the
+    first entry of glu_table). Small C or DS shrink the tiles (16 is the smallest dot dimension on GPUs)."""
     block_c, block_h, warps, stages = GLU_CONFIGS[kernel] if glu else _CONFIGS[(kernel, dtype == torch.float32)]
     block_c = min(block_c, max(16, triton.next_power_of_2(C)))
     block_h = min(block_h, ds_pad(DS))
     return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
+
+
+def glu_table(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> list[dict]:
+    """gMixer's GLU launches' tile table for ops/_tuning.pick: GLU_CONFIGS' entry (every card where it fits and
+    compiles without spills: the H100's), then the smaller cards' fallbacks, shrunk for small C or DS."""
+    out = [default_config(kernel, S, C, DS, dtype, glu=True)]
+    for cfg in GLU_FALLBACK_CONFIGS[kernel]:
+        cfg = dict(cfg, BLOCK_C=min(cfg["BLOCK_C"], max(16, triton.next_power_of_2(C))),
+                   BLOCK_H=min(cfg["BLOCK_H"], ds_pad(DS)))
+        if all({k: v for k, v in c.items() if k != "fallback"} != cfg for c in out):
+            out.append(dict(cfg, fallback=True))
+    return out
 
 
 def tuning_table(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> list[dict]:
@@ -354,7 +373,7 @@ def tuning_table(kernel: str, S: int, C: int, DS: int, dtype: torch.dtype) -> li
 def _compile_cases(name):
     def cases():
         out = []
-        # gmixer_24: S = 196, C = 384, fc1 [384, 196] (DS = H = 192 gated units), the GLU kernels' one config
+        # gmixer_24: S = 196, C = 384, fc1 [384, 196] (DS = H = 192 gated units), the GLU launches' table
         for (tag, S, C, DS), dtype in itertools.product(
                 [("B/16", 196, 768, 384), ("L/16", 196, 1024, 512), ("B/32", 49, 768, 384),
                  ("gmixer_24 glu", 196, 384, 192)],
@@ -362,7 +381,7 @@ def _compile_cases(name):
             glu = tag.endswith("glu")
             if glu and dtype == torch.float32:
                 continue
-            cfgs = [default_config(name, S, C, DS, dtype, glu)] if glu else tuning_table(name, S, C, DS, dtype)
+            cfgs = glu_table(name, S, C, DS, dtype) if glu else tuning_table(name, S, C, DS, dtype)
             for cfg in cfgs:
                 args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=torch.float32, NB=torch.float32,
                             W1=dtype, B1=dtype, W2T=dtype, Scale=torch.float32, S=S, C=C, DS=DS, DS_pad=ds_pad(DS),

@@ -35,7 +35,7 @@ from typing import Any, Callable, Iterable
 import torch
 import triton
 
-from .._config import autotune
+from .._config import autotune, triton_interpret
 
 # cudaDevAttrMaxSharedMemoryPerBlockOptin by compute capability (bytes): what one program may take.
 SHARED_PER_BLOCK = {
@@ -168,14 +168,15 @@ def pick(fn, table: list[dict], key: tuple, device, args: tuple, kwargs: dict) -
     """The config (a dict of constexprs + num_warps + num_stages; a true `fallback` marks a smaller card's
     entry) that a plain launch of `fn` (one config, no autotuning) takes on `device`: the first kept entry of
     `table`, cached per (kernel, device, key). `key` must determine the compiled kernel's size (shapes,
-    dtypes, constexprs). Off CUDA (the interpreter, meta tensors): the first primary entry."""
+    dtypes, constexprs). Off CUDA or under TRITON_INTERPRET (the interpreter, meta tensors): the first primary
+    entry, nothing compiled."""
     name = getattr(fn, "__name__", None) or fn.fn.__name__
     entries = [Entry(c, bool(c.get("fallback"))) for c in table]
     if _SIMULATED is not None:
         arch, compiled = _SIMULATED
         return _strip(keep(name, entries, compiled, shared_limit(arch=arch), tune=False,
                            card=CARDS.get(arch, f"sm_{arch}"))[0].config)
-    if device.type != "cuda":
+    if device.type != "cuda" or triton_interpret():
         return _strip(next(c for c in table if not c.get("fallback")))
     full = (name, device.index, key)
     if full not in _PICKED:

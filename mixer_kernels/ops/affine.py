@@ -11,11 +11,14 @@ Design: a fixed grid of G programs; program p takes row blocks p, p+G, ... for e
 its dalpha/dbeta partials in registers, stored once into row p of a [G, C] fp32 scratch; one ordered
 sum over G gives the result: deterministic, no atomics, every row read once. Row offsets are 64-bit.
 """
+import itertools
+
 import torch
 import triton
 import triton.language as tl
 
 from .._config import empty, triton_interpret
+from . import _tuning
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
 from .layernorm_backward import MAX_PROGRAMS
@@ -105,6 +108,25 @@ def _block_sizes(C: int) -> tuple[int, int, int]:
     return block_m, block_c, 8 if block_m * block_c >= 4096 else 4
 
 
+def _table(C: int, kernel: str) -> list[dict]:
+    """A launch's tile table for ops/_tuning.pick: _block_sizes' tile, and for the forward over 256 channels a
+    fallback of the same 8192 elements as 32 rows x 256 channels (resmlp_big_24 bf16, triton 3.8: the 16 x 512
+    tile spilled 8 B on sm_86 (64 registers), 32 x 256 none on sm_80, sm_86, sm_120; identical on sm_90)."""
+    block_m, block_c, num_warps = _block_sizes(C)
+    table = [dict(BLOCK_M=block_m, BLOCK_C=block_c, num_warps=num_warps)]
+    if kernel == "fwd" and block_c > 256:
+        table.append(dict(BLOCK_M=32, BLOCK_C=256, num_warps=8, fallback=True))
+    return table
+
+
+def _pick(kernel, name: str, x: torch.Tensor, ints: tuple, args: tuple, kwargs: dict, *dtypes) -> dict:
+    """ops/_tuning.pick over _table: the config this card keeps (keyed on C, the dtypes and how Triton
+    specialises the other integer arguments)."""
+    C = x.shape[2]
+    key = (C, *(str(d) for d in dtypes), tuple((i == 1, i % 16 == 0) for i in ints))
+    return _tuning.pick(kernel, _table(C, name), key, x.device, args, kwargs)
+
+
 def _programs(M: int, block_m: int) -> int:
     """G of the backward: the LayerNorm backward's fixed program count (independent of the card, so the
     partials' order - and the bits - are the same everywhere), never more than row blocks."""
@@ -117,10 +139,9 @@ def affine_forward(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, dty
     M = B * S
     y = empty((M, C), device=x.device, dtype=dtype)
     if M:
-        BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
-        _affine_fwd_kernel[(triton.cdiv(M, BLOCK_M),)](
-            x, alpha, beta, y, M, S, C, *x.stride(), INTERPRET=triton_interpret(), BLOCK_M=BLOCK_M,
-            BLOCK_C=BLOCK_C, num_warps=num_warps)
+        args, kwargs = (x, alpha, beta, y, M, S, C, *x.stride()), dict(INTERPRET=triton_interpret())
+        meta = _pick(_affine_fwd_kernel, "fwd", x, (S, *x.stride()), args, kwargs, x.dtype, alpha.dtype, dtype)
+        _affine_fwd_kernel[(triton.cdiv(M, meta["BLOCK_M"]),)](*args, **kwargs, **meta)
     return y.view(B, S, C)
 
 
@@ -133,13 +154,14 @@ def affine_backward(dn: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, dres
     if M == 0:
         zero = torch.zeros((C,), device=x.device, dtype=torch.float32)
         return dx, zero, zero.clone()
-    BLOCK_M, BLOCK_C, num_warps = _block_sizes(C)
-    G = _programs(M, BLOCK_M)
+    G = _programs(M, _block_sizes(C)[0])    # the table's one entry: G does not depend on the card
     dap = empty((G, C), device=x.device, dtype=torch.float32)
     dbp = empty((G, C), device=x.device, dtype=torch.float32)
-    _affine_bwd_kernel[(G,)](
-        dn, x, alpha, dresidual, dx, dap, dbp, M, S, C, *x.stride(), *dresidual.stride(),
-        INTERPRET=triton_interpret(), BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=num_warps)
+    args = (dn, x, alpha, dresidual, dx, dap, dbp, M, S, C, *x.stride(), *dresidual.stride())
+    kwargs = dict(INTERPRET=triton_interpret())
+    meta = _pick(_affine_bwd_kernel, "bwd", x, (S, *x.stride(), *dresidual.stride()), args, kwargs, dn.dtype,
+                 x.dtype, alpha.dtype, dresidual.dtype)
+    _affine_bwd_kernel[(G,)](*args, **kwargs, **meta)
     return dx, dap.sum(0), dbp.sum(0)     # fixed-order sums of the partials
 
 
@@ -150,12 +172,14 @@ _SIZES = (("resmlp_24", 196, 384), ("resmlp_big_24", 784, 768))
 def _fwd_cases() -> list[CompileCase]:
     cases = []
     for name, S, C in _SIZES:
-        for dt in (torch.bfloat16, torch.float32):
-            BLOCK_M, BLOCK_C, w = _block_sizes(C)
-            cases.append(CompileCase(f"{name} {str(dt)[6:]}", dict(
+        for dt, cfg in itertools.product((torch.bfloat16, torch.float32), _table(C, "fwd")):
+            group = f"{name} {str(dt)[6:]}"     # the launch: its table's entries
+            fb = cfg.get("fallback", False)
+            label = group + (f" m{cfg['BLOCK_M']}c{cfg['BLOCK_C']}w{cfg['num_warps']} fallback" if fb else "")
+            cases.append(CompileCase(label, dict(
                 X=dt, Alpha=dt, Beta=dt, Y=torch.bfloat16 if dt == torch.bfloat16 else dt, M=256 * S, S=S, C=C,
-                stride_xb=S * C, stride_xs=C, stride_xc=1, INTERPRET=False, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C),
-                num_warps=w, num_stages=1))
+                stride_xb=S * C, stride_xs=C, stride_xc=1, INTERPRET=False, BLOCK_M=cfg["BLOCK_M"],
+                BLOCK_C=cfg["BLOCK_C"]), num_warps=cfg["num_warps"], num_stages=1, group=group, fallback=fb))
     return cases
 
 
