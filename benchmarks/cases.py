@@ -89,17 +89,18 @@ def kernel_flops(family: str, name: str, batch: int) -> dict[str, float]:
     """FLOPs of one call of each mixer-kernels matmul kernel in a case, for per-kernel rates (issue 4:
     "each GEMM at >= 70% of the matmul rate"). Unpadded sizes, recomputed matmuls counted (the kernel
     does that work). Channel mixing: every launch of its three kernels is one [B*S, C] x [C, DC]-sized
-    GEMM (fc1, fc2, the two backward data GEMMs, each weight gradient). Token mixing: the forward
-    kernels do 2 token-MLP matmuls, the dT kernels 3, the dW kernel 4 (sizes: docs/design.md, "Where the time goes")."""
+    GEMM (fc1, fc2, the two backward data GEMMs, each weight gradient). Token mixing: the fast path's
+    forward kernel does 2 token-MLP matmuls, its dT kernel 3; each launch of the large-S path's GEMM kernel
+    (fc1, fc2, dT) 1, its dual GEMM 2 (sizes: docs/design.md, "Where the time goes")."""
     shape = name.split()[-1]
     if family not in ("token", "channel", "block", "model") or shape not in SHAPES:
         return {}
     d = SHAPES[shape]
     tok = token_flops(batch, d["S"], d["C"], d["DS"]) / 2      # one token-MLP matmul
     ch = channel_flops(batch, d["S"], d["C"], d["DC"]) / 2     # one channel-MLP matmul
-    return {"_token_mixing_fwd_kernel": 2 * tok, "_token_mixing_bwd_dt_kernel": 3 * tok,
-            "_token_mixing_bwd_dw_kernel": 4 * tok, "_token_mixing_fwd_tm_kernel": 2 * tok,
-            "_token_mixing_bwd_dt_tm_kernel": 3 * tok, "_channel_hidden_kernel": ch, "_channel_out_kernel": ch,
+    return {"_token_mixing_fwd_tm_kernel": 2 * tok, "_token_mixing_bwd_dt_tm_kernel": 3 * tok,
+            "_token_large_gemm_kernel": tok, "_token_large_dual_kernel": 2 * tok,
+            "_channel_hidden_kernel": ch, "_channel_out_kernel": ch,
             "_channel_wgrad_kernel": ch}
 
 

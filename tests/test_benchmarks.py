@@ -104,7 +104,7 @@ def _fake_records():
                 speedup={"eager": 4.0}, seconds=3.0)
     case["providers"][MK]["rate"] = 59.2e9 / 0.2e-3 / 1e12
     case["providers"][MK]["kernels"] = dict(total_us_per_step=120.0, kernels=[
-        dict(kernel="_token_mixing_fwd_kernel", calls_per_step=1.0, us_per_step=100.0, share=100 / 120),
+        dict(kernel="_token_mixing_fwd_tm_kernel", calls_per_step=1.0, us_per_step=100.0, share=100 / 120),
         dict(kernel="_layernorm_stats_kernel", calls_per_step=1.0, us_per_step=20.0, share=20 / 120)])
     return [anchor, case]
 
@@ -126,7 +126,7 @@ def test_report_formats(tmp_path):
     assert "Test Card" in full and "4.00x" in full and "error: RuntimeError: x" in full
     assert "| token B/16 | fwd | 256 | 0.2 |" in summary
     assert "| 3 | token mixing fwd >= 3x eager | 4.00x | yes |" in summary
-    assert "| `_token_mixing_fwd_kernel` | 1 | 100.0 | 83% | 592 | 108% |" in markdown_kernels(records)
+    assert "| `_token_mixing_fwd_tm_kernel` | 1 | 100.0 | 83% | 592 | 108% |" in markdown_kernels(records)
     written = write_files(str(tmp_path), meta, records, plot=True)
     names = {os.path.basename(p) for p in written}
     assert json.loads((tmp_path / "results.json").read_text())["targets"][0]["met"] is True

@@ -28,12 +28,11 @@ from mixer_kernels.ops import token_mixing as tm
 from reference import ops as oracle
 
 NAMES = ("x", "norm_weight", "norm_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
-FWD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_kernel")
-BWD_KERNELS = ("_token_mixing_bwd_dt_kernel", "_layernorm_bwd_kernel", "_token_mixing_bwd_dw_kernel")
-# fp16/bf16 with S <= 256: the token-major kernels (ops/_token_kernels.py), weight gradients from GEMMs
+# fp16/bf16 (or tf32) with S <= 256: the token-major kernels (ops/_token_kernels.py), weight gradients from GEMMs
 FAST_FWD_KERNELS = ("_layernorm_stats_kernel", "_token_mixing_fwd_tm_kernel")
 FAST_BWD_KERNELS = ("_token_mixing_bwd_dt_tm_kernel", "_layernorm_bwd_kernel")
-# S > 256, every dtype: the large-S path (ops/_token_large_kernels.py; tests/test_token_mixing_large.py)
+# S > 256 in every dtype, and ieee fp32 at every S: the large-S GEMM path (ops/_token_large_kernels.py;
+# tests/test_token_mixing_large.py)
 LARGE_FWD = {"_token_large_ln_kernel": 1, "_token_large_gemm_kernel": 2}
 LARGE_BWD = {"_token_large_ln_kernel": 1, "_token_large_dual_kernel": 1, "_token_large_gemm_kernel": 1,
              "_layernorm_bwd_kernel": 1}
@@ -84,8 +83,9 @@ def check_all(out, grads, ref_out, ref_grads, eager_out=None, eager_grads=None):
 S16, B16, L16 = (4, 196, 512, 256), (4, 196, 768, 384), (2, 196, 1024, 512)
 
 # --------------------------------------------------------------------------------------------------
-# fp32 against float64: S in {1, 49, 196, 197} and the large-S path (S > 256), C in {8, 40, 130}, DS never a
-# power of two, both GELUs; launches counted. On a GPU: S/16, B/16, L/16 (and B/16 with the tanh GELU).
+# fp32 (ieee dots: the default "highest") against float64: S in {1, 49, 196, 197, 576}, C in {8, 40, 130}, DS
+# never a power of two, both GELUs; every S runs the large-S GEMM path with FMA dots (launches counted). On a
+# GPU: S/16, B/16, L/16 (and B/16 with the tanh GELU).
 
 @pytest.mark.parametrize("B,S,C,DS,approximate", by_device([
     (2, 1, 8, 24, "none"),
@@ -93,7 +93,7 @@ S16, B16, L16 = (4, 196, 512, 256), (4, 196, 768, 384), (2, 196, 1024, 512)
     (1, 49, 130, 36, "none"),
     (1, 196, 8, 20, "tanh"),
     (1, 197, 40, 36, "none"),
-    (1, 576, 8, 20, "none"),      # S > 256: the large-S path with FMA dots
+    (1, 576, 8, 20, "none"),      # S > 256
 ], [(*S16, "none"), (*B16, "none"), (*L16, "none"), (*B16, "tanh")]))
 def test_fp32(device, B, S, C, DS, approximate):
     inputs = make_inputs(B, S, C, DS, device=device)
@@ -102,13 +102,12 @@ def test_fp32(device, B, S, C, DS, approximate):
     if device == "cuda":      # the first call autotunes (many launches); count a later one
         mixer_kernels.token_mixing(*p, approximate=approximate).backward(dy)
         p = leaves(inputs)
-    large = S > tm.MAX_RESIDENT_S
     with count_launches() as n_fwd:
         out = mixer_kernels.token_mixing(*p, approximate=approximate)
-    assert dict(n_fwd) == (LARGE_FWD if large else {k: 1 for k in FWD_KERNELS})     # exactly these launches
+    assert dict(n_fwd) == LARGE_FWD     # exactly these launches
     with count_launches() as n_bwd:
         out.backward(dy)
-    assert dict(n_bwd) == (LARGE_BWD if large else {k: 1 for k in BWD_KERNELS})
+    assert dict(n_bwd) == LARGE_BWD
     assert out.dtype == torch.float32 and out.shape == (B, S, C)
     ref_out, ref_grads = reference(inputs, dy, approximate)
     check_all(out.detach(), [t.grad for t in p], ref_out, ref_grads)
@@ -328,9 +327,9 @@ def test_matmul_precision(device, precision, expected):
     """fp32 dots follow torch.get_float32_matmul_precision() (the interpreter computes exact fp32 either
     way; the compiled kernels get the flag)."""
     seen = []
-    # ieee: the channel-major kernels (FMA dots); tf32: the token-major ones (ops/_token_kernels.py)
-    kernels = (tm._token_mixing_fwd_kernel, tm._token_mixing_bwd_dt_kernel, tm._token_mixing_bwd_dw_kernel,
-               tm._token_mixing_fwd_tm_kernel, tm._token_mixing_bwd_dt_tm_kernel)
+    # ieee: the large-S path's GEMMs (FMA dots, at S = 49 too); tf32: the token-major kernels (ops/_token_kernels.py)
+    kernels = (tm.lk._token_large_gemm_kernel, tm.lk._token_large_dual_kernel, tm._token_mixing_fwd_tm_kernel,
+               tm._token_mixing_bwd_dt_tm_kernel)
     for k in kernels:
         orig = k.run
 
@@ -348,52 +347,53 @@ def test_matmul_precision(device, precision, expected):
         torch.set_float32_matmul_precision(old)
         for k in kernels:
             del k.run
-    assert set(seen) == {expected} and len(seen) >= (3 if expected == "ieee" else 2)   # more: GPU autotune
+    # ieee: fc1, fc2, the dual GEMM and dT; tf32: forward and dT (more: GPU autotune)
+    assert set(seen) == {expected} and len(seen) >= (4 if expected == "ieee" else 2)
     ref_out, ref_grads = reference(inputs, dy)
     if expected == "ieee" or device == "cpu":
         check_all(out, grads, ref_out, ref_grads)
 
 
-def test_frozen_weights(device):
-    """Without fc weight gradients the dW kernel is skipped; x and LayerNorm gradients still exact."""
+def test_frozen_weights(device, monkeypatch):
+    """ieee fp32 without fc weight gradients: the backward's kernels run, the weight-gradient GEMMs
+    (torch.matmul) do not; x and LayerNorm gradients still exact."""
     inputs = make_inputs(2, 49, 8, 20, device=device)
     dy = torch.randn(2, 49, 8, device=device)
     p = [t.detach().clone().requires_grad_(i < 3) for i, t in enumerate(inputs)]
     out = mixer_kernels.token_mixing(*p)
+    matmuls, real = [], torch.matmul
+    monkeypatch.setattr(torch, "matmul", lambda *a, **k: matmuls.append(1) or real(*a, **k))
     with count_launches() as n:
         out.backward(dy)
-    assert n["_token_mixing_bwd_dw_kernel"] == 0 and n["_token_mixing_bwd_dt_kernel"] >= 1   # > 1: GPU autotune
+    monkeypatch.undo()
+    assert n["_token_large_dual_kernel"] >= 1 and n["_layernorm_bwd_kernel"] >= 1 and not matmuls, dict(n)
     ref_out, ref_grads = reference(inputs, dy)
     for i in range(3):
         assert_close(f"d{NAMES[i]}", p[i].grad, ref_grads[i])
     assert all(t.grad is None for t in p[3:])
 
 
-def test_large_path_small(device, monkeypatch):
-    """The large-S path (ieee fp32: FMA dots) at a small size, routed there by lowering the threshold:
-    several row and column tiles and K steps of every GEMM, masked edges."""
-    monkeypatch.setattr(tm, "MAX_RESIDENT_S", 16)
+def test_large_path_small(device):
+    """ieee fp32 at S <= 256 takes the large-S path (FMA dots): several row and column tiles and K steps of
+    every GEMM, masked edges; no fast-path kernel runs."""
+    assert tm._large_path(49, torch.float32, "ieee") and not tm._large_path(49, torch.float32, "tf32")
     inputs = make_inputs(2, 49, 40, 24, device=device)
     dy = torch.randn(2, 49, 40, device=device)
     with count_launches() as n:
         out, grads = run(inputs, dy, approximate="tanh")
-    assert n["_token_large_dual_kernel"] >= 1 and n["_token_mixing_fwd_kernel"] == 0   # > 1: GPU autotune
+    assert n["_token_large_dual_kernel"] >= 1 and not any(n[k] for k in FAST_FWD_KERNELS + FAST_BWD_KERNELS[:1]), \
+        dict(n)   # > 1: GPU autotune
     ref_out, ref_grads = reference(inputs, dy, "tanh")
     check_all(out, grads, ref_out, ref_grads)
 
 
-def test_64bit_offsets(device, monkeypatch):
-    """The launcher switches to 64-bit offsets where a view may address past 2^31 elements; the int64
-    code path gives the same result (run here with the switch forced)."""
+def test_64bit_offsets():
+    """The fast path's launcher switches to 64-bit offsets where a view may address past 2^31 elements
+    (the int64 code path runs in test_fast_path_frozen_weights_and_offsets, the switch forced; the large-S
+    path's row offsets are 64-bit always)."""
     assert tm._off64(torch.empty(2**12, 2**10, 2**9 + 1, device="meta"))
     assert tm._off64(torch.empty(1, 2, 3, device="meta").as_strided((2, 2, 3), (2**31, 3, 1)))
     assert not tm._off64(torch.empty(256, 196, 768, device="meta"))
-    monkeypatch.setattr(tm, "_off64", lambda *t: True)
-    inputs = make_inputs(2, 49, 8, 20, device=device)
-    dy = torch.randn(2, 49, 8, device=device)
-    out, grads = run(inputs, dy)
-    ref_out, ref_grads = reference(inputs, dy)
-    check_all(out, grads, ref_out, ref_grads)
 
 
 def test_saved_activations(device):

@@ -17,7 +17,7 @@ from mixer_kernels.ops import _guard
 
 OPS = {"token": mixer_kernels.token_mixing, "channel": mixer_kernels.channel_mixing}
 TORCH = {"token": torch_math.token_mixing_torch, "channel": torch_math.channel_mixing_torch}
-FWD_KERNEL = {"token": "_token_mixing_fwd_kernel", "channel": "_channel_hidden_kernel"}
+FWD_KERNEL = {"token": "_token_large_gemm_kernel", "channel": "_channel_hidden_kernel"}   # fp32 ieee
 needs_interpreter = pytest.mark.skipif(not triton_interpret() and not torch.cuda.is_available(),
                                        reason="the Triton path needs TRITON_INTERPRET=1 or a GPU")
 

@@ -91,7 +91,7 @@ def import_all_ops():
 
 @contextlib.contextmanager
 def count_launches():
-    """`with count_launches() as n: ...` then `n["_token_mixing_fwd_kernel"]` is how many times that
+    """`with count_launches() as n: ...` then `n["_token_mixing_fwd_tm_kernel"]` is how many times that
     registered Triton kernel was launched inside the block (wraps each kernel object's `run`; on a GPU
     the autotuner's benchmark launches count too). The tests and benchmarks use it to prove that the
     kernels ran, not a PyTorch fallback."""

@@ -1,5 +1,6 @@
 """Token mixing's resident kernels (S <= 256; fp16/bf16, or fp32 with tf32 dots) and their tile tables; the
-custom ops, launchers, the tiled path (S > 256) and the ieee fp32 kernels live in ops/token_mixing.py.
+custom ops and launchers live in ops/token_mixing.py; S > 256 and ieee fp32 at every S take the large-S
+GEMM path (ops/_token_large_kernels.py).
 
 Token-major tiles, the fc weights as the A operand. One program per (sample b, BLOCK_C channels) holds
 T = LN(x[b])[:, c] as a [BLOCK_S, BLOCK_C] tile (rows: tokens, padded to a power of two; columns:
@@ -244,8 +245,8 @@ def block_s(S: int) -> int:
 #     so one program's prologue and epilogue overlap the other's hidden loop. The speed model ranks it
 #     first (H100, B/16 batch 256: 0.157 ms against 0.169 at 2 stages; it does not model the exposed
 #     latency of the synchronous weight loads, so the 2-stage config stays in the tuning list).
-# fp32 operands with tf32 dots (wgmma 64xNx8; ieee fp32 takes ops/token_mixing.py's channel-major kernels:
-# an FMA dot of these tiles spilled 36 KB), twice the bytes per weight slice:
+# fp32 operands with tf32 dots (wgmma 64xNx8; ieee fp32 takes the large-S GEMM path at every S,
+# ops/_token_large_kernels.py: an FMA dot of these tiles spilled 36 KB), twice the bytes per weight slice:
 #   fwd 32x64, 1 stage: wgmma 64x32x8, 255 registers, 0 spills, 104 KB shared, 2 CTAs per SM (2 stages:
 #     296 KB of shared memory, over the limit).
 #   dt 16x64, 8 warps, 1 stage: wgmma 64x8x8 (the two warpgroups split N), 232 registers, 0 spills, 224 KB

@@ -1,5 +1,6 @@
-"""The large-S token-mixing kernels (S > 256: 384 px fine-tuning, S = 576; patch 8, S = 784) and their
-tile tables; ops/token_mixing.py holds the op glue (`_token_mixing_fwd_large`, `_token_mixing_bwd_large`).
+"""The large-S token-mixing kernels (S > 256: 384 px fine-tuning, S = 576; patch 8, S = 784; and ieee fp32
+at every S, S <= 256 included) and their tile tables; ops/token_mixing.py holds the op glue
+(`_token_mixing_fwd_large`, `_token_mixing_bwd_large`).
 
 Design: "LN(x) once + token-major GEMMs". At S > 256 a channel-major program can no longer keep its
 [channels, S] output accumulator on chip, so the resident kernels would recompute the first matmul once
@@ -27,7 +28,8 @@ The LayerNorm is done once, in a memory-bound row kernel that writes the token-m
 (no separate transpose). Saved between forward and backward: x and the fp32 mean/rstd only.
 
 Dots: fp16/bf16 and fp32 with tf32 dots run wgmma (the weights from shared memory as A); ieee fp32 the same
-kernels with FMA dots on small tiles (exact, slow: no tensor-core form).
+kernels with FMA dots on small tiles (exact, slow: no tensor-core form), at every S: ops/token_mixing.py
+routes ieee fp32 here at S <= 256 too (the fast path's tiles spilled 36 KB with FMA dots).
 
 The weight gradients are cuBLAS GEMMs (torch.matmul, fp32 accumulation, deterministic), not a Triton
 split-K kernel: by the speed model each is compute-bound at CUBLAS_EFF of peak (0.139 ms at B/16@384
@@ -324,18 +326,22 @@ def ln_meta(C: int) -> dict:
 # Compile cases (tests/test_compile.py) and the work of one launch (the speed model)
 
 SHAPES = [("B/16@384", 576, 768, 384), ("B/8", 784, 768, 384)]   # (tag, S, C, DS); batch 256
+IEEE_SHAPES = [("B/16", 196, 768, 384)]   # ieee fp32 only: S <= 256 takes this path in that dtype alone
 BATCH = 256
 
 
 def _cases(kernel: str):
     def cases():
         out = []
-        for tag, S, C, DS in SHAPES:
+        every = ((torch.bfloat16, "ieee"), (torch.float32, "tf32"), (torch.float32, "ieee"))
+        ieee = ((torch.float32, "ieee"),)
+        for tag, S, C, DS, operand_sets in [(*sh, every) for sh in SHAPES] + [(*sh, ieee) for sh in IEEE_SHAPES]:
             N = BATCH * C
-            for dtype, prec in ((torch.bfloat16, "ieee"), (torch.float32, "tf32"), (torch.float32, "ieee")):
+            lda = triton.cdiv(S, 8) * 8   # _aligned_rows: [*, S] weight rows padded to 16 bytes (S = 196: 200)
+            for dtype, prec in operand_sets:
                 name = str(dtype)[6:] + (f" {prec}" if dtype == torch.float32 else "")
                 if kernel == "ln":
-                    if prec == "ieee" and dtype == torch.float32:   # no dot: the same kernel as tf32's
+                    if prec == "ieee" and dtype == torch.float32 and len(operand_sets) > 1:   # tf32's kernel
                         continue
                     for stats in (True, False):
                         args = dict(X=dtype, Mean=torch.float32, Rstd=torch.float32, NW=dtype, NB=dtype, DY=dtype,
@@ -351,7 +357,7 @@ def _cases(kernel: str):
                     label = f"{tag} {name} {bm}x{bn}x{bk}w{w}s{st}"
                     if kernel == "dual":
                         args = dict(W1=dtype, W2t=dtype, B1=dtype, T=dtype, G=dtype, Act=dtype, DH=dtype, M=DS, N=N,
-                                    K=S, LDA=S, WRITE_ACT=True, APPROX_TANH=False, INTERPRET=False,
+                                    K=S, LDA=lda, WRITE_ACT=True, APPROX_TANH=False, INTERPRET=False,
                                     INPUT_PRECISION=prec, **tile)
                         out.append(CompileCase(label, args, num_warps=w, num_stages=st,
                                                group=f"{tag} {name}"))   # the launch: its table's entries
@@ -361,7 +367,8 @@ def _cases(kernel: str):
                                                               ("fc2", S, DS, False, True, True, True),
                                                               ("dT", S, DS, False, False, False, False)):
                         args = dict(A=dtype, Bm=dtype, Bias=dtype, Scale=torch.float32, Res=dtype, Out=dtype,
-                                    M=M, N=N, K=K, C=C, LDA=K, s_rb=S * C, s_rs=C, s_rc=1, GELU_OUT=act,
+                                    M=M, N=N, K=K, C=C, LDA=lda if K == S else K, s_rb=S * C, s_rs=C, s_rc=1,
+                                    GELU_OUT=act,
                                     HAS_BIAS=bias, HAS_SCALE=scale, HAS_RES=res, APPROX_TANH=False, INTERPRET=False,
                                     INPUT_PRECISION=prec, **tile)
                         out.append(CompileCase(f"{label} {role}", args, num_warps=w, num_stages=st,

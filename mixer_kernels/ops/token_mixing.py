@@ -3,386 +3,75 @@
     y[b] = x[b] + scale[b] * (W2 @ GELU(W1 @ T[b] + b1[:, None]) + b2[:, None]),   T[b] = LN(x[b])  [S, C]
 
 x [B, S, C]; W1 = fc1_weight [DS, S], W2 = fc2_weight [S, DS]; scale = the optional per-sample drop_path
-multiplier. Every channel column of T[b] is an independent S-vector, so a (sample, channel tile) is a
-self-contained unit of work: no transpose is ever materialised.
+multiplier. Every channel column of T[b] is an independent S-vector.
 
-Three paths
------------
+Two paths (the routing: `_fast_path` / `_large_path`)
+-----------------------------------------------------
 * The fast path, S <= 256 (every 224 px model) with fp16/bf16 fc weights, or fp32 ones when
   torch.get_float32_matmul_precision() allows tf32 dots ("high"/"medium"): the token-major kernels of
-  ops/_token_kernels.py (weights as the wgmma A operand from shared memory, 4 warps, no duplicated
-  warpgroup work, zero-padded 16-byte aligned weight copies, a branch-free erf), and in the backward the
-  dT kernel also writes T, G, GELU(H) and dH in the compute dtype ([S or DS, B*C], transient, freed on
-  return) so that the fc weight and bias gradients are two cuBLAS GEMMs with K = B*C
-  (`_token_mixing_bwd_tm`: deterministic, no atomics; ~0.46 GB of transient buffers at B/16 batch 256).
-  That file's docstring has the layout.
-* The large-S path, every S > 256 (384 px fine-tuning: S = 576; patch 8: S = 784), every dtype:
-  "LN(x) once + token-major GEMMs" (ops/_token_large_kernels.py; `_token_mixing_fwd_large`,
-  `_token_mixing_bwd_large`). A LayerNorm kernel writes T_t = LN(x) token-major, [S, B*C], then plain
-  tensor-core GEMMs with fused epilogues: GELU(W1 @ T_t + b1), and x + scale * (W2 @ A + b2) written
-  straight into [B, S, C]; the backward recomputes T_t (with G_t = scale * dy) from the saved statistics,
-  runs H = W1 @ T_t and dA = W2^T @ G_t as one dual GEMM whose epilogue writes GELU(H) and dH, then
-  dT = W1^T @ dH, the LayerNorm backward, and the weight gradients as cuBLAS GEMMs over K = B*C (as the
-  fast path). The trade-off: the [*, B*C] operands make one trip through device memory (transient:
-  ~0.38 GB forward, ~0.76 GB backward at B/16@384 batch 256 bf16) instead of recomputing the first matmul
-  per output-token tile as the channel-major tiled kernels that this path replaced did (ceil(S/128) times:
-  ~4.9 ms forward there against 0.50 ms here; forward + backward 1.82 ms, eager 1.27 / 2.86 ms; H100
-  model, B/16@384 batch 256 bf16). fp16/bf16 and tf32 run wgmma; ieee fp32 runs the same kernels with
-  FMA dots on small tiles.
-* fp32 weights with exact ("ieee", the default "highest") dots and S <= 256: this file's channel-major
-  kernels, described below (FMA dots: ieee fp32 has no tensor-core form, and an FMA dot of the
-  token-major tiles spilled 36 KB).
+  ops/_token_kernels.py, one program per (sample, channel tile), a self-contained unit of work (no
+  transpose is materialised; weights as the wgmma A operand from shared memory, 4 warps, no duplicated
+  warpgroup work, zero-padded 16-byte aligned weight copies, a branch-free erf). Forward: `layernorm_stats`
+  (fp32 mean/rstd per row), then the fused LN + fc1 + GELU + fc2 + residual kernel; the hidden activation
+  [B, DS, C] never reaches device memory. In the backward the dT kernel also writes T, G, GELU(H) and dH in
+  the compute dtype ([S or DS, B*C], transient, freed on return) so that the fc weight and bias gradients
+  are two cuBLAS GEMMs with K = B*C (`_token_mixing_bwd_tm`: deterministic, no atomics; ~0.46 GB of
+  transient buffers at B/16 batch 256). That file's docstring has the layout.
+* The large-S GEMM path, every S > 256 (384 px fine-tuning: S = 576; patch 8: S = 784) in every dtype, and
+  fp32 with exact ("ieee", the default "highest") dots at every S: "LN(x) once + token-major GEMMs"
+  (ops/_token_large_kernels.py; `_token_mixing_fwd_large`, `_token_mixing_bwd_large`). A LayerNorm kernel
+  writes T_t = LN(x) token-major, [S, B*C], then plain GEMMs with fused epilogues: GELU(W1 @ T_t + b1),
+  and x + scale * (W2 @ A + b2) written straight into [B, S, C]; the backward recomputes T_t (with
+  G_t = scale * dy) from the saved statistics, runs H = W1 @ T_t and dA = W2^T @ G_t as one dual GEMM
+  whose epilogue writes GELU(H) and dH, then dT = W1^T @ dH, the LayerNorm backward, and the weight
+  gradients as cuBLAS GEMMs over K = B*C (as the fast path). The trade-off: the [*, B*C] operands make one
+  trip through device memory (transient: ~0.38 GB forward, ~0.76 GB backward at B/16@384 batch 256 bf16)
+  instead of recomputing the first matmul per output-token tile as the channel-major tiled kernels that
+  this path replaced did (ceil(S/128) times: ~4.9 ms forward there against 0.50 ms here; forward +
+  backward 1.82 ms, eager 1.27 / 2.86 ms; H100 model, B/16@384 batch 256 bf16). fp16/bf16 and tf32 run
+  wgmma; ieee fp32 runs the same kernels with FMA dots (INPUT_PRECISION="ieee") on small tiles that
+  compile without spills on every card (ieee fp32 has no tensor-core form; the channel-major FMA kernels
+  that ran it at S <= 256 before spilled on sm_90, and an FMA dot of the fast path's tiles spilled 36 KB).
 
-Design of the channel-major kernels (the trade-offs, in the spirit of flash-attention's layer_norm.py)
---------------------------------------------------------------------------------------------------------
-Tiles are held channel-major, [BLOCK_C, tokens], so every tl.dot has M = BLOCK_C and N, K in
-{tokens, hidden chunk}.
-
-Forward, two launches: `layernorm_stats` (fp32 mean/rstd per row, [B*S]), then
-`_token_mixing_fwd_kernel`, one program per (sample, BLOCK_C channels):
-  the program (S <= 256: every model of docs/design.md, "The block", at 224 px: S = 49, 196, 256)
-    loads its x tile once, normalises it while loading (fp32 stats, LN weight/bias upcast to fp32) and
-    keeps T^T [BLOCK_C, next_pow2(S)] in registers in the compute dtype. For each hidden chunk of
-    BLOCK_H rows it computes H^T = T^T @ W1[h]^T + b1 in fp32, A = GELU(H) in fp32, casts A to the
-    compute dtype and accumulates out^T += A^T @ W2[:, h]^T in an fp32 [BLOCK_C, S_pad] accumulator.
-    The epilogue adds b2, scales by sample_scale, adds the residual x and writes y once. The hidden
-    activation [B, DS, C] never reaches device memory. Registers: the accumulator is 64x256 fp32
-    (64 regs/thread at 8 warps), T^T 32 more at bf16; BLOCK_H = 32 keeps the H/A chunk at 8 regs.
-    docs/design.md ("Triton on our machines") measured 12 B of spills at hidden chunk 64 and 744+ B at 4 warps
-    or 128 channels (bf16, when these kernels were the bf16 path).
-
-Backward: the saved tensors are x and the fp32 (mean, rstd) only; T, H, A are recomputed.
-With G = scale[b] * dy (the branch gradient), per sample and channel column:
+Backward: the saved tensors are x and the fp32 (mean, rstd) only on both paths; T, H, GELU(H) are
+recomputed. With G = scale[b] * dy (the branch gradient), per sample and channel column:
     H = W1 T + b1, A = GELU(H), dA = W2^T G, dH = dA * GELU'(H), dT = W1^T dH
     dW2 = sum_{b,c} G A^T,  dW1 = sum_{b,c} dH T^T,  db2 = sum_{b,c} G,  db1 = sum_{b,c} dH
-`dT` needs a sum over all hidden units, the weight gradients a sum over all (sample, channel); one grid
-cannot own both reductions without atomics or [programs, DS, S] partials per (sample, tile) (1.8 GB at
-B/16, batch 256). So the backward is two fused kernels plus the shared LayerNorm backward:
-  1. `_token_mixing_bwd_dt_kernel`, one program per (sample, channel tile) (the forward's grid): keeps
-     T^T and G^T resident, loops over hidden chunks: H^T = T^T W1^T, dA^T = G^T W2, dH, dT^T += dH^T W1.
-     3 matmuls of the forward's size. Writes dT [B, S, C] (x's dtype, as eager's LayerNorm receives it).
-  2. `layernorm_backward(dT, x, mean, rstd, norm_weight, dresidual=dy)`: dx (with the residual's dy),
-     dnorm_weight, dnorm_bias, deterministic (ops/layernorm_backward.py).
-  3. `_token_mixing_bwd_dw_kernel`, one program per (hidden chunk, partition of the B*ceil(C/BLOCK_C)
-     (sample, channel tile) work items). The program walks its work items in a fixed order; per item it
-     loads and normalises T^T, G^T, recomputes H^T and dA^T for its hidden chunk (2 matmuls, M = BLOCK_C)
-     and accumulates dW1[h]^T += T dH^T, dW2[:, h] += G A^T (2 matmuls, M = S_pad: wgmma-sized, K =
-     BLOCK_C) in fp32 registers, with db1 and db2 (fp32 sums, db2 from the fp32 G). Each program writes
-     its [S, BLOCK_H] partials once to [P, ...] fp32 buffers, which torch sums over P in a fixed order:
-     deterministic, no atomics, bitwise equal run to run; P and the tiles depend on the shape only, not
-     on the device. The grid runs the hidden chunks of one partition side by side, so the DS/BLOCK_H
-     re-reads of each x/dy tile are mostly L2 hits; the weight slices are re-read per item from L1/L2
-     (holding them across items spilled).
-  Cost: 7 forward-sized matmuls (2 recomputations of H) where eager does 4 (+ the forward's 2), traded
-  for never writing or reading a [B, C, DS] hidden tensor: eager saves H and GELU(H), 151 MB each at
-  B/16 batch 256 bf16, plus the LayerNorm output and transposed copies. One recomputation of H is
-  ~30 GFLOP there (~0.06 ms at 500 TFLOP/s); one hidden tensor's round trip through HBM moves 302 MB
-  (~0.1 ms at 3 TB/s): recomputing is not slower and saves all activation memory but x and the stats.
-  When no fc weight needs a gradient, kernel 3 is skipped.
+and dx from `layernorm_backward(dT, x, mean, rstd, norm_weight, dresidual=dy)` (ops/layernorm_backward.py,
+deterministic). When no fc weight needs a gradient, the weight-gradient GEMMs (and the buffers they read)
+are skipped.
 
 Numerics: dot operands in the compute dtype (the fc weights' dtype: bf16/fp16 use tensor cores, fp32
 honours torch.get_float32_matmul_precision()), every accumulation, the LayerNorm, GELU and its
 derivative in fp32. Casts to bf16 round to nearest even under the interpreter too (ops/_round.py).
 Offsets: the sample offset is 64-bit always; token/channel offsets become 64-bit (OFF64) when a strided
-view could address past 2^31 elements.
+view could address past 2^31 elements (the large-S path's [*, B*C] rows are 64-bit always).
 
-Tiles on GPU (the tables `_CONFIGS` here, in ops/_token_kernels.py and ops/_token_large_kernels.py say
-why each): the fast path's and the large-S path's kernels autotune over their tables through ops/_tuning
-(the entries that fit the card; keyed on the shape, not the batch, and the dtypes; the first call of a
-shape benchmarks them: warm up before CUDA-graph capture; MIXER_KERNELS_AUTOTUNE=0 takes the first
-entry that fits); this file's channel-major kernels run one config per shape. Within a process every
-kernel is bitwise deterministic; across processes an autotuner may
-pick another config (same math, other fp32 summation order) unless MIXER_KERNELS_AUTOTUNE=0. Under the
-interpreter every kernel runs one config (multi-config autotune crashes there).
+Tiles on GPU (the tables in ops/_token_kernels.py and ops/_token_large_kernels.py say why each): every
+kernel autotunes over its table through ops/_tuning (the entries that fit the card; keyed on the shape,
+not the batch, and the dtypes; the first call of a shape benchmarks them: warm up before CUDA-graph
+capture; MIXER_KERNELS_AUTOTUNE=0 takes the first entry that fits). Within a process every kernel is
+bitwise deterministic; across processes an autotuner may pick another config (same math, other fp32
+summation order) unless MIXER_KERNELS_AUTOTUNE=0. Under the interpreter every kernel runs one config
+(multi-config autotune crashes there).
 """
 
 import torch
 import triton
-import triton.language as tl
 
 from .._config import empty, input_precision, triton_interpret
 from . import _guard, _tuning
 from . import _token_kernels as tk
 from . import _token_large_kernels as lk
-from ._dot import dot
-from ._gelu import gelu, gelu_grad
-from ._registry import Work, nbytes, register_kernel
-from ._round import to_dtype
 from ._token_kernels import _token_mixing_bwd_dt_tm_kernel, _token_mixing_fwd_tm_kernel
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
 
 MAX_RESIDENT_S = 256      # S above this takes the large-S path (ops/_token_large_kernels.py)
-DW_TARGET_PROGRAMS = 528  # dW kernel: about this many programs (4 full waves on 132 SMs); a constant, not
-                          # the device's SM count, so the reduction order depends on the shape only
 
 
 # ------------------------------------------------------------------------------------------------
-# Kernels
-
-
-@triton.jit
-def _norm_tile_t(X, Mean, Rstd, nw, nb, b, s, c, S, C, s_xb, s_xs, s_xc):
-    """LN(x[b, s, c])^T as an fp32 [len(c), len(s)] tile, zero outside S and C. nw, nb: fp32 [len(c)]."""
-    smask = s < S
-    cmask = c < C
-    mask = cmask[:, None] & smask[None, :]
-    x = tl.load(X + b * s_xb + s[None, :] * s_xs + c[:, None] * s_xc, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.load(Mean + b * S + s, mask=smask, other=0.0)
-    rstd = tl.load(Rstd + b * S + s, mask=smask, other=0.0)
-    t = (x - mean[None, :]) * rstd[None, :] * nw[:, None] + nb[:, None]
-    return tl.where(mask, t, 0.0)
-
-
-@triton.jit
-def _tile_t(P, b, s, c, S, C, s_b, s_s, s_c):
-    """P[b, s, c]^T as an fp32 [len(c), len(s)] tile, zero outside S and C."""
-    mask = (c < C)[:, None] & (s < S)[None, :]
-    return tl.load(P + b * s_b + s[None, :] * s_s + c[:, None] * s_c, mask=mask, other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _w_tile(W, r, k, R, K):
-    """W[r, k] of a row-major [R, K] matrix as an [len(r), len(k)] tile (any index layout), zero outside."""
-    return tl.load(W + r * K + k, mask=(r < R) & (k < K), other=0.0)
-
-
-@triton.jit
-def _program_tile(NW, NB, C, OFF64: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_S: tl.constexpr):
-    """The (sample, channel tile) of a program of the forward and dT grids: sample b (int64), channels c,
-    the tokens so (all S, padded to BLOCK_S), and the LayerNorm weight and bias of c in fp32 (0 outside C)."""
-    b = tl.program_id(0).to(tl.int64)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    so = tl.arange(0, BLOCK_S)
-    if OFF64:
-        c = c.to(tl.int64)
-        so = so.to(tl.int64)
-    cmask = c < C
-    nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
-    nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
-    return b, c, so, nw, nb
-
-
-@triton.jit
-def _token_mixing_fwd_kernel(
-    # pointers
-    X,              # [B, S, C] input, any strides
-    Mean, Rstd,     # [B*S] fp32 row statistics of x
-    NW, NB,         # [C] LayerNorm weight, bias (any float dtype)
-    W1, B1,         # fc1 [DS, S], [DS], contiguous, compute dtype
-    W2, B2,         # fc2 [S, DS], [S], contiguous, compute dtype
-    Scale,          # [B] per-sample branch multiplier (drop_path); unused unless HAS_SCALE
-    Out,            # [B, S, C] output, contiguous, x's dtype
-    # sizes
-    S, C, DS,
-    # x strides (elements)
-    s_xb, s_xs, s_xc,
-    # meta-parameters
-    HAS_SCALE: tl.constexpr,
-    APPROX_TANH: tl.constexpr,     # GELU tanh approximation instead of erf
-    BLOCK_S: tl.constexpr,         # next power of two >= S: every token in one tile
-    OFF64: tl.constexpr,           # 64-bit token/channel offsets
-    S_DIV: tl.constexpr,           # a power of two dividing S (alignment of the fc1 weight rows)
-    INTERPRET: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
-    BLOCK_C: tl.constexpr,         # channels per program (dot M)
-    BLOCK_H: tl.constexpr,         # hidden units per chunk
-):
-    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_S)
-    cmask = c < C
-    somask = so < S
-    cdt = W1.dtype.element_ty
-    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
-    hh = tl.arange(0, BLOCK_H)
-    t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
-    acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
-    for h0 in range(0, DS, BLOCK_H):
-        h = h0 + hh
-        hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                    # [BS, BH]
-        hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-        b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
-        a = to_dtype(gelu(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                  # [BC, BH]
-        w2t = _w_tile(W2, so[None, :], h[:, None], S_w, DS)                                    # [BH, BS]
-        acc = dot(a, w2t, acc, INTERPRET, INPUT_PRECISION)
-    b2 = tl.load(B2 + so, mask=somask, other=0.0).to(tl.float32)
-    branch = acc + b2[None, :]
-    if HAS_SCALE:
-        branch = branch * tl.load(Scale + b).to(tl.float32)
-    xo = _tile_t(X, b, so, c, S, C, s_xb, s_xs, s_xc)
-    mask = cmask[:, None] & somask[None, :]
-    y = to_dtype(xo + branch, Out.dtype.element_ty, INTERPRET)
-    tl.store(Out + b * S * C + so[None, :] * C + c[:, None], y, mask=mask)
-
-
-@triton.jit
-def _token_mixing_bwd_dt_kernel(
-    # pointers
-    X, Mean, Rstd, NW, NB,    # as in the forward
-    W1, B1, W2,               # fc1 [DS, S], [DS]; fc2 [S, DS]
-    DY,                       # [B, S, C] gradient of the output, any strides
-    Scale,                    # [B]; unused unless HAS_SCALE
-    DT,                       # [B, S, C] output: gradient w.r.t. T = LN(x), contiguous
-    # sizes
-    S, C, DS,
-    # strides (elements)
-    s_xb, s_xs, s_xc,
-    s_gb, s_gs, s_gc,
-    # meta-parameters
-    HAS_SCALE: tl.constexpr,
-    APPROX_TANH: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    OFF64: tl.constexpr,
-    S_DIV: tl.constexpr,
-    INTERPRET: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-):
-    b, c, so, nw, nb = _program_tile(NW, NB, C, OFF64, BLOCK_C, BLOCK_S)
-    cmask = c < C
-    cdt = W1.dtype.element_ty
-    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
-    scale = 1.0
-    if HAS_SCALE:
-        scale = tl.load(Scale + b).to(tl.float32)
-    hh = tl.arange(0, BLOCK_H)
-    t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)   # [BC, BS]
-    g = to_dtype(_tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale, cdt, INTERPRET)                  # [BC, BS]
-    acc = tl.zeros([BLOCK_C, BLOCK_S], dtype=tl.float32)
-    for h0 in range(0, DS, BLOCK_H):
-        h = h0 + hh
-        hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                    # [BS, BH]
-        hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-        w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                     # [BS, BH]
-        dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
-        b1 = tl.load(B1 + h, mask=h < DS, other=0.0).to(tl.float32)
-        dh = to_dtype(dacc * gelu_grad(hacc + b1[None, :], APPROX_TANH), cdt, INTERPRET)                     # [BC, BH]
-        # the fc1 slice re-read (L1/L2 hits): its on-chip transpose spilled 476 B with fp32 tiles
-        w1 = _w_tile(W1, h[:, None], so[None, :], DS, S_w)                                     # [BH, BS]
-        acc = dot(dh, w1, acc, INTERPRET, INPUT_PRECISION)
-    mask = cmask[:, None] & (so < S)[None, :]
-    tl.store(DT + b * S * C + so[None, :] * C + c[:, None], to_dtype(acc, DT.dtype.element_ty, INTERPRET), mask=mask)
-
-
-# N_ITEMS and ITEMS_PER_PART change with the batch size: not specialised (no recompile per batch size)
-@triton.jit(do_not_specialize=["N_ITEMS", "ITEMS_PER_PART"])
-def _token_mixing_bwd_dw_kernel(
-    # pointers
-    X, Mean, Rstd, NW, NB,    # as in the forward
-    W1, B1, W2,               # fc1 [DS, S], [DS]; fc2 [S, DS]
-    DY,                       # [B, S, C] gradient of the output, any strides
-    Scale,                    # [B]; unused unless HAS_SCALE
-    DW1p,                     # [P, DS, S] fp32: per-partition partial dW1
-    DW2p,                     # [P, S, DS] fp32: per-partition partial dW2
-    DB1p,                     # [P, DS] fp32
-    DB2p,                     # [P, S] fp32 (written by the programs of hidden chunk 0)
-    # sizes
-    S, C, DS,
-    N_CT,                     # channel tiles per sample: work item i = (sample i // N_CT, tile i % N_CT)
-    N_ITEMS,                  # B * N_CT
-    ITEMS_PER_PART,           # work items per partition (the last may have fewer)
-    # strides (elements)
-    s_xb, s_xs, s_xc,
-    s_gb, s_gs, s_gc,
-    # meta-parameters
-    HAS_SCALE: tl.constexpr,
-    APPROX_TANH: tl.constexpr,
-    BLOCK_S: tl.constexpr,
-    OFF64: tl.constexpr,
-    S_DIV: tl.constexpr,
-    INTERPRET: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr,
-    BLOCK_C: tl.constexpr,    # channels per work item (the K of the weight-gradient dots)
-    BLOCK_H: tl.constexpr,
-):
-    # hidden chunk fastest: the programs of one partition run side by side and share x/dy tiles in L2
-    pid_h = tl.program_id(0)
-    part = tl.program_id(1)
-    cdt = W1.dtype.element_ty
-    S_w = (S // S_DIV) * S_DIV   # == S; tells the compiler fc1 rows are S_DIV-aligned (vector loads)
-    h = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)
-    so = tl.arange(0, BLOCK_S)
-    cc = tl.arange(0, BLOCK_C)
-    if OFF64:
-        so = so.to(tl.int64)
-        cc = cc.to(tl.int64)
-    hmask = h < DS
-    somask = so < S
-    b1 = tl.load(B1 + h, mask=hmask, other=0.0).to(tl.float32)
-    # token-major accumulators: the weight-gradient dots get M = BLOCK_S
-    dw1 = tl.zeros([BLOCK_S, BLOCK_H], dtype=tl.float32)     # dW1[h, so]^T
-    dw2 = tl.zeros([BLOCK_S, BLOCK_H], dtype=tl.float32)     # dW2[so, h]
-    db1 = tl.zeros([BLOCK_H], dtype=tl.float32)
-    db2 = tl.zeros([BLOCK_S], dtype=tl.float32)
-    start = part * ITEMS_PER_PART
-    end = tl.minimum(start + ITEMS_PER_PART, N_ITEMS)
-    for it in range(start, end):
-        b = (it // N_CT).to(tl.int64)
-        c = (it % N_CT) * BLOCK_C + cc
-        cmask = c < C
-        nw = tl.load(NW + c, mask=cmask, other=0.0).to(tl.float32)
-        nb = tl.load(NB + c, mask=cmask, other=0.0).to(tl.float32)
-        scale = 1.0
-        if HAS_SCALE:
-            scale = tl.load(Scale + b).to(tl.float32)
-        hacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        dacc = tl.zeros([BLOCK_C, BLOCK_H], dtype=tl.float32)
-        t = to_dtype(_norm_tile_t(X, Mean, Rstd, nw, nb, b, so, c, S, C, s_xb, s_xs, s_xc), cdt, INTERPRET)
-        gf = _tile_t(DY, b, so, c, S, C, s_gb, s_gs, s_gc) * scale
-        db2 += tl.sum(gf, axis=0)       # here, so that the fp32 tile dies early
-        g = to_dtype(gf, cdt, INTERPRET)
-        # this program's weight slices, re-read per work item (L1/L2 hits): holding them across
-        # the loop spilled on sm_90
-        w1t = _w_tile(W1, h[None, :], so[:, None], DS, S_w)                                    # [BS, BH]
-        w2 = _w_tile(W2, so[:, None], h[None, :], S_w, DS)                                     # [BS, BH]
-        hacc = dot(t, w1t, hacc, INTERPRET, INPUT_PRECISION)
-        dacc = dot(g, w2, dacc, INTERPRET, INPUT_PRECISION)
-        pre = hacc + b1[None, :]
-        dh = dacc * gelu_grad(pre, APPROX_TANH)                 # [BC, BH] fp32, zero on padded c/h
-        a = to_dtype(gelu(pre, APPROX_TANH), cdt, INTERPRET)                      # padded c columns meet g == 0 below
-        dw1 = dot(tl.trans(t), to_dtype(dh, cdt, INTERPRET), dw1, INTERPRET, INPUT_PRECISION)   # [BS, BC] @ [BC, BH]
-        dw2 = dot(tl.trans(g), a, dw2, INTERPRET, INPUT_PRECISION)
-        db1 += tl.sum(dh, axis=0)
-    part64 = part.to(tl.int64)
-    mask = somask[:, None] & hmask[None, :]
-    tl.store(DW1p + part64 * DS * S + h[None, :] * S + so[:, None], dw1, mask=mask)
-    tl.store(DW2p + part64 * S * DS + so[:, None] * DS + h[None, :], dw2, mask=mask)
-    tl.store(DB1p + part64 * DS + h, db1, mask=hmask)
-    if pid_h == 0:
-        tl.store(DB2p + part64 * S + so, db2, mask=somask)
-
-
-# ------------------------------------------------------------------------------------------------
-# Tile choices of the channel-major kernels (ieee fp32, S <= 256 only: FMA dots)
-
-
-def _block_s(S: int) -> int:
-    """The channel-major kernels' token tile: every token (S <= 256), padded to a power of two."""
-    return max(16, triton.next_power_of_2(S))
-
-
-# kernel -> BLOCK_C, BLOCK_H, num_warps, num_stages (fp32 tiles: ieee fp32 is the only dtype these kernels
-# see). From `python -m mixer_kernels.ops._compile_check` at B/16 (S = 196, ieee dots, sm_90): fwd 32x32 on
-# 8 warps, 0 spills (64x32 spilled 304 B: the fp32 T^T tile); dt 32x32, 1 stage, and dw 16x32 spill 76 B and
-# 20-36 B (triton 3.8 / 3.6). These are not compile cases: ieee fp32 has no tensor-core form and is not a
-# speed path (the plan: the FMA GEMMs of the large-S path at every S; docs/design.md). BLOCK_H sets how
-# often dw re-reads each x/dy tile (DS/BLOCK_H times, from L2), so the channel tile shrinks instead.
-_CONFIGS = {"fwd": (32, 32, 8, 2), "dt": (32, 32, 8, 1), "dw": (16, 32, 8, 2)}
-
-
-def _default_config(kernel: str, S: int, C: int, DS: int) -> dict:
-    """The one configuration per (kernel, shape) of the channel-major kernels. Small C or DS shrink the tiles
-    (16 is the smallest dot dimension on GPUs)."""
-    block_c, block_h, warps, stages = _CONFIGS[kernel]
-    block_c = min(block_c, max(16, triton.next_power_of_2(C)))
-    block_h = min(block_h, max(16, triton.next_power_of_2(DS)))
-    if S <= 64:   # tiles of at most [64, 64]: one warpgroup
-        warps = 4
-    return dict(BLOCK_C=block_c, BLOCK_H=block_h, num_warps=warps, num_stages=stages)
-
+# Routing and launch helpers
 
 _AUTOTUNED: dict = {}
 
@@ -397,9 +86,9 @@ def _bench(kernel_call, quantiles):
 def _fast_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool:
     """The token-major resident kernels of ops/_token_kernels.py and the weight gradients from GEMMs:
     S <= 256 with fp16/bf16 fc weights, or fp32 ones with tf32 dots (torch.get_float32_matmul_precision()
-    "high" or "medium"; `precision`, when given, stands for _config.input_precision's answer). fp32 with
-    exact ("ieee") dots at S <= 256 takes this file's channel-major kernels (ieee fp32 has no tensor-core
-    form, and an FMA dot of the token-major tiles spilled 36 KB); S > 256 the large-S path."""
+    "high" or "medium"; `precision`, when given, stands for _config.input_precision's answer). Everything
+    else takes the large-S path (_large_path): S > 256, and fp32 with exact ("ieee") dots at every S (ieee
+    fp32 has no tensor-core form, and an FMA dot of the token-major tiles spilled 36 KB)."""
     if S > MAX_RESIDENT_S:
         return False
     if dtype in (torch.float16, torch.bfloat16):
@@ -407,11 +96,11 @@ def _fast_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool
     return dtype == torch.float32 and (precision or input_precision(dtype)) == "tf32"
 
 
-def _large_path(S: int) -> bool:
+def _large_path(S: int, dtype: torch.dtype, precision: str | None = None) -> bool:
     """The large-S path of ops/_token_large_kernels.py (LayerNorm once into a token-major copy, then GEMMs):
-    every S > 256, in every dtype the Triton path takes (fp16/bf16 and tf32: tensor cores; ieee fp32:
-    FMA dots)."""
-    return S > MAX_RESIDENT_S
+    every launch the fast path does not take: every S > 256, in every dtype the Triton path takes (fp16/bf16
+    and tf32: tensor cores), and ieee fp32 at every S (FMA dots on small tiles, spill-free on every card)."""
+    return not _fast_path(S, dtype, precision)
 
 
 _LARGE_TUNED: dict = {}
@@ -553,15 +242,6 @@ def _tm_kernel_and_meta(name: str, kernel, S: int, C: int, DS: int, dtype: torch
     return _AUTOTUNED[key], {}
 
 
-def _pow2_divisor(n: int, cap: int = 8) -> int:
-    """The largest power of two <= cap dividing n (S = 196 -> 4: 8-byte loads of bf16 fc1 rows; the JIT
-    itself only specialises multiples of 16)."""
-    d = 1
-    while d < cap and n % (2 * d) == 0:
-        d *= 2
-    return d
-
-
 def _scale_arg(sample_scale, mean):
     """The Scale pointer: sample_scale in fp32 (the kernels read it as fp32 anyway, so this is exact), or
     the fp32 stats when there is none. One dtype either way: triton.autotune keys on every tensor's
@@ -587,10 +267,11 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     """(out, mean, rstd): out [B, S, C] in x's dtype, contiguous; fp32 stats [B*S] for the backward."""
     B, S, C = x.shape
     DS = fc1_weight.shape[0]
-    if _large_path(S):   # its LayerNorm kernel computes the statistics
+    if _large_path(S, fc1_weight.dtype):   # its LayerNorm kernel computes the statistics
         w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
         return _token_mixing_fwd_large(x, norm_weight.contiguous(), norm_bias.contiguous(), w1, b1, w2, b2, eps,
                                        approx_tanh, sample_scale)
+    # the fast path: S <= 256, fp16/bf16 or tf32
     mean, rstd = layernorm_stats(x, eps)
     out = empty((B, S, C), device=x.device, dtype=x.dtype)
     if B * S * C == 0:
@@ -598,40 +279,21 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     w1, b1, w2, b2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight, fc2_bias))
     norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
     scale = _scale_arg(sample_scale, mean)
-    if _fast_path(S, w1.dtype):
-        BS, dsp = tk.block_s(S), tk.ds_pad(DS)
-        w1p, w2tp = tk.padded_weights(w1, w2, BS, dsp)
-        kernel, meta = _tm_kernel_and_meta("fwd", _token_mixing_fwd_tm_kernel, S, C, DS, w1.dtype)
-        kernel[lambda m: (B, triton.cdiv(C, m["BLOCK_C"]))](
-            x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, b2, scale, out, S, C, DS, dsp, *x.stride(),
-            HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, OFF64=_off64(x, out),
-            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=0, **meta)
-        return out, mean, rstd
-    # ieee fp32, S <= 256: the channel-major kernels
-    meta = _default_config("fwd", S, C, DS)
-    _token_mixing_fwd_kernel[(B, triton.cdiv(C, meta["BLOCK_C"]))](
-        x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, b2, scale, out, S, C, DS, *x.stride(),
-        HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, BLOCK_S=_block_s(S), OFF64=_off64(x, out),
-        S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), **meta)
+    BS, dsp = tk.block_s(S), tk.ds_pad(DS)
+    w1p, w2tp = tk.padded_weights(w1, w2, BS, dsp)
+    kernel, meta = _tm_kernel_and_meta("fwd", _token_mixing_fwd_tm_kernel, S, C, DS, w1.dtype)
+    kernel[lambda m: (B, triton.cdiv(C, m["BLOCK_C"]))](
+        x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, b2, scale, out, S, C, DS, dsp, *x.stride(),
+        HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, OFF64=_off64(x, out),
+        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=0, **meta)
     return out, mean, rstd
-
-
-def _dw_partitions(B: int, C: int, DS: int, block_c: int, block_h: int):
-    n_ct = triton.cdiv(C, block_c)
-    n_items = B * n_ct
-    per_tile = triton.cdiv(DS, block_h)
-    parts = max(1, min(n_items, DW_TARGET_PROGRAMS // per_tile))
-    items_per_part = max(1, triton.cdiv(n_items, parts))
-    parts = max(1, triton.cdiv(n_items, items_per_part))
-    return n_ct, n_items, parts, items_per_part
 
 
 def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps,
                      approx_tanh, sample_scale, weight_grads=True):
     """Gradients (dx, dnorm_weight, dnorm_bias, dfc1_weight, dfc1_bias, dfc2_weight, dfc2_bias), each in
     its input's dtype; the fc ones are None when weight_grads is False."""
-    B, S, C = x.shape
-    DS = fc1_weight.shape[0]
+    S = x.shape[1]
     w1, b1, w2 = (t.contiguous() for t in (fc1_weight, fc1_bias, fc2_weight))
     cdt = w1.dtype
     norm_weight, norm_bias = norm_weight.contiguous(), norm_bias.contiguous()   # [C] views may be strided
@@ -639,40 +301,8 @@ def token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_
     if _fast_path(S, cdt):
         return _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale,
                                     scale, weight_grads, fc1_bias.dtype)
-    if _large_path(S):
-        return _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh,
-                                       sample_scale, scale, weight_grads, fc1_bias.dtype)
-    # ieee fp32, S <= 256: the channel-major kernels
-    common = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, BLOCK_S=_block_s(S),
-                  OFF64=_off64(x, dy), S_DIV=_pow2_divisor(S), INTERPRET=triton_interpret(),
-                  INPUT_PRECISION=input_precision(cdt))
-    dt = empty((B, S, C), device=x.device, dtype=x.dtype)
-    if B * S * C > 0:
-        meta = _default_config("dt", S, C, DS)
-        _token_mixing_bwd_dt_kernel[(B, triton.cdiv(C, meta["BLOCK_C"]))](
-            x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dt, S, C, DS, *x.stride(), *dy.stride(),
-            **common, **meta)
-    dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
-    dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
-    if not weight_grads:
-        return dx, dnw, dnb, None, None, None, None
-    cfg = _default_config("dw", S, C, DS)
-    bc, bh = cfg["BLOCK_C"], cfg["BLOCK_H"]
-    n_ct, n_items, parts, items_per_part = _dw_partitions(B, C, DS, bc, bh)
-    dw1p = empty((parts, DS, S), device=x.device, dtype=torch.float32)
-    dw2p = empty((parts, S, DS), device=x.device, dtype=torch.float32)
-    db1p = empty((parts, DS), device=x.device, dtype=torch.float32)
-    db2p = empty((parts, S), device=x.device, dtype=torch.float32)
-    if n_items == 0:
-        for p in (dw1p, dw2p, db1p, db2p):
-            p.zero_()
-    else:
-        _token_mixing_bwd_dw_kernel[(triton.cdiv(DS, bh), parts)](
-            x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, dy, scale, dw1p, dw2p, db1p, db2p,
-            S, C, DS, n_ct, n_items, items_per_part, *x.stride(), *dy.stride(), **common, **cfg)
-    # fixed-order sums over the partitions: deterministic
-    return (dx, dnw, dnb, dw1p.sum(0).to(cdt), db1p.sum(0).to(fc1_bias.dtype), dw2p.sum(0).to(cdt),
-            db2p.sum(0).to(cdt))
+    return _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale,
+                                   scale, weight_grads, fc1_bias.dtype)
 
 
 def _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, approx_tanh, sample_scale, scale,
@@ -800,44 +430,9 @@ def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc
                  approximate: str = "none", sample_scale: torch.Tensor | None = None) -> torch.Tensor:
     """The Triton path of `mixer_kernels.token_mixing` (inputs already checked): x + scale * token MLP.
 
-    Paths: S <= 256 runs the resident kernels (hidden activation on chip only); S > 256 the large-S
-    path (LayerNorm once into a token-major copy, then tensor-core GEMMs), ieee fp32 the tiled
-    channel-major kernels. See the module docstring."""
+    Paths: S <= 256 with fp16/bf16 or tf32 runs the resident token-major kernels (hidden activation on chip
+    only); S > 256, and ieee fp32 at every S, the large-S path (LayerNorm once into a token-major copy, then
+    GEMMs: tensor cores, FMA dots for ieee fp32). See the module docstring."""
     out, _, _ = _token_mixing_fwd_op(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                      float(eps), approximate == "tanh", sample_scale)
     return out
-
-
-# ------------------------------------------------------------------------------------------------
-# The channel-major kernels' registry entries: no compile cases (ieee fp32 at S <= 256 only, not a speed path:
-# their dt and dw configs spill on sm_90, see _CONFIGS), and the work of a launch for the speed model.
-
-
-def _work(name):
-    """Work of one launch: matmul FLOPs at the true S (2*B*C*S*DS per matmul: forward 2, dT 3, dW 4 of
-    which 2 recompute H and dA), x and dy read once, the output written once, the weights once. Main
-    loop: the hidden-chunk loop (dW: the work-item loop)."""
-    def work(a) -> Work:
-        x = a["X"]
-        B = x.shape[0]
-        S, C, DS = a["S"], a["C"], a["DS"]
-        act = B * S * C * x.element_size()
-        weights = nbytes(a["W1"]) + nbytes(a["W2"])
-        stats = nbytes(a["Mean"]) + nbytes(a["Rstd"])
-        chunks = triton.cdiv(DS, a["BLOCK_H"])
-        if name == "fwd":
-            return Work(4.0 * B * C * S * DS, act + nbytes(a["Out"]) + weights + stats, chunks)
-        if name == "dt":
-            return Work(6.0 * B * C * S * DS, act + nbytes(a["DY"]) + nbytes(a["DT"]) + weights + stats, chunks)
-        partials = nbytes(a["DW1p"]) + nbytes(a["DW2p"]) + nbytes(a["DB1p"]) + nbytes(a["DB2p"])
-        return Work(8.0 * B * C * S * DS, act + nbytes(a["DY"]) + weights + stats + partials, a["ITEMS_PER_PART"])
-    return work
-
-
-def _no_cases():
-    return []
-
-
-register_kernel(_token_mixing_fwd_kernel, _no_cases, _work("fwd"))
-register_kernel(_token_mixing_bwd_dt_kernel, _no_cases, _work("dt"))
-register_kernel(_token_mixing_bwd_dw_kernel, _no_cases, _work("dw"))
