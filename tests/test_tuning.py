@@ -285,7 +285,9 @@ _GLU_DT = {  # (BLOCK_C, BLOCK_H, num_warps, num_stages) -> arch -> (shared, spi
 
 def _glu_sizes(arch, over=False):
     def compiled(c):
-        if over:          # nothing fits
+        if "BLOCK_H" not in c:      # the LayerNorm kernels' one entry
+            return 4 * KB, 0
+        if over:                    # no GLU entry fits
             return 200 * KB, None
         if c["BLOCK_C"] == 32:      # the forward's one entry: 80 KB, no spills on any card
             return 80 * KB, 0
@@ -385,3 +387,46 @@ def test_pick_compiles_nothing_under_the_interpreter():
             raise AssertionError("compiled under the interpreter")
     table = [dict(BLOCK=64, num_warps=4, fallback=True), dict(BLOCK=32, num_warps=4)]
     assert _tuning.pick(NoCompile(), table, ("k",), torch.device("cuda", 0), (), {}) == dict(BLOCK=32, num_warps=4)
+
+
+def test_layernorm_launches_check_the_card():
+    """The LayerNorm statistics and backward (one-entry tables through pick): on a card the entry fits they
+    launch and compute the float64 statistics and gradients; on a card it does not fit, an error naming the
+    kernel and the card instead of Triton's OutOfResources."""
+    from mixer_kernels.ops.layernorm_backward import layernorm_backward
+    from mixer_kernels.ops.layernorm_stats import layernorm_stats
+    x = torch.randn(2, 7, 40)
+    with _tuning.simulated(86, lambda c: (4 * KB, 0)), count_launches() as n:
+        mean, rstd = layernorm_stats(x, 1e-6)
+    assert n["_layernorm_stats_kernel"] == 1
+    x64 = x.double()
+    torch.testing.assert_close(mean, x64.mean(-1).flatten().float())
+    torch.testing.assert_close(rstd, (x64.var(-1, unbiased=False) + 1e-6).rsqrt().flatten().float())
+    w, dn = torch.randn(40), torch.randn(2, 7, 40)
+    with _tuning.simulated(120, lambda c: (4 * KB, 0)), count_launches() as n:
+        dx, dw, db = layernorm_backward(dn, x, mean, rstd, w)
+    assert n["_layernorm_bwd_kernel"] == 1
+    xr = x64.clone().requires_grad_()
+    wr = w.double().requires_grad_()
+    br = torch.zeros(40, dtype=torch.float64, requires_grad=True)
+    torch.nn.functional.layer_norm(xr, (40,), wr, br, 1e-6).backward(dn.double())
+    for got, ref in ((dx, xr.grad), (dw, wr.grad), (db, br.grad)):
+        torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5)
+    with _tuning.simulated(86, lambda c: (120 * KB, None)), \
+            pytest.raises(NoConfigFits, match="_layernorm_stats_kernel: no tile config fits RTX 3090"):
+        layernorm_stats(x, 1e-6)
+    with _tuning.simulated(80, lambda c: (170 * KB, None)), \
+            pytest.raises(NoConfigFits, match="_layernorm_bwd_kernel: no tile config fits A100"):
+        layernorm_backward(dn, x, mean, rstd, w)
+
+
+def test_launch_key_follows_the_specialisation():
+    x = torch.zeros(64)
+    base = _tuning.launch_key((x, 32, 7, 1e-6), dict(FLAG=True))
+    assert base == _tuning.launch_key((torch.zeros(64), 48, 9, 1e-5), dict(FLAG=True))   # same specialisation
+    assert base != _tuning.launch_key((x[1:], 32, 7, 1e-6), dict(FLAG=True))            # misaligned pointer
+    assert base != _tuning.launch_key((x.half(), 32, 7, 1e-6), dict(FLAG=True))         # dtype
+    assert base != _tuning.launch_key((x, 33, 7, 1e-6), dict(FLAG=True))                # 16-divisibility
+    assert base != _tuning.launch_key((x, 32, 1, 1e-6), dict(FLAG=True))                # == 1
+    assert base != _tuning.launch_key((x, 32, 2**31, 1e-6), dict(FLAG=True))            # 64-bit
+    assert base != _tuning.launch_key((x, 32, 7, 1e-6), dict(FLAG=False))               # constexpr

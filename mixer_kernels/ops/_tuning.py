@@ -164,12 +164,26 @@ def _device_compiled(fn, args: tuple, kwargs: dict, meta: dict, limit: int) -> t
     return shared, int(getattr(k, "n_spills", 0) or 0)
 
 
-def pick(fn, table: list[dict], key: tuple, device, args: tuple, kwargs: dict) -> dict:
+def launch_key(args: tuple, kwargs: dict) -> tuple:
+    """pick's key read from a launch's own arguments as Triton specialises them: each tensor's dtype and
+    16-byte alignment, each int's (== 1, divisible by 16, 64-bit), the other scalars' types, the constexprs."""
+    def spec(a):
+        if isinstance(a, torch.Tensor):
+            return str(a.dtype), a.data_ptr() % 16 == 0
+        if isinstance(a, bool):
+            return a
+        if isinstance(a, int):
+            return a == 1, a % 16 == 0, not -2**31 <= a < 2**31
+        return type(a).__name__
+    return tuple(spec(a) for a in args) + tuple(sorted(kwargs.items()))
+
+
+def pick(fn, table: list[dict], key: tuple | None, device, args: tuple, kwargs: dict) -> dict:
     """The config (a dict of constexprs + num_warps + num_stages; a true `fallback` marks a smaller card's
     entry) that a plain launch of `fn` (one config, no autotuning) takes on `device`: the first kept entry of
     `table`, cached per (kernel, device, key). `key` must determine the compiled kernel's size (shapes,
-    dtypes, constexprs). Off CUDA or under TRITON_INTERPRET (the interpreter, meta tensors): the first primary
-    entry, nothing compiled."""
+    dtypes, constexprs), with launch_key of the arguments (None: that alone). Off CUDA or under TRITON_INTERPRET (the
+    interpreter, meta tensors): the first primary entry, nothing compiled."""
     name = getattr(fn, "__name__", None) or fn.fn.__name__
     entries = [Entry(c, bool(c.get("fallback"))) for c in table]
     if _SIMULATED is not None:
@@ -178,7 +192,7 @@ def pick(fn, table: list[dict], key: tuple, device, args: tuple, kwargs: dict) -
                            card=CARDS.get(arch, f"sm_{arch}"))[0].config)
     if device.type != "cuda" or triton_interpret():
         return _strip(next(c for c in table if not c.get("fallback")))
-    full = (name, device.index, key)
+    full = (name, device.index, key, launch_key(args, kwargs))
     if full not in _PICKED:
         limit = shared_limit(device)
         card = torch.cuda.get_device_name(device)

@@ -119,12 +119,10 @@ def _table(C: int, kernel: str) -> list[dict]:
     return table
 
 
-def _pick(kernel, name: str, x: torch.Tensor, ints: tuple, args: tuple, kwargs: dict, *dtypes) -> dict:
-    """ops/_tuning.pick over _table: the config this card keeps (keyed on C, the dtypes and how Triton
-    specialises the other integer arguments)."""
+def _pick(kernel, name: str, x: torch.Tensor, args: tuple, kwargs: dict) -> dict:
+    """ops/_tuning.pick over _table: the config this card keeps (keyed on C and the arguments' specialisation)."""
     C = x.shape[2]
-    key = (C, *(str(d) for d in dtypes), tuple((i == 1, i % 16 == 0) for i in ints))
-    return _tuning.pick(kernel, _table(C, name), key, x.device, args, kwargs)
+    return _tuning.pick(kernel, _table(C, name), (C,), x.device, args, kwargs)
 
 
 def _programs(M: int, block_m: int) -> int:
@@ -140,7 +138,7 @@ def affine_forward(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, dty
     y = empty((M, C), device=x.device, dtype=dtype)
     if M:
         args, kwargs = (x, alpha, beta, y, M, S, C, *x.stride()), dict(INTERPRET=triton_interpret())
-        meta = _pick(_affine_fwd_kernel, "fwd", x, (S, *x.stride()), args, kwargs, x.dtype, alpha.dtype, dtype)
+        meta = _pick(_affine_fwd_kernel, "fwd", x, args, kwargs)
         _affine_fwd_kernel[(triton.cdiv(M, meta["BLOCK_M"]),)](*args, **kwargs, **meta)
     return y.view(B, S, C)
 
@@ -159,8 +157,7 @@ def affine_backward(dn: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, dres
     dbp = empty((G, C), device=x.device, dtype=torch.float32)
     args = (dn, x, alpha, dresidual, dx, dap, dbp, M, S, C, *x.stride(), *dresidual.stride())
     kwargs = dict(INTERPRET=triton_interpret())
-    meta = _pick(_affine_bwd_kernel, "bwd", x, (S, *x.stride(), *dresidual.stride()), args, kwargs, dn.dtype,
-                 x.dtype, alpha.dtype, dresidual.dtype)
+    meta = _pick(_affine_bwd_kernel, "bwd", x, args, kwargs)
     _affine_bwd_kernel[(G,)](*args, **kwargs, **meta)
     return dx, dap.sum(0), dbp.sum(0)     # fixed-order sums of the partials
 

@@ -21,6 +21,7 @@ import triton
 import triton.language as tl
 
 from .._config import empty, triton_interpret
+from . import _tuning
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
 
@@ -162,13 +163,12 @@ def layernorm_backward(dn, x, mean, rstd, weight, dresidual=None):
     dbp = torch.zeros((G, C), device=x.device, dtype=torch.float32)
     if M > 0:
         rr = r3 if r3 is not None else x3
-        _layernorm_bwd_kernel[(G,)](
-            dn3, x3, mean, rstd, weight, rr, dx, dwp, dbp, M, S, C,
-            *dn3.stride(), *x3.stride(), *rr.stride(),
-            HAS_DRES=r3 is not None, BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, INTERPRET=triton_interpret(),
-            ONE_CHUNK=C <= BLOCK_C,
-            num_warps=num_warps,
-        )
+        args = (dn3, x3, mean, rstd, weight, rr, dx, dwp, dbp, M, S, C, *dn3.stride(), *x3.stride(), *rr.stride())
+        kwargs = dict(HAS_DRES=r3 is not None, INTERPRET=triton_interpret(), ONE_CHUNK=C <= BLOCK_C)
+        # one entry (G depends on BLOCK_M): ops/_tuning.pick checks it fits the card, else names the kernel
+        meta = _tuning.pick(_layernorm_bwd_kernel, [dict(BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=num_warps)],
+                            None, x3.device, args, kwargs)
+        _layernorm_bwd_kernel[(G,)](*args, **kwargs, **meta)
     dx = dx.squeeze(0) if squeeze else dx
     return dx, dwp.sum(0), dbp.sum(0)
 
