@@ -39,7 +39,8 @@ def test_fused_model_matches_timm_float64_reference(device):
     with count_launches() as n:
         out = fused(x)
         out.square().sum().backward()
-    assert _launches(n, "_token_mixing") >= 2 and _launches(n, "_channel_") >= 2   # 2 blocks, fwd + bwd
+    # 2 blocks, fwd + bwd; fp32 ieee token mixing runs the large-S GEMM kernels (_token_large_*)
+    assert _launches(n, "_token_") >= 2 and _launches(n, "_channel_") >= 2
     out_ref = ref(x.double())
     out_ref.square().sum().backward()
     assert_close("logits", out, out_ref)
@@ -128,7 +129,7 @@ def test_compile_fullgraph(device):
     with count_launches() as n:
         out = compiled(x)
         out.sum().backward()
-    assert _launches(n, "_token_mixing") >= 2
+    assert _launches(n, "_token_") >= 2
     ref = copy.deepcopy(unfused).double()
     assert_close("compiled logits", out, ref(x.double()))
 
