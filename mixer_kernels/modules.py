@@ -227,6 +227,22 @@ class _FusedBlock(nn.Module):
             raise RuntimeError(f"the fused {type(self).__name__} does not compute dropout: set drop=0 "
                                "(proj_drop_rate=0), or call .eval(), or use the unfused block")
 
+    @classmethod
+    def _adopt(cls, block: nn.Module, names: tuple, layout: str, recompute: bool):
+        """A fused `cls` holding `block`'s submodules `names` (the same Parameter objects) and drop_path."""
+        _register_with_timm()
+        fused = cls.__new__(cls)
+        nn.Module.__init__(fused)
+        for name in names:
+            if not hasattr(block, name):
+                raise ValueError(f"expected a {layout} with {name} (timm's layout)")
+            setattr(fused, name, getattr(block, name))
+        fused._take_drop_path(block)
+        fused.recompute = recompute
+        fused.train(block.training)
+        fused._validate()
+        return fused
+
     def _take_drop_path(self, block: nn.Module) -> None:
         dp = block.drop_path
         if not isinstance(dp, nn.Identity) and not isinstance(getattr(dp, "drop_prob", None), (int, float)):
@@ -274,16 +290,7 @@ class MixerBlock(_FusedBlock):
     @classmethod
     def from_block(cls, block: nn.Module, recompute: bool = False) -> MixerBlock:
         """A fused block that shares `block`'s submodules (and so its Parameter objects)."""
-        _register_with_timm()
-        fused = cls.__new__(cls)
-        nn.Module.__init__(fused)
-        for name in ("norm1", "mlp_tokens", "norm2", "mlp_channels"):
-            setattr(fused, name, getattr(block, name))
-        fused._take_drop_path(block)
-        fused.recompute = recompute
-        fused.train(block.training)
-        fused._validate()
-        return fused
+        return cls._adopt(block, ("norm1", "mlp_tokens", "norm2", "mlp_channels"), "MixerBlock", recompute)
 
     def _validate(self):
         dim = self.norm1.normalized_shape[0] if isinstance(self.norm1, nn.LayerNorm) else None
@@ -370,18 +377,8 @@ class ResBlock(_FusedBlock):
     @classmethod
     def from_block(cls, block: nn.Module, recompute: bool = False) -> ResBlock:
         """A fused block that shares `block`'s submodules and layer scales (the same Parameter objects)."""
-        _register_with_timm()
-        fused = cls.__new__(cls)
-        nn.Module.__init__(fused)
-        for name in ("norm1", "linear_tokens", "norm2", "mlp_channels", "ls1", "ls2"):
-            if not hasattr(block, name):
-                raise ValueError(f"expected a ResMLP ResBlock with {name} (timm's layout)")
-            setattr(fused, name, getattr(block, name))
-        fused._take_drop_path(block)
-        fused.recompute = recompute
-        fused.train(block.training)
-        fused._validate()
-        return fused
+        return cls._adopt(block, ("norm1", "linear_tokens", "norm2", "mlp_channels", "ls1", "ls2"), "ResMLP ResBlock",
+                          recompute)
 
     def _validate(self):
         lt = self.linear_tokens
@@ -525,18 +522,7 @@ class SpatialGatingBlock(_FusedBlock):
     @classmethod
     def from_block(cls, block: nn.Module, recompute: bool = False) -> SpatialGatingBlock:
         """A fused block that shares `block`'s submodules (the same Parameter objects)."""
-        _register_with_timm()
-        fused = cls.__new__(cls)
-        nn.Module.__init__(fused)
-        for name in ("norm", "mlp_channels"):
-            if not hasattr(block, name):
-                raise ValueError(f"expected a gMLP SpatialGatingBlock with {name} (timm's layout)")
-            setattr(fused, name, getattr(block, name))
-        fused._take_drop_path(block)
-        fused.recompute = recompute
-        fused.train(block.training)
-        fused._validate()
-        return fused
+        return cls._adopt(block, ("norm", "mlp_channels"), "gMLP SpatialGatingBlock", recompute)
 
     def _validate(self):
         dim = self.norm.normalized_shape[0] if isinstance(self.norm, nn.LayerNorm) else None
