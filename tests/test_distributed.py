@@ -21,7 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_ranks(mode: str, interpret: bool, world: int = 2) -> str:
+def _run_ranks(mode: str, interpret: bool, world: int = 2) -> list[str]:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if interpret:
         env["TRITON_INTERPRET"] = "1"
@@ -41,12 +41,13 @@ def _run_ranks(mode: str, interpret: bool, world: int = 2) -> str:
                 p.kill()
     for r, (p, (_, err)) in enumerate(zip(procs, outs, strict=True)):
         assert p.returncode == 0, f"rank {r} ({mode}, interpret={interpret}) failed:\n{err[-3000:]}"
-    return outs[0][0]
+    return [out for out, _ in outs]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("interpret", [False, True], ids=["plain", "interpreter"])
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
 def test_two_ranks_match_single_process_eager(mode, interpret):
-    out = _run_ranks(mode, interpret)
-    assert out.strip().startswith("ok "), out
+    outs = _run_ranks(mode, interpret)
+    for r, out in enumerate(outs):            # every rank ran all its comparisons and passed them
+        assert out.strip().startswith(f"ok rank={r} "), (r, out)
