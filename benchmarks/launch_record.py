@@ -13,6 +13,7 @@ card's, 132 (H100 SXM / H200).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -131,6 +132,15 @@ def _split_options(kwargs: dict) -> tuple[dict, dict]:
     return opts, rest
 
 
+def _with_defaults(fn, named: dict) -> dict:
+    """`named` plus the defaults of the kernel's parameters the launcher left out (a launch binds them too;
+    the speed model recompiles from these arguments alone). `fn` is the JITFunction or, under
+    TRITON_INTERPRET=1, the InterpretedFunction; both keep the Python function as `.fn`."""
+    defaults = {p.name: p.default for p in inspect.signature(fn.fn).parameters.values()
+                if p.default is not inspect.Parameter.empty and p.name not in named}
+    return defaults | named
+
+
 @contextlib.contextmanager
 def _catch_launches(rec: Recording):
     from triton.runtime.autotuner import Autotuner
@@ -145,7 +155,7 @@ def _catch_launches(rec: Recording):
 
     def jit_run(self, *args, grid, warmup, **kwargs):
         opts, rest = _split_options(kwargs)
-        named = dict(zip(self.arg_names, args, strict=False)) | rest
+        named = _with_defaults(self, dict(zip(self.arg_names, args, strict=False)) | rest)
         cfg = dict(kwargs={}, num_warps=opts.get("num_warps", 4), num_stages=opts.get("num_stages", 3))
         rec.steps.append(TritonLaunch(self.fn.__name__, self, named, grid, [cfg]))
 
@@ -163,7 +173,10 @@ def _catch_launches(rec: Recording):
         fn = self.fn
         while not isinstance(fn, (JITFunction, InterpretedFunction)):
             fn = fn.fn
-        rec.steps.append(TritonLaunch(fn.fn.__name__, fn, named | rest, grid, cands))
+        given = named | rest
+        tuned = {k for c in cands for k in c["kwargs"]}    # set by the config, not by the parameter's default
+        args = {k: v for k, v in _with_defaults(fn, given).items() if k in given or k not in tuned}
+        rec.steps.append(TritonLaunch(fn.fn.__name__, fn, args, grid, cands))
 
     # under TRITON_INTERPRET=1 (the tests) @triton.jit gives InterpretedFunctions: caught the same way
     JITFunction.run = InterpretedFunction.run = jit_run

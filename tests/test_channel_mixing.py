@@ -693,3 +693,61 @@ def test_kernels_table_shows_the_choices(device, choice_cache, monkeypatch):
         table = markdown_kernels([dict(rec, providers={"mixer-kernels": dict(kernels=kernel_times(step, cuda=False))})])
         assert "| **triton** | first entry (nothing to measure on cpu) | - |" in table, table
         assert "cublas" not in table, table
+
+
+@pytest.mark.parametrize("op,DC", [("channel_mixing", 72), ("gmixer_channel_mixing", 96)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_tma_and_pointer_loads_agree(device, monkeypatch, op, DC, dtype):
+    """The GEMM main loops read by TMA descriptors where the operands allow (ops/_channel_gemm.tma_ok) and by
+    masked pointer loads elsewhere: both give the same output and gradients (out-of-range tiles read as zeros
+    either way), and the descriptor path is the one that ran by default at these sizes. 16-bit: bitwise.
+    fp32: norm-wise within 1e-6 (the interpreter's numpy matmul sums a transposed fp32 weight tile in another
+    order; the products are the same), and both paths accurate against float64."""
+    from mixer_kernels.ops import _channel_gemm
+    B, S, C = 2, 37, 40             # partial 32-row / 32-column tiles; 80-byte bf16 rows: TMA-aligned
+    ts64 = _inputs(B, S, C, DC)
+    if op == "gmixer_channel_mixing":       # fc2 takes the gate's DC/2 hidden units
+        ts64[5] = ts64[5][:, : DC // 2].contiguous()
+    grad = torch.randn(B, S, C, dtype=torch.float64).to(device=device, dtype=dtype)
+    real = _channel_gemm.tma_ok
+    runs = []
+    for use_tma in (True, False):
+        seen = []
+
+        def decide(*mats, _use=use_tma):
+            seen.append(real(*mats))
+            return seen[-1] and _use
+        monkeypatch.setattr(_channel_gemm, "tma_ok", decide)
+        ts = _leaves(ts64, dtype, device)
+        with count_launches() as n:
+            out = getattr(mixer_kernels, op)(*ts)
+            out.backward(grad)
+        assert n["_channel_hidden_kernel"] >= 2 and n["_channel_out_kernel"] == 2, dict(n)
+        assert seen and all(seen), seen        # every hidden / out launch could take TMA
+        runs.append((out.detach(), [t.grad for t in ts]))
+    low = dtype != torch.float32
+    for name, a, b in zip(("out",) + tuple("d" + n for n in NAMES), [runs[0][0], *runs[0][1]],
+                          [runs[1][0], *runs[1][1]], strict=True):
+        if low:
+            assert torch.equal(a, b), f"{name}: TMA and pointer loads differ"
+        else:
+            assert rel_err(a, b) < 1e-6, f"{name}: TMA and pointer loads differ by {rel_err(a, b):.2e} (norm-wise)"
+    if op == "channel_mixing":
+        (ref_out, ref_grads), (eager_out, eager_grads) = _reference(ts64, grad, dtype, "none", None)
+        for out, grads in runs:
+            assert_close("out", out, ref_out, eager_out if low else None)
+            for name, g, r, e in zip(NAMES, grads, ref_grads, eager_grads, strict=True):
+                assert_close(f"d{name}", g, r, e if low else None)
+
+
+def test_tma_rules():
+    """tma_ok: unit-stride rows, evenly spaced, 16-byte-aligned start and row stride; else pointer loads."""
+    from mixer_kernels.ops._channel_gemm import tma_ok
+    x = torch.zeros(2, 5, 40, dtype=torch.bfloat16)               # 80-byte rows
+    assert tma_ok(x) and tma_ok(x[:1]) and tma_ok(x[:, :1])       # B = 1; S = 1: rows 400 bytes apart
+    assert not tma_ok(torch.zeros(2, 5, 130, dtype=torch.bfloat16))   # 260-byte rows
+    assert not tma_ok(x[:, :3])                                   # rows not evenly spaced across samples
+    assert not tma_ok(x[..., 1:])                                 # start 2 bytes off
+    assert not tma_ok(x.transpose(1, 2))                          # columns not unit-stride
+    w = torch.zeros(72, 40, dtype=torch.float32)
+    assert tma_ok(x, w) and not tma_ok(x, w.t()) and tma_ok(w.t().contiguous())

@@ -83,6 +83,37 @@ def test_sass_reader_on_a_written_example():
                                                                                              C7519=0)
 
 
+# A TMA main loop: the mbarrier wait's retry is a cold block after the kernel's EXIT that jumps back into the
+# loop. It is no loop of its own (read as one, it swallowed the main loop and the epilogue).
+SASS_TMA = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   UTMALDG.2D [UR8], [UR4] ;
+        /*0020*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P1, [UR6], R0 ;
+        /*0030*/              @!P1 BRA `(.L_x_9) ;
+.L_x_8:
+        /*0040*/                   WARPGROUP.ARRIVE ;
+        /*0050*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0 ;
+        /*0060*/              @P0 BRA `(.L_x_1) ;
+        /*0070*/                   STG.E [R2.64], R24 ;
+        /*0080*/                   EXIT ;
+.L_x_9:
+        /*0090*/                   SYNCS.PHASECHK.TRANS64.TRYWAIT P1, [UR6], R0 ;
+        /*00a0*/              @!P1 BRA `(.L_x_9) ;
+        /*00b0*/                   BRA `(.L_x_8) ;
+.L_x_2:
+        /*00c0*/                   BRA `(.L_x_2);
+"""
+
+
+def test_sass_reader_skips_cold_paths_after_exit():
+    r = _sass.analyse(SASS_TMA)
+    assert r.loops == 1 and r.dot_loops == 1
+    assert r.main.instructions == 6 and r.main.hgmma == {"64x128x16": 1}
+    assert r.loads["tma"] == 1
+    assert r.epilogue.instructions == 6     # STG, EXIT and the cold blocks: counted once, not as loops
+
+
 def _row(main_instr=100, rest_instr=50, hgmma_flop=2 * 64 * 128 * 16 * 4, drains=0, warps=8, occ=1, hmma_flop=0.0):
     region = dict(instructions=main_instr, wgmma_flop=hgmma_flop, hmma_flop=hmma_flop, drains=drains)
     rest = dict(instructions=rest_instr, wgmma_flop=0.0, hmma_flop=0.0, drains=0)
@@ -164,6 +195,29 @@ def test_launch_recorder_counts_eager_matmul_flops():
     assert flops["channel_mixing", "bwd"] == 8 * B * S * C * DC
     names = [s.name for s in seqs["token_mixing", "fwd"].steps]
     assert "native_layer_norm" in names and "gelu" in names
+
+
+def test_launch_recorder_fills_in_parameter_defaults():
+    # a launch binds the defaults of the parameters its launcher leaves out; the speed model recompiles
+    # each launch from its recorded arguments alone, so they must be there (once a KeyError in the model)
+    import triton
+    import triton.language as tl
+
+    from benchmarks.launch_record import record
+
+    def body(X, n, SCALE: tl.constexpr = 3, BLOCK: tl.constexpr = 16):
+        offs = tl.arange(0, BLOCK)
+        tl.store(X + offs, tl.load(X + offs, mask=offs < n) * SCALE, mask=offs < n)
+
+    plain = triton.jit(body)
+    tuned = triton.autotune([triton.Config({"BLOCK": 32}, num_warps=2)], key=["n"])(triton.jit(body))
+    x = _meta(8, dtype=torch.float32)
+    rec, _ = record(lambda: (plain[(1,)](x, 8), plain[(1,)](x, 8, SCALE=5), tuned[(1,)](x, 8)))
+    args = [launch.args for launch in rec.launches]
+    assert [{k: v for k, v in a.items() if k != "X"} for a in args] == [
+        dict(n=8, SCALE=3, BLOCK=16), dict(n=8, SCALE=5, BLOCK=16), dict(n=8, SCALE=3)]
+    assert all(a["X"] is x for a in args)
+    assert rec.launches[2].configs == [dict(kwargs=dict(BLOCK=32), num_warps=2, num_stages=3)]
 
 
 # Every shape of the committed report and the ops it models there (gMLP's block is one op).

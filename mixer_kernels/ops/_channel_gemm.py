@@ -64,6 +64,7 @@ import triton.language as tl
 from .._config import empty, input_precision, triton_interpret
 from . import _tuning
 from ._act import glu, glu_and_grad
+from ._device import tma_scratch
 from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
@@ -173,6 +174,42 @@ def _tile_ids(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: 
     return pid_m, pid_n
 
 
+# TMA (sm_90 on): the main loops read their A and weight tiles through tensor descriptors built on the
+# device, so each k-step is a TMA copy into shared memory and wgmmas from there, with no address math or
+# masks in the loop (out-of-range rows and columns arrive as zeros, as the masked loads give). TMA=False
+# (below sm_90, or a tensor whose rows are not 16-byte aligned: ops/_channel_gemm.tma_ok) keeps the
+# pointer loads.
+
+
+@triton.jit
+def _a_desc(A, rows, cols, stride_row, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    """A [rows, cols] matrix with unit column stride, read in [BLOCK_M, BLOCK_K] tiles."""
+    return tl.make_tensor_descriptor(A, shape=[rows, cols], strides=[stride_row, 1], block_shape=[BLOCK_M, BLOCK_K])
+
+
+@triton.jit
+def _w_desc(W, k_size, n_size, stride_wk, stride_wn, K_ROWS: tl.constexpr, BLOCK_K: tl.constexpr,
+            BLOCK_N: tl.constexpr):
+    """The weight as stored: K_ROWS, rows k of n_size contiguous columns ([K, N] tiles); else rows n of
+    k_size contiguous values ([N, K] tiles, transposed on chip by _w_tile)."""
+    if K_ROWS:
+        return tl.make_tensor_descriptor(W, shape=[k_size, n_size], strides=[stride_wk, 1],
+                                         block_shape=[BLOCK_K, BLOCK_N])
+    else:
+        return tl.make_tensor_descriptor(W, shape=[n_size, k_size], strides=[stride_wn, 1],
+                                         block_shape=[BLOCK_N, BLOCK_K])
+
+
+@triton.jit
+def _w_tile(desc, k0, n0, K_ROWS: tl.constexpr):
+    """The [BLOCK_K, BLOCK_N] weight tile at (k0, n0) (a transposed view of an [N, K] tile: wgmma reads
+    either layout from shared memory)."""
+    if K_ROWS:
+        return desc.load([k0, n0])
+    else:
+        return tl.trans(desc.load([n0, k0]))
+
+
 @triton.jit
 def _hidden_bwd_epilogue(acc, Z, DZ, Act, DB, pid_m, row_scale, rows64, rmask, cols, N_SIZE,
                          HAS_SCALE: tl.constexpr, WRITE_ACT: tl.constexpr, WRITE_DB: tl.constexpr,
@@ -265,6 +302,7 @@ def _channel_hidden_kernel(
     A_CAST: tl.constexpr,   # X's dtype is not the compute dtype: round the A tiles to it on chip
     APPROX_TANH: tl.constexpr, INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
     GLU: tl.constexpr,      # 0: GELU; gMixer's SiLU-gated GLU: 1 gate last (x1 * SiLU(x2)), 2 gate first
+    TMA: tl.constexpr,      # X rows (stride_xs apart, stride_xc = 1) and W by tensor descriptors
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = _tile_ids(tl.program_id(0), M, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
@@ -288,18 +326,33 @@ def _channel_hidden_kernel(
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     if GLU and not BACKWARD:
         acc2 = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)     # x2: fc1 rows n + H
-    for k0 in range(0, K_SIZE, BLOCK_K):
-        kmask = (k0 + ks) < K_SIZE
-        a = tl.load(x_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
-        if A_CAST:
-            a = to_dtype(a.to(tl.float32), W.dtype.element_ty, INTERPRET)
-        w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
-        acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
-        if GLU and not BACKWARD:
-            w2 = tl.load(w_ptrs + N_SIZE * stride_wn, mask=kmask[:, None] & cmask[None, :], other=0.0)
-            acc2 = dot(a, w2, acc2, INTERPRET, INPUT_PRECISION)
-        x_ptrs += BLOCK_K * stride_xc
-        w_ptrs += BLOCK_K * stride_wk
+    if TMA:
+        # forward: fc1 rows n of C (GLU: all 2H rows, the x2 tile at n + H); backward: fc2 rows k of DC (H)
+        x_desc = _a_desc(X, M, K_SIZE, stride_xs, BLOCK_M, BLOCK_K)
+        w_desc = _w_desc(W, K_SIZE, N_SIZE * 2 if GLU and not BACKWARD else N_SIZE, stride_wk, stride_wn,
+                         BACKWARD, BLOCK_K, BLOCK_N)
+        m0 = pid_m * BLOCK_M
+        n0 = pid_n * BLOCK_N
+        for k0 in range(0, K_SIZE, BLOCK_K):
+            a = x_desc.load([m0, k0])
+            if A_CAST:
+                a = to_dtype(a.to(tl.float32), W.dtype.element_ty, INTERPRET)
+            acc = dot(a, _w_tile(w_desc, k0, n0, BACKWARD), acc, INTERPRET, INPUT_PRECISION)
+            if GLU and not BACKWARD:
+                acc2 = dot(a, _w_tile(w_desc, k0, n0 + N_SIZE, BACKWARD), acc2, INTERPRET, INPUT_PRECISION)
+    else:
+        for k0 in range(0, K_SIZE, BLOCK_K):
+            kmask = (k0 + ks) < K_SIZE
+            a = tl.load(x_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+            if A_CAST:
+                a = to_dtype(a.to(tl.float32), W.dtype.element_ty, INTERPRET)
+            w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+            acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
+            if GLU and not BACKWARD:
+                w2 = tl.load(w_ptrs + N_SIZE * stride_wn, mask=kmask[:, None] & cmask[None, :], other=0.0)
+                acc2 = dot(a, w2, acc2, INTERPRET, INPUT_PRECISION)
+            x_ptrs += BLOCK_K * stride_xc
+            w_ptrs += BLOCK_K * stride_wk
 
     offs = rows64[:, None] * N_SIZE + cols[None, :]
     omask = rmask[:, None] & cmask[None, :]
@@ -388,6 +441,8 @@ def _channel_out_kernel(
     stride_rb, stride_rs, stride_rc,
     HAS_BIAS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_RES: tl.constexpr,
     INTERPRET: tl.constexpr, INPUT_PRECISION: tl.constexpr,
+    TMA: tl.constexpr,      # A and W by tensor descriptors
+    W_KN: tl.constexpr,     # W stored as rows k of N contiguous values (backward's fc1_weight); else rows n
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = _tile_ids(tl.program_id(0), M, N_SIZE, BLOCK_M, BLOCK_N, GROUP_M)
@@ -398,16 +453,24 @@ def _channel_out_kernel(
     cmask = cols < N_SIZE
     ks = tl.arange(0, BLOCK_K)
 
-    a_ptrs = A + rows64[:, None] * K_SIZE + ks[None, :]
-    w_ptrs = W + ks[:, None] * stride_wk + cols[None, :] * stride_wn
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-    for k0 in range(0, K_SIZE, BLOCK_K):
-        kmask = (k0 + ks) < K_SIZE
-        a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
-        w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
-        acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
-        a_ptrs += BLOCK_K
-        w_ptrs += BLOCK_K * stride_wk
+    if TMA:
+        a_desc = _a_desc(A, M, K_SIZE, K_SIZE, BLOCK_M, BLOCK_K)
+        w_desc = _w_desc(W, K_SIZE, N_SIZE, stride_wk, stride_wn, W_KN, BLOCK_K, BLOCK_N)
+        m0 = pid_m * BLOCK_M
+        n0 = pid_n * BLOCK_N
+        for k0 in range(0, K_SIZE, BLOCK_K):
+            acc = dot(a_desc.load([m0, k0]), _w_tile(w_desc, k0, n0, W_KN), acc, INTERPRET, INPUT_PRECISION)
+    else:
+        a_ptrs = A + rows64[:, None] * K_SIZE + ks[None, :]
+        w_ptrs = W + ks[:, None] * stride_wk + cols[None, :] * stride_wn
+        for k0 in range(0, K_SIZE, BLOCK_K):
+            kmask = (k0 + ks) < K_SIZE
+            a = tl.load(a_ptrs, mask=rmask[:, None] & kmask[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=kmask[:, None] & cmask[None, :], other=0.0)
+            acc = dot(a, w, acc, INTERPRET, INPUT_PRECISION)
+            a_ptrs += BLOCK_K
+            w_ptrs += BLOCK_K * stride_wk
 
     if HAS_SCALE:
         row_scale = tl.load(Scale + rows // S, mask=rmask, other=0.0).to(tl.float32)
@@ -495,6 +558,45 @@ def _strides3(t):
     return t.stride(0), t.stride(1), t.stride(2)
 
 
+def _x_strides(x):
+    """x [B, S, C]'s strides for the hidden kernel's stride_xb, stride_xs, stride_xc; with S = 1 the rows
+    are stride_xb apart, and that is the row stride the kernel's descriptor takes (stride_xs is unused then)."""
+    sb, ss, sc = x.stride()
+    return sb, (sb if x.shape[1] == 1 else ss), sc
+
+
+def _row_stride(t):
+    """The row stride of t as a matrix of unit-stride rows ([B, S, C] as [B*S, C], or 2-D), or None when
+    its rows are not evenly spaced or not contiguous."""
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        return None
+    if t.dim() == 2:
+        return t.stride(0)
+    B, S, _ = t.shape
+    sb, ss, _ = _x_strides(t)
+    return ss if B == 1 or S == 1 or sb == S * ss else None
+
+
+@functools.lru_cache(maxsize=16)
+def _has_tma(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] >= 9
+
+
+def tma_ok(*mats: torch.Tensor) -> bool:
+    """Whether a launch over these operands reads them by TMA: an sm_90+ card (the interpreter and meta
+    tensors, the speed model's, count as one) and, for each, unit-stride rows evenly spaced, with a
+    16-byte-aligned start and row stride (TMA's rule)."""
+    dev = mats[0].device
+    if dev.type == "cuda" and not triton_interpret() and \
+            not _has_tma(dev.index if dev.index is not None else torch.cuda.current_device()):
+        return False
+    for t in mats:
+        rs = _row_stride(t)
+        if rs is None or (rs * t.element_size()) % 16 or t.data_ptr() % 16:
+            return False
+    return True
+
+
 # The hidden activation of a launch, as ops/channel_mixing.py names it (its `approximate` argument):
 # GELU "none" (erf) / "tanh", or gMixer's SiLU-gated GLU "glu_silu" (gate last, timm's default) /
 # "glu_silu_first" (gate_last=False).
@@ -518,14 +620,16 @@ def hidden_forward(y, fc1_weight, fc1_bias, *, approximate, write_z: bool, write
     z = empty((M, DC), device=y.device, dtype=dt) if write_z else None
     act = empty((M, N), device=y.device, dtype=dt) if write_act else None
     any_out = z if z is not None else act
-    _channel_hidden_kernel[_grid_2d(M, N)](
-        y, fc1_bias, fc1_weight, fc1_bias,
-        any_out, act if act is not None else any_out, any_out, any_out,
-        M, S, N, C, m_bucket(M), *_strides3(y), fc1_weight.stride(1), fc1_weight.stride(0),
-        BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act, WRITE_DB=False, A_CAST=y.dtype != dt,
-        APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
-        GLU=glu,
-    )
+    tma = tma_ok(y, fc1_weight)
+    with tma_scratch(tma, y.device):
+        _channel_hidden_kernel[_grid_2d(M, N)](
+            y, fc1_bias, fc1_weight, fc1_bias,
+            any_out, act if act is not None else any_out, any_out, any_out,
+            M, S, N, C, m_bucket(M), *_x_strides(y), fc1_weight.stride(1), fc1_weight.stride(0),
+            BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act, WRITE_DB=False,
+            A_CAST=y.dtype != dt, APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(),
+            INPUT_PRECISION=input_precision(dt), GLU=glu, TMA=tma,
+        )
     return z, act
 
 
@@ -547,14 +651,15 @@ def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate, write
     dbp = torch.zeros((triton.cdiv(M, _min_hidden_block_m()), DC), device=z.device, dtype=torch.float32) \
         if write_db else dz
     sc = sample_scale if sample_scale is not None else z
-    _channel_hidden_kernel[_grid_2d(M, N)](
-        grad_out, sc, fc2_weight, z, z, act if write_act else dz, dz, dbp,
-        M, S, N, C, m_bucket(M), *_strides3(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
-        BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act, WRITE_DB=write_db,
-        A_CAST=grad_out.dtype != dt,
-        APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt),
-        GLU=glu,
-    )
+    tma = tma_ok(grad_out, fc2_weight)
+    with tma_scratch(tma, z.device):
+        _channel_hidden_kernel[_grid_2d(M, N)](
+            grad_out, sc, fc2_weight, z, z, act if write_act else dz, dz, dbp,
+            M, S, N, C, m_bucket(M), *_x_strides(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
+            BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act,
+            WRITE_DB=write_db, A_CAST=grad_out.dtype != dt, APPROX_TANH=approximate == "tanh",
+            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt), GLU=glu, TMA=tma,
+        )
     return dz, act, (dbp.sum(0) if write_db else None)
 
 
@@ -564,12 +669,14 @@ def out_forward(act, x, fc2_weight, fc2_bias, sample_scale):
     M, DC = act.shape
     out = empty((B, S, C), device=x.device, dtype=x.dtype)
     sc = sample_scale if sample_scale is not None else fc2_bias
-    _channel_out_kernel[_grid_2d(M, C)](
-        act, fc2_weight, fc2_bias, sc, x, out, M, S, C, DC, m_bucket(M),
-        fc2_weight.stride(1), fc2_weight.stride(0), *_strides3(x),
-        HAS_BIAS=True, HAS_SCALE=sample_scale is not None, HAS_RES=True,
-        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(act.dtype),
-    )
+    tma = tma_ok(act, fc2_weight)
+    with tma_scratch(tma, x.device):
+        _channel_out_kernel[_grid_2d(M, C)](
+            act, fc2_weight, fc2_bias, sc, x, out, M, S, C, DC, m_bucket(M),
+            fc2_weight.stride(1), fc2_weight.stride(0), *_strides3(x),
+            HAS_BIAS=True, HAS_SCALE=sample_scale is not None, HAS_RES=True,
+            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(act.dtype), TMA=tma, W_KN=False,
+        )
     return out
 
 
@@ -578,12 +685,14 @@ def out_backward(dz, fc1_weight, B, S):
     M, DC = dz.shape
     C = fc1_weight.shape[1]
     dn = empty((B, S, C), device=dz.device, dtype=dz.dtype)
-    _channel_out_kernel[_grid_2d(M, C)](
-        dz, fc1_weight, dz, dz, dz, dn, M, S, C, DC, m_bucket(M),
-        fc1_weight.stride(0), fc1_weight.stride(1), 0, 0, 0,
-        HAS_BIAS=False, HAS_SCALE=False, HAS_RES=False,
-        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dz.dtype),
-    )
+    tma = tma_ok(dz, fc1_weight)
+    with tma_scratch(tma, dz.device):
+        _channel_out_kernel[_grid_2d(M, C)](
+            dz, fc1_weight, dz, dz, dz, dn, M, S, C, DC, m_bucket(M),
+            fc1_weight.stride(0), fc1_weight.stride(1), 0, 0, 0,
+            HAS_BIAS=False, HAS_SCALE=False, HAS_RES=False,
+            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dz.dtype), TMA=tma, W_KN=True,
+        )
     return dn
 
 
@@ -689,7 +798,7 @@ def _hidden_args(dt, S, C, DC, M, variant):
                 N_SIZE=DC, K_SIZE=C, stride_xb=S * C, stride_xs=C, stride_xc=1,
                 stride_wk=DC if bwd else 1, stride_wn=1 if bwd else C,
                 BACKWARD=bwd, HAS_SCALE=scale, WRITE_Z=not bwd, WRITE_ACT=True, WRITE_DB=bwd, A_CAST=False,
-                APPROX_TANH=False, GLU=0)
+                APPROX_TANH=False, GLU=0, TMA=True)
 
 
 # gMixer-24 (timm's gmixer_24_224: S = 196, C = 384, DC = 1536 = 2 x 768): the GLU launches of the hidden
@@ -712,7 +821,7 @@ def _glu_hidden_cases():
 def _out_args(dt, S, C, DC, M, bwd):
     return dict(A=dt, W=dt, Bias=dt, Scale=dt, Res=dt, Out=dt, N_SIZE=C, K_SIZE=DC,
                 stride_wk=C if bwd else 1, stride_wn=1 if bwd else DC, stride_rb=S * C, stride_rs=C, stride_rc=1,
-                HAS_BIAS=not bwd, HAS_SCALE=not bwd, HAS_RES=not bwd)
+                HAS_BIAS=not bwd, HAS_SCALE=not bwd, HAS_RES=not bwd, TMA=True, W_KN=bwd)
 
 
 def _wgrad_args(dt, S, C, DC, M, fc1):

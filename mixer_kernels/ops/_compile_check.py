@@ -157,7 +157,7 @@ def _compile_job(job):
     name, index, arch = job
     entry = KERNELS[name]
     case = entry.cases()[index]
-    sig, constexprs, attrs = signature_of(entry.kernel, case.args)
+    sig, constexprs, attrs = signature_of(entry.kernel, case.args_for(arch))
     row = dict(kernel=name, case=case.name, group=case.group or case.name, fallback=case.fallback)
     row.update(compile_kernel(jit_function(entry.kernel), sig, constexprs, attrs, case.num_warps, case.num_stages,
                               arch))

@@ -33,6 +33,13 @@ class CompileCase:
     group: str | None = None
     fallback: bool = False      # an entry for smaller cards (ops/_tuning.keep)
 
+    def args_for(self, arch: int) -> dict[str, Any]:
+        """The arguments of this launch on an sm_`arch` card: a kernel with a TMA constexpr takes its
+        pointer loads below sm_90 (no TMA there), as its launcher decides (ops/_channel_gemm.tma_ok)."""
+        if "TMA" in self.args and arch < 90:
+            return {**self.args, "TMA": False}
+        return self.args
+
 
 @dataclass
 class Work:

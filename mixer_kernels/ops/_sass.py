@@ -7,7 +7,9 @@ What is read (docs/design.md, "Reading speed from compiled code"):
   registers (`HGMMA ... R, Rn, gdesc[..]`) or shared memory (`HGMMA ... R, gdesc[..], ..`);
   `HMMA.*` (mma.sync, per warp: the Ampere path, slower on Hopper);
 - global loads: `UTMALDG` (TMA), `LDGSTS` (cp.async), plain `LDG`;
-- loops: a branch to an earlier address is a loop's back edge; the main loop is the innermost loop
+- loops: a branch to an earlier address is a loop's back edge, unless the branch lies after the last
+  unpredicated EXIT: ptxas puts cold blocks there (the retry of a TMA mbarrier wait, SYNCS.PHASECHK),
+  reached from inside a loop and jumping back into it, not loops of their own; the main loop is the innermost loop
   that holds tensor-core instructions (for a kernel without dots, the largest outermost loop). Its
   static instruction count is the SASS instructions one warp issues per iteration; what follows it
   up to the kernel's end is the epilogue.
@@ -155,8 +157,12 @@ def analyse(sass: str) -> SassReport:
     """The report of one kernel's SASS (`nvdisasm -c` text of a cubin holding one kernel)."""
     instrs = parse(sass)
     labels = _labels(sass)
+    exits = [ins.addr for ins in instrs if ins.text.split(" ", 1)[0] == "EXIT"]
+    cold = max(exits) if exits else 1 << 62      # after the last unpredicated EXIT: cold blocks
     loops: dict[int, Loop] = {}
     for ins in instrs:
+        if ins.addr > cold:
+            break
         m = _BRA.search(ins.text)
         if m and m.group(1) in labels:
             target = labels[m.group(1)]

@@ -48,6 +48,7 @@ from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._token_linear_kernels import config_in, k_pad
 
 
 @triton.jit
@@ -323,7 +324,7 @@ def block_s(S: int, kernel: str) -> int:
 
 # (BLOCK_C, BLOCK_K, num_warps, num_stages) by kernel and compute dtype on a GPU; compiled for sm_90 at
 # gmlp_s16 (the compile cases below; 0 spills, wgmma, no hazard on triton 3.6 and 3.8). The interpreter takes
-# INTERPRET_CONFIG. The backward's 16-bit tile runs 4 warps: at 8 warps it took 130 registers (one CTA per
+# config_in's INTERPRET_CONFIG. The backward's 16-bit tile runs 4 warps: at 8 warps it took 130 registers (one CTA per
 # SM, issue-bound: 0.209 ms, H100 model at gmlp_s16 batch 256), at 4 warps 252 with 2 CTAs per SM, 0.183 ms
 # at 98% of its memory floor; fp32 stays at 8 warps (4 spilled). 64 channels or 256 tokens spilled.
 GPU_CONFIGS = {
@@ -334,7 +335,6 @@ GPU_CONFIGS = {
     ("dn", "fp16"): (64, 64, 8, 2),
     ("dn", "fp32"): (32, 32, 8, 2),
 }
-INTERPRET_CONFIG = (32, 32, 4, 1)
 PASS_BLOCK = (32, 128)     # (BLOCK_M, BLOCK_N) of the GELU passes
 NORM_MAX_H = 2048          # _sgu_norm_bwd_kernel loads a row once up to this H (gmlp_b16: 1536); above, LN_v's
                            # backward runs ops/layernorm_backward.py and then the dz_v pass
@@ -353,20 +353,7 @@ def norm_block(H: int) -> tuple[int, int, int]:
 
 
 def config(kernel: str, dtype: torch.dtype, interpret: bool) -> tuple[int, int, int, int]:
-    if interpret:
-        return INTERPRET_CONFIG
-    return GPU_CONFIGS[kernel, "fp32" if dtype == torch.float32 else "fp16"]
-
-
-def k_pad(S: int, block_k: int) -> int:
-    return triton.cdiv(S, block_k) * block_k
-
-
-def padded_weight(w: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """A zero-padded contiguous copy of w [S, S] as [rows, cols] (16-byte aligned rows, no masks)."""
-    p = w.new_zeros((rows, cols))
-    p[:w.shape[0], :w.shape[1]] = w
-    return p
+    return config_in(GPU_CONFIGS, kernel, dtype, interpret)
 
 
 # ------------------------------------------------------------------------------------------------

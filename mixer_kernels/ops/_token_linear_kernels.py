@@ -196,10 +196,16 @@ GPU_CONFIGS = {
 INTERPRET_CONFIG = (32, 32, 4, 1)
 
 
-def config(kernel: str, dtype: torch.dtype, interpret: bool) -> tuple[int, int, int, int]:
+def config_in(table: dict, kernel: str, dtype: torch.dtype, interpret: bool) -> tuple[int, int, int, int]:
+    """A launch's row of a GPU_CONFIGS-shaped table (this file's, or ops/_spatial_gating_kernels.py's, whose
+    kernels take the same padded S x S weight and the same interpreter tile)."""
     if interpret:
         return INTERPRET_CONFIG
-    return GPU_CONFIGS[kernel, "fp32" if dtype == torch.float32 else "fp16"]
+    return table[kernel, "fp32" if dtype == torch.float32 else "fp16"]
+
+
+def config(kernel: str, dtype: torch.dtype, interpret: bool) -> tuple[int, int, int, int]:
+    return config_in(GPU_CONFIGS, kernel, dtype, interpret)
 
 
 def k_pad(S: int, block_k: int) -> int:
@@ -211,6 +217,17 @@ def padded_weight(w: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     p = w.new_zeros((rows, cols))
     p[:w.shape[0], :w.shape[1]] = w
     return p
+
+
+def launch_weight(weight: torch.Tensor, S: int, bs: int, block_k: int, transpose: bool) -> torch.Tensor:
+    """The weight operand of a launch: weight (or its transpose) padded to whole BLOCK_S rows and K_PAD columns."""
+    w = weight.t() if transpose else weight
+    return padded_weight(w, triton.cdiv(S, bs) * bs, k_pad(S, block_k))
+
+
+def off64(*tensors) -> bool:
+    """OFF64 of a launch: 64-bit offsets once a tensor reaches 2**31 elements."""
+    return any(t.numel() >= 2**31 for t in tensors)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from ._channel_routes import glu_gate, glu_gate_bwd
 from ._token_kernels import _token_mixing_bwd_dt_tm_kernel, _token_mixing_fwd_tm_kernel
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
-from .token_mixing import MAX_RESIDENT_S, _off64, _scale_arg
+from .token_mixing import MAX_RESIDENT_S, _off64, _scale_arg, fake_bwd_outputs, fake_fwd_outputs, input_grads
 
 _OP = "mixer_kernels::gmixer_token_mixing"
 
@@ -145,9 +145,7 @@ def _fwd_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
 
 @_fwd_op.register_fake
 def _(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, gate, sample_scale):
-    B, S, C = x.shape
-    stats = x.new_empty((B * S,), dtype=torch.float32)
-    return x.new_empty((B, S, C)), stats, torch.empty_like(stats)
+    return fake_fwd_outputs(x)
 
 
 @torch.library.custom_op(_OP + "_bwd", mutates_args=())
@@ -164,13 +162,7 @@ def _bwd_op(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.T
 
 @_bwd_op.register_fake
 def _(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, gate, sample_scale, weight_grads):
-    out = [torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(norm_weight),
-           torch.empty_like(norm_bias)]
-    if weight_grads:
-        out += [torch.empty_like(fc1_weight, memory_format=torch.contiguous_format), torch.empty_like(fc1_bias),
-                torch.empty_like(fc2_weight, memory_format=torch.contiguous_format),
-                fc1_weight.new_empty((x.shape[1],))]
-    return out
+    return fake_bwd_outputs(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, weight_grads)
 
 
 def _setup_context(ctx, inputs, output):
@@ -189,12 +181,7 @@ def _backward(ctx, dy, _dmean, _drstd):
     weight_grads = any(ctx.needs_input_grad[3:7])
     grads = _bwd_op(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, ctx.gate,
                     sample_scale, weight_grads)
-    if not weight_grads:
-        grads = list(grads) + [None] * 4
-    dx, dnw, dnb, dw1, db1, dw2, db2 = grads
-    if db2 is not None:
-        db2 = db2.to(ctx.fc2_bias_dtype)
-    return dx, dnw, dnb, dw1, db1, dw2, db2, None, None, None
+    return (*input_grads(grads, weight_grads, ctx.fc2_bias_dtype), None, None, None)
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)

@@ -43,19 +43,11 @@ from .._config import empty, input_precision, triton_interpret
 from . import _channel_routes as gemm
 from . import _guard
 from . import _spatial_gating_kernels as sg
+from . import _token_linear_kernels as tl_k
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_apply, layernorm_forward, layernorm_stats
 
 _OP = "mixer_kernels::gmlp_block"
-
-
-def _off64(*tensors) -> bool:
-    return any(t.numel() >= 2**31 for t in tensors)
-
-
-def _weights(weight, S, bs, block_k, transpose):
-    w = weight.t() if transpose else weight
-    return sg.padded_weight(w, triton.cdiv(S, bs) * bs, sg.k_pad(S, block_k))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,10 +63,10 @@ def sgu_forward(act, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_b
         return gate
     bc, bk, warps, stages = sg.config("fwd", proj_weight.dtype, triton_interpret())
     bs = sg.block_s(S, "fwd")
-    wp = _weights(proj_weight, S, bs, bk, transpose=False)
+    wp = tl_k.launch_weight(proj_weight, S, bs, bk, transpose=False)
     sg._sgu_fwd_kernel[(B, triton.cdiv(H, bc), triton.cdiv(S, bs))](
         wp, proj_bias, act, mean_v, rstd_v, gate_weight, gate_bias, gate, S, H, wp.shape[1], act.stride(0),
-        OFF64=_off64(act), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(wp.dtype),
+        OFF64=tl_k.off64(act), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(wp.dtype),
         BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return gate
 
@@ -117,14 +109,14 @@ def sgu_backward(v, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_bi
     bs = sg.block_s(S, "bwd")
     n_s = triton.cdiv(S, bs)
     dbp = empty((B * n_s, H), device=v.device, dtype=torch.float32) if write_db else None
-    wp = _weights(proj_weight, S, bs, bk, transpose=False)
+    wp = tl_k.launch_weight(proj_weight, S, bs, bk, transpose=False)
     sg._sgu_bwd_kernel[(B, triton.cdiv(H, bc), n_s)](
         wp, proj_bias, v, mean_v, rstd_v, gate_weight, gate_bias, z, dg,
         sample_scale if sample_scale is not None else proj_bias, dz,
         gate_s if write_gate else dp, dp, nt if store_wgrad else dp, dbp if write_db else dp,
         S, H, wp.shape[1], z.stride(0),
         HAS_SCALE=sample_scale is not None, WRITE_GATE=write_gate, STORE_WGRAD=store_wgrad, WRITE_DB=write_db,
-        APPROX_TANH=approximate == "tanh", OFF64=_off64(z), INTERPRET=triton_interpret(),
+        APPROX_TANH=approximate == "tanh", OFF64=tl_k.off64(z), INTERPRET=triton_interpret(),
         INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return dp, gate_s, nt, (dbp.sum(0) if write_db else None)      # fixed-order sum of the partials
 
@@ -156,9 +148,9 @@ def sgu_dn(dp, proj_weight, B, S):
     dn = empty((B * S, H), device=dp.device, dtype=cdt)
     bc, bk, warps, stages = sg.config("dn", cdt, triton_interpret())
     bs = sg.block_s(S, "dn")
-    wtp = _weights(proj_weight, S, bs, bk, transpose=True)
+    wtp = tl_k.launch_weight(proj_weight, S, bs, bk, transpose=True)
     sg._sgu_dn_kernel[(B, triton.cdiv(H, bc), triton.cdiv(S, bs))](
-        wtp, dp, dn, S, H, wtp.shape[1], OFF64=_off64(dp), INTERPRET=triton_interpret(),
+        wtp, dp, dn, S, H, wtp.shape[1], OFF64=tl_k.off64(dp), INTERPRET=triton_interpret(),
         INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     return dn
 

@@ -25,15 +25,6 @@ from ._device import device_of
 _OP = "mixer_kernels::resmlp_token_mixing"
 
 
-def _off64(*tensors) -> bool:
-    return any(t.numel() >= 2**31 for t in tensors)
-
-
-def _weights(weight, S, bs, block_k, transpose):
-    w = weight.t() if transpose else weight
-    return tl_k.padded_weight(w, triton.cdiv(S, bs) * bs, tl_k.k_pad(S, block_k))
-
-
 @torch.library.custom_op(_OP + "_fwd", mutates_args=())
 def resmlp_token_mixing_fwd(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
                             bias: torch.Tensor, layer_scale: torch.Tensor,
@@ -50,13 +41,13 @@ def token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale
         return out
     bc, bk, warps, stages = tl_k.config("fwd", weight.dtype, triton_interpret())
     bs = tl_k.block_s(S, "fwd")
-    wp = _weights(weight, S, bs, bk, transpose=False)
+    wp = tl_k.launch_weight(weight, S, bs, bk, transpose=False)
     rowsum = wp.sum(1, dtype=torch.float32)             # of the rounded weights the dot uses: [S_rows]
     with device_of(x):
         tl_k._token_linear_fwd_kernel[(B, triton.cdiv(C, bc), triton.cdiv(S, bs))](
             x, alpha, beta, wp, rowsum, bias, layer_scale, sample_scale if sample_scale is not None else bias, out,
             S, C, wp.shape[1], *x.stride(),
-            HAS_SCALE=sample_scale is not None, OFF64=_off64(x, out), INTERPRET=triton_interpret(),
+            HAS_SCALE=sample_scale is not None, OFF64=tl_k.off64(x, out), INTERPRET=triton_interpret(),
             INPUT_PRECISION=input_precision(weight.dtype), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk,
             num_warps=warps, num_stages=stages)
     return out
@@ -94,12 +85,12 @@ def token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_
     else:
         gb = ab = dx
     if B * S * C > 0:
-        wtp = _weights(weight, S, bs, bk, transpose=True)
+        wtp = tl_k.launch_weight(weight, S, bs, bk, transpose=True)
         with device_of(x):
             tl_k._token_linear_bwd_kernel[(B, triton.cdiv(C, bc), n_s)](
                 dy, x, alpha, beta, wtp, bias, layer_scale, sample_scale if sample_scale is not None else bias, dx,
                 *parts, gb, ab, S, C, wtp.shape[1], *x.stride(), *dy.stride(),
-                HAS_SCALE=sample_scale is not None, STORE_WGRAD=store, OFF64=_off64(x, dy, gb),
+                HAS_SCALE=sample_scale is not None, STORE_WGRAD=store, OFF64=tl_k.off64(x, dy, gb),
                 INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc,
                 BLOCK_K=bk, num_warps=warps, num_stages=stages)
     da, db, dls = (p.sum(0) for p in parts)                      # fixed-order sums of the per-program partials

@@ -356,6 +356,36 @@ def _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, 
 # torch.library custom ops: opaque to torch.compile (fake implementations give shapes), with autograd
 
 
+def fake_fwd_outputs(x):
+    """The fake forward outputs of a token op (this file's and ops/gmixer_token_mixing.py's): out, mean, rstd."""
+    B, S, C = x.shape
+    stats = x.new_empty((B * S,), dtype=torch.float32)
+    return x.new_empty((B, S, C)), stats, torch.empty_like(stats)
+
+
+def fake_bwd_outputs(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, weight_grads):
+    """The fake backward outputs of a token op: dx, dnw, dnb and, with weight_grads, dW1, db1, dW2, db2."""
+    out = [torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(norm_weight),
+           torch.empty_like(norm_bias)]
+    if weight_grads:
+        S = x.shape[1]
+        out += [torch.empty_like(fc1_weight, memory_format=torch.contiguous_format), torch.empty_like(fc1_bias),
+                torch.empty_like(fc2_weight, memory_format=torch.contiguous_format),
+                fc1_weight.new_empty((S,))]
+    return out
+
+
+def input_grads(grads, weight_grads: bool, fc2_bias_dtype):
+    """dx, dnw, dnb, dW1, db1, dW2, db2 from a backward op's list (None for the weights without weight_grads),
+    db2 in fc2's bias dtype."""
+    if not weight_grads:
+        grads = list(grads) + [None] * 4
+    dx, dnw, dnb, dw1, db1, dw2, db2 = grads
+    if db2 is not None:
+        db2 = db2.to(fc2_bias_dtype)
+    return dx, dnw, dnb, dw1, db1, dw2, db2
+
+
 @torch.library.custom_op("mixer_kernels::token_mixing_fwd", mutates_args=())
 def _token_mixing_fwd_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor,
                          fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor,
@@ -369,9 +399,7 @@ def _token_mixing_fwd_op(x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: 
 
 @_token_mixing_fwd_op.register_fake
 def _(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, approx_tanh, sample_scale):
-    B, S, C = x.shape
-    stats = x.new_empty((B * S,), dtype=torch.float32)
-    return x.new_empty((B, S, C)), stats, torch.empty_like(stats)
+    return fake_fwd_outputs(x)
 
 
 @torch.library.custom_op("mixer_kernels::token_mixing_bwd", mutates_args=())
@@ -389,14 +417,7 @@ def _token_mixing_bwd_op(dy: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, 
 @_token_mixing_bwd_op.register_fake
 def _(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, eps, approx_tanh,
       sample_scale, weight_grads):
-    out = [torch.empty_like(x, memory_format=torch.contiguous_format), torch.empty_like(norm_weight),
-           torch.empty_like(norm_bias)]
-    if weight_grads:
-        S = x.shape[1]
-        out += [torch.empty_like(fc1_weight, memory_format=torch.contiguous_format), torch.empty_like(fc1_bias),
-                torch.empty_like(fc2_weight, memory_format=torch.contiguous_format),
-                fc1_weight.new_empty((S,))]
-    return out
+    return fake_bwd_outputs(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, weight_grads)
 
 
 def _setup_context(ctx, inputs, output):
@@ -415,12 +436,7 @@ def _backward(ctx, dy, _dmean, _drstd):
     weight_grads = any(ctx.needs_input_grad[3:7])
     grads = _token_mixing_bwd_op(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                                  ctx.eps, ctx.approx_tanh, sample_scale, weight_grads)
-    if not weight_grads:
-        grads = list(grads) + [None] * 4
-    dx, dnw, dnb, dw1, db1, dw2, db2 = grads
-    if db2 is not None:
-        db2 = db2.to(ctx.fc2_bias_dtype)
-    return dx, dnw, dnb, dw1, db1, dw2, db2, None, None, None
+    return (*input_grads(grads, weight_grads, ctx.fc2_bias_dtype), None, None, None)
 
 
 _token_mixing_fwd_op.register_autograd(_backward, setup_context=_setup_context)
