@@ -104,3 +104,56 @@ def aten_time(op, card: str) -> float:
 
 def floor_time(flops: float, nbytes: float, card: str) -> float:
     return max(flops / PEAK, nbytes / BW[card])
+
+
+# --------------------------------------------------------------------------------------------------
+# Stable entry points (issue 22): model any launch, ours or anyone's, and the cuBLAS / ATen sides.
+
+
+def _as_work(work):
+    from mixer_kernels.ops._registry import Work
+    if isinstance(work, Work):
+        return work
+    return Work(flops=float(work.get("flops", 0.0)), bytes=float(work.get("bytes", 0.0)),
+                trips=int(work.get("trips", 1)), outer=int(work.get("outer", 1)))
+
+
+def compile_launch(fn, args: dict, num_warps: int, num_stages: int, **options) -> dict:
+    """The sm_90a compile row (ops/_compile_check.compile_kernel) of one launch of the @triton.jit `fn`
+    with `args` (parameter name -> torch dtype for a pointer, a Python value for a scalar or constexpr),
+    specialised as the JIT would."""
+    from mixer_kernels.ops._compile_check import compile_kernel
+    from mixer_kernels.ops._registry import jit_function, signature_of
+    fn = jit_function(fn)
+    sig, constexprs, attrs = signature_of(fn, args)
+    return compile_kernel(fn, sig, constexprs, attrs, num_warps, num_stages, 90, **options)
+
+
+def model_triton_launch(fn, args: dict, grid, num_warps: int, num_stages: int, work, card: str = "H100",
+                        **options) -> dict:
+    """The modelled time of one Triton launch: `fn` a @triton.jit function, `args` parameter name -> torch
+    dtype (pointer) or Python value (scalar, constexpr), `grid` an int or a tuple, `work` a registry Work
+    or a mapping with flops, bytes, trips, outer; `options` other compile options (num_ctas,
+    enable_fp_fusion, maxnreg). Returns kernel_time's dict (time_s, ...) plus the compile row."""
+    import math as _m
+    row = compile_launch(fn, args, num_warps, num_stages, **options)
+    if row["error"]:
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {row['error']}")
+    g = grid if isinstance(grid, int) else _m.prod(int(v) for v in grid)
+    out = kernel_time(row, _as_work(work), g, card)
+    out["row"] = row
+    return out
+
+
+def model_gemm(M: int, N: int, K: int, dtype=None, card: str = "H100", *, batch: int = 1) -> float:
+    """The modelled time (seconds) of one cuBLAS matrix product [batch] x [M, K] @ [K, N] in `dtype`."""
+    import torch
+    e = (dtype or torch.bfloat16).itemsize
+    flops = 2.0 * batch * M * N * K
+    nbytes = batch * (M * K + K * N + M * N) * e
+    return max(flops / (CUBLAS_EFF * PEAK), nbytes / BW[card]) + LAUNCH_S
+
+
+def model_elementwise(nbytes: float, card: str = "H100") -> float:
+    """The modelled time (seconds) of one memory-bound ATen or generated kernel moving `nbytes`."""
+    return nbytes / BW[card] + LAUNCH_S

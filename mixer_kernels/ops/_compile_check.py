@@ -97,9 +97,10 @@ def hazards(row: dict) -> list[str]:
 
 
 def compile_kernel(fn, signature: dict, constexprs: dict, attrs: dict, num_warps: int, num_stages: int,
-                   arch: int = 90) -> dict:
+                   arch: int = 90, **options) -> dict:
     """Compile one specialisation of the @triton.jit function `fn` for sm_<arch> and read it: registers,
-    spills, shared memory, CTAs per SM, ptxas notes, and (sm_90) the SASS report (ops/_sass.py)."""
+    spills, shared memory, CTAs per SM, ptxas notes, and (sm_90) the SASS report (ops/_sass.py).
+    `options`: other compile options a launch may carry (num_ctas, enable_fp_fusion, maxnreg, ...)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -107,7 +108,7 @@ def compile_kernel(fn, signature: dict, constexprs: dict, attrs: dict, num_warps
     try:
         src = ASTSource(fn, signature, constexprs, attrs)
         ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
-                            options=dict(num_warps=num_warps, num_stages=num_stages))
+                            options=dict(num_warps=num_warps, num_stages=num_stages, **options))
         ptx = ck.asm["ptx"]
         report, sass = _ptxas(ptx, arch)
         row.update(report)
