@@ -126,7 +126,15 @@ def compile_launch(fn, args: dict, num_warps: int, num_stages: int, **options) -
     from mixer_kernels.ops._registry import jit_function, signature_of
     fn = jit_function(fn)
     sig, constexprs, attrs = signature_of(fn, args)
-    return compile_kernel(fn, sig, constexprs, attrs, num_warps, num_stages, 90, **options)
+    key = (fn.fn.__module__, fn.fn.__qualname__, tuple(sorted(sig.items())),
+           tuple(sorted((k, repr(v)) for k, v in constexprs.items())), tuple(sorted(map(repr, attrs.items()))),
+           num_warps, num_stages, tuple(sorted(options.items())))
+    if key not in _COMPILED:       # compiling is the slow part (seconds); the model is re-run many times
+        _COMPILED[key] = compile_kernel(fn, sig, constexprs, attrs, num_warps, num_stages, 90, **options)
+    return _COMPILED[key]
+
+
+_COMPILED: dict = {}
 
 
 def model_triton_launch(fn, args: dict, grid, num_warps: int, num_stages: int, work, card: str = "H100",
