@@ -1,121 +1,351 @@
-"""The Hopper speed model: a kernel's time from its compiled code. A model, not a measurement.
+"""The Hopper speed model: a launch's time from its compiled code, and the same rules for cuBLAS and ATen.
+A model, not a measurement. Version MODEL_VERSION; its constants live in CONSTANTS only (each with the
+published range it comes from); any change to them or to the formula is a commit of its own that re-runs
+the calibration (`python -m benchmarks.calibration.calibrate`) and reports it, never with a kernel change.
 
-Per Triton launch (one compiled case: ptxas report + SASS report of mixer_kernels/ops/_sass.py, and the
-launch's Work from the kernel's registry entry):
+One ceiling table for every matrix product (CEILINGS): a main loop never runs faster than the published
+rate of its class (the clock peak SMS*TC*CLOCK times the class's fraction), ours by what their SASS
+shows, cuBLAS by its shape class (it has no SASS here).
 
-    r       = CTAs resident per SM in a full wave = min(CTAs per SM by registers/threads/shared memory,
-              ceil(grid / SMS))
-    waves   = ceil(grid / (SMS * CTAs per SM))
-    per CTA, per warp (static SASS counts; trips, outer from Work):
-      n     = trips*outer*n_main + outer*n_outer + n_rest                  instructions issued
-      F_wg  = trips*outer*F_main + outer*F_outer + F_rest                  wgmma FLOP per warpgroup
-      F_w   = the same for mma.sync (HMMA) FLOP per warp
-      D     = the same for full wgmma drains (WARPGROUP.DEPBAR.LE gsb0, 0x0: no wgmma left in flight)
-    T_cta   = (W/4)*F_wg / TC + W*F_w / (TC*HMMA_EFF)       one CTA's tensor-core cycles (W warps per CTA)
-    tensor  = max(r*T_cta, F_wg / TC + D*DRAIN_CYCLES)      the SM's tensor cores, or one warpgroup's chain
-                                                            when it drains its pipeline
-    issue   = r * (W/SCHEDULERS) * n                        one instruction per scheduler per cycle
-    serial  = max(T_cta, F_wg/TC + D*DRAIN_CYCLES, (W/SCHEDULERS)*n_loop) + (W/SCHEDULERS)*n_rest
-              one CTA's critical path: its prologue and epilogue (n_rest) overlap nothing of its own
-              main loop, only other resident CTAs' work (so with r = 1 they add to the loop's time)
-    memory  = Work.bytes * min(grid, SMS*CTAs per SM) / grid / BW          seconds per wave
-    time    = waves * max(max(r*T_cta, issue, serial) / CLOCK, memory) + LAUNCH_S
-    floor   = max(Work.flops / PEAK, Work.bytes / BW);  % of floor = floor / time
+Per Triton launch (one compiled case: ptxas + SASS report of mixer_kernels/ops/_sass.py, a Work):
 
-Per ATen op (torch glue around the kernels, and every kernel of eager PyTorch):
-    matrix product: max(flops / (CUBLAS_EFF * PEAK), bytes / BW) + LAUNCH_S
-    anything else:  bytes / BW + LAUNCH_S
+    r      = CTAs resident per SM in a full wave = min(CTAs per SM, ceil(grid / SMS)); waves = ceil(grid / (SMS*occ))
+    per CTA (W warps, trips*outer main-loop iterations; static SASS counts per iteration):
+      tensor = (W/4) * F_wg / TC / ceiling(class)          the CTA's tensor-core cycles (mma.sync at HMMA_EFF)
+      issue  = (W/4) * n                                   one instruction per scheduler per cycle
+      smem   = shared-memory bytes / SMEM_BW               fills (TMA/cp.async/STS) + LDS + wgmma operand reads
+      chain  = trips*outer * iteration chain + fill + (W/4) * n_rest
+               iteration chain = max(wgmma, issue)         when the loop keeps wgmmas in flight
+                               = wgmma + DRAIN*d + issue + LAT*e   when it drains them (d full drains, the
+                                 phases serialise) or waits for a load right after issuing it (e exposed
+                                 waits, or LDG feeding STS in one iteration)
+               fill = LAT: the first loads of a tile, exposed where one CTA runs per SM
+    SM     = max(r*tensor, r*issue, r*smem, chain)         cycles per wave (resident CTAs hide each other's chains)
+    L2     = L2->SM operand bytes of a wave / L2_BW        every CTA's loads (re-reads of operand tiles, weights)
+    HBM    = compulsory bytes of a wave / BW
+    time   = waves * max(SM / CLOCK, L2, HBM) + LAUNCH_S
 
-Constants (H100 SXM and the H200 lent to this project; docs/design.md, "Where the time goes"):
-    SMS = 132; PEAK = 790e12 FLOP/s (dense bf16, measured with an 8192^3 matmul); TC = 4096 dense bf16
-    FLOP per SM cycle (tf32 counts double, in ops/_sass.py); CLOCK = PEAK / (SMS * TC) = 1.461 GHz, the
-    clock at which the measured peak is reached; SCHEDULERS = 4 per SM; BW = 3.0e12 B/s (H100) or
-    4.3e12 (H200), measured device-to-device copy.
-    Assumed, not measured (the pessimistic end where in doubt; the first GPU run's ratio column
-    calibrates them): HMMA_EFF = 0.5 (mma.sync reaches half the wgmma rate on Hopper); DRAIN_CYCLES = 64
-    (pipeline latency exposed by each full drain); LAUNCH_S = 1 us per launch (stream back-to-back);
-    CUBLAS_EFF = 0.80 of PEAK for cuBLAS GEMMs (high, so eager is modelled fast: the speedups err low).
-What it leaves out: L2 hit rates and re-reads from L2 (bytes are compulsory traffic), latency stalls
-other than drains, bank conflicts, tail effects inside a wave, clock changes, and overlap between
-kernels. Static counts take both sides of every branch.
+cuBLAS GEMM [batch] x [M, K] @ [K, N] (model_gemm): 128x256 tiles (64x... classes below), persistent:
+    time = max(waves(tiles) * tile tensor cycles / (CLOCK * ceiling(cublas, K, aligned)), L2, HBM) + LAUNCH_S
+Memory-bound ATen / generated kernel (model_elementwise): bytes / BW + LAUNCH_S.
+
+Ranges: each constant has a fast / central / slow value (the ends of its published range, fast = the end
+that makes every kernel faster); `model_*(..., level="fast" | "central" | "slow")`, and `ranged(f, ...)`
+gives all three. What it still leaves out: bank conflicts, clock changes within a run, overlap between
+kernels other than launch set-up, L2 misses of operand re-reads (they are charged at L2 bandwidth).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-SMS = 132
-PEAK = 790e12
-TC = 4096
-CLOCK = PEAK / (SMS * TC)
-SCHEDULERS = 4
-BW = {"H100": 3.0e12, "H200": 4.3e12}
-HMMA_EFF = 0.5
-DRAIN_CYCLES = 64
-LAUNCH_S = 1e-6
-CUBLAS_EFF = 0.80
-CONSTANTS = dict(SMS=SMS, PEAK=PEAK, TC=TC, CLOCK=CLOCK, SCHEDULERS=SCHEDULERS, BW=BW, HMMA_EFF=HMMA_EFF,
-                 DRAIN_CYCLES=DRAIN_CYCLES, LAUNCH_S=LAUNCH_S, CUBLAS_EFF=CUBLAS_EFF)
+MODEL_VERSION = "2.0 (2026-12-08)"
 
 
-def _get(region, key):
-    return region[key] if region else 0
+@dataclass(frozen=True)
+class Const:
+    fast: float
+    central: float
+    slow: float
+    unit: str
+    source: str
+
+    def at(self, level: str) -> float:
+        return getattr(self, level)
 
 
-def kernel_time(row: dict, work, grid: int, card: str) -> dict:
-    """The modelled time of one launch (seconds) and its parts. row: a compile_kernel row (sm_90)."""
+def _fixed(v, unit, source):
+    return Const(v, v, v, unit, source)
+
+
+# Every constant of the model, H100 SXM5 unless the name says otherwise.
+CONSTANTS: dict[str, Const] = {
+    "SMS": _fixed(132, "SMs", "H100 SXM5 datasheet (NVIDIA H100 Tensor Core GPU Architecture whitepaper)"),
+    "TC": _fixed(4096, "dense bf16 FLOP / SM / clock",
+                 "whitepaper: 989.4 dense bf16 TFLOP/s = 132 SMs x 4096 x 1.83 GHz; fp8 twice, tf32 half"),
+    "SCHEDULERS": _fixed(4, "warp schedulers / SM", "whitepaper: 4 SM sub-partitions, one issue per cycle each"),
+    # The clock at which cuBLAS's large-K rate is the ceiling 1.0: bf16 8192^3 reaches 751 TFLOP/s
+    # (NVIDIA/Fuser PR 4221, nvjet kernel, 1.464 ms) to 800 (DESIGN.md 2: 8192^3 on the lent H100; H200
+    # 769-798); modelled with 128x256 tiles (16 waves of 2048 tiles: 97% full).
+    "PEAK_CUBLAS": Const(800e12, 775e12, 751e12, "FLOP/s",
+                         "cuBLAS bf16 8192^3: NVIDIA/Fuser PR 4221 (751), DESIGN.md 2 (about 800)"),
+    "HMMA_EFF": Const(0.62, 0.5, 0.4, "of the wgmma rate",
+                      "mma.sync on Hopper: about half the wgmma rate (arXiv 2402.13499, Luo et al., H800; "
+                      "WMMA without memory traffic 50% of peak, r/CUDA measurement)"),
+    "BW_H100": Const(3.1e12, 3.0e12, 2.8e12, "B/s",
+                     "HBM3 device-to-device copy 3.0 TB/s measured (DESIGN.md 2); datasheet 3.35"),
+    "BW_H200": Const(4.4e12, 4.3e12, 4.1e12, "B/s", "HBM3e copy 4.3 TB/s measured on the lent H200 (DESIGN.md 2)"),
+    "L2_BW": Const(10.6e12, 9.7e12, 7.0e12, "B/s",
+                   "L2->SM, 4-30 MB working sets, H100 SXM / GH100: 9.7-10.6 TB/s (te42kyfo/gpu-benches "
+                   "gpu-l2-cache); H100 PCIe about 6.9"),
+    "SMEM_BW": _fixed(128, "B / SM / clock", "shared memory 32 banks x 4 B per clock (CUDA guide, Hopper)"),
+    "LAT": Const(260, 570, 800, "cycles", "load latency: L2 hit about 260, HBM about 570 unloaded "
+                 "(te42kyfo/gpu-benches gpu-latency, H100); loaded HBM higher"),
+    "DRAIN": Const(32, 64, 128, "cycles", "wgmma pipeline latency exposed by a full drain (wgmma.wait_group 0): "
+                   "a m64nNk16 wgmma's latency is about 100+ cycles beyond its issue (arXiv 2402.13499)"),
+    "LAUNCH_S": Const(1.5e-6, 2.5e-6, 4e-6, "s", "back-to-back launches in one stream overlap set-up: "
+                      "2-4 us between dependent kernels in profiler traces; a single do_bench launch "
+                      "floors at 5-7 us (DESIGN.md 6c)"),
+    "SINGLE_LAUNCH_FLOOR_S": Const(4e-6, 5e-6, 7e-6, "s",
+                                   "do_bench of one small kernel floors at 5-7 us on H100 (DESIGN.md 6c)"),
+}
+
+# The ceiling table: the fraction of the clock peak SMS*TC*CLOCK a main loop of each class reaches at most.
+# cuBLAS by K range (and alignment: a leading dimension that is not 16-byte aligned rules out TMA and the
+# sm90 kernels: sm80-class mma.sync kernels); Triton by what its SASS shows (wgmma or mma.sync; persistent
+# or not, K range: the published Triton/cuBLAS ratios at the same K).
+CEILINGS: dict[str, tuple[float, str]] = {
+    "cublas K>=4096": (1.0, "definition: the clock is set by cuBLAS 8192^3 (PEAK_CUBLAS)"),
+    "cublas 1024<=K<4096": (0.97, "Gluon tutorial 07-persistence, Hopper: cuBLAS at K=1024-2048 vs 16384"),
+    "cublas K<1024": (0.80, "Gluon tutorial 07-persistence, Hopper: cuBLAS 588 TFLOP/s at 8192x8192x512 "
+                            "against about 740 at large K"),
+    "cublas unaligned": (0.5, "no TMA: sm80-class mma.sync kernels (HMMA_EFF; cuBLAS needs 16-byte aligned "
+                              "leading dimensions for its sm90 kernels)"),
+    "triton persistent K<1024": (0.92, "Gluon 07-persistence: software-pipelined persistent 540 vs cuBLAS 588 "
+                                       "at K=512 (x cuBLAS K<1024)"),
+    "triton persistent K>=1024": (1.0, "Gluon 07-persistence: 99-102% of cuBLAS at K=1024-16384"),
+    "triton K<1024": (0.78, "Triton tutorial 03 matmul 0.76-0.81x cuBLAS at K=512 on H100 (issue 22)"),
+    "triton K>=1024": (0.95, "Triton tutorial 03 matmul: 0.9-1.0x cuBLAS at large K on H100"),
+    "mma.sync": (0.5, "HMMA_EFF"),
+}
+
+
+def C(name: str, level: str = "central") -> float:
+    return CONSTANTS[name].at(level)
+
+
+def clock(level: str = "central") -> float:
+    """The sustained tensor clock (Hz): cuBLAS's large-K rate over SMS*TC."""
+    return C("PEAK_CUBLAS", level) / (C("SMS") * C("TC"))
+
+
+def bandwidth(card: str, level: str = "central") -> float:
+    return C(f"BW_{card}", level)
+
+
+def ceiling(cls: str, level: str = "central") -> float:
+    f = CEILINGS[cls][0]
+    if cls in ("cublas unaligned", "mma.sync"):
+        f = C("HMMA_EFF", level)
+    if cls.startswith("triton") and "K<1024" in cls:
+        f = f * CEILINGS["cublas K<1024"][0]
+    return f
+
+
+def triton_class(k: int | None, persistent: bool, mma_sync: bool) -> str:
+    if mma_sync:
+        return "mma.sync"
+    low_k = k is not None and k < 1024
+    return f"triton {'persistent ' if persistent else ''}{'K<1024' if low_k else 'K>=1024'}"
+
+
+def _get(region, key, default=0):
+    return (region or {}).get(key, default) or default
+
+
+def _smem_wgmma_bytes(region) -> float:
+    """Shared-memory operand bytes the wgmmas of a region read, per warpgroup: B always (N x 32 bytes per
+    k-step of 16-bit, k32 of 8-bit, k8 of tf32), A (64 x 32 bytes) when it is not in registers."""
+    if not region:
+        return 0.0
+    n = 0.0
+    for shape, count in (region.get("hgmma") or {}).items():
+        N = int(shape.split("x")[1])
+        n += count * N * 32
+    smem_a = max(0, sum((region.get("hgmma") or {}).values()) - region.get("a_from_registers", 0))
+    return n + smem_a * 64 * 32
+
+
+def _load_bytes(region, warps: int, shared: int, stages: int) -> float:
+    """Global->SM bytes a region's loads bring per execution, per CTA: plain and cp.async loads by width
+    (per warp), TMA copies as one stage of the shared-memory ring per copy group (shared / stages)."""
+    if not region:
+        return 0.0
+    b = _get(region, "ldg_bytes") * warps
+    if _get(region, "tma"):
+        b += shared / max(1, stages)
+    return b
+
+
+def _smem_bytes(region, warps: int, shared: int, stages: int) -> float:
+    """Shared-memory traffic of a region per CTA: fills (cp.async and TMA), STS and LDS, wgmma operand reads."""
+    if not region:
+        return 0.0
+    fills = _get(region, "ldgsts_bytes") * warps + (shared / max(1, stages) if _get(region, "tma") else 0.0)
+    return fills + (_get(region, "sts_bytes") + _get(region, "lds_bytes")) * warps \
+        + (warps / 4) * _smem_wgmma_bytes(region)
+
+
+def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k: int | None = None,
+                persistent: bool | None = None) -> dict:
+    """The modelled time of one launch (seconds) and its parts and hazards. row: a compile_kernel row (sm_90);
+    k: the GEMM depth its main loop covers (the ceiling class), None if not a GEMM or unknown."""
     sass = row["sass"]
     warps = row["num_warps"]
+    stages = row.get("num_stages", 1)
+    shared = row.get("shared", 0)
     occ = max(1, row["ctas_per_sm"])
     main, outer, rest = sass["main"], sass["outer"], sass["rest"]
     t, o = work.trips, work.outer
+    sms, tc, sched = C("SMS"), C("TC"), C("SCHEDULERS")
+    clk = clock(level)
+    lat, drain_c = C("LAT", level), C("DRAIN", level)
+    per_sched = warps / sched
+    wg = warps / 4
 
-    def loop(key):     # inside the main loop and the loop around it
-        return t * o * _get(main, key) + o * _get(outer, key)
+    def loop(region_key):
+        return t * o * _get(main, region_key) + o * _get(outer, region_key)
     n_loop, n_rest = loop("instructions"), _get(rest, "instructions")
     f_wg = loop("wgmma_flop") + _get(rest, "wgmma_flop")
     f_w = loop("hmma_flop") + _get(rest, "hmma_flop")
-    drains = loop("drains") + _get(rest, "drains")
-    r = min(occ, math.ceil(grid / SMS))
-    waves = math.ceil(grid / (SMS * occ))
-    cta_tensor = (warps / 4) * f_wg / TC + warps * f_w / (TC * HMMA_EFF)
-    per_sched = warps / SCHEDULERS
-    chain = max(cta_tensor, f_wg / TC + drains * DRAIN_CYCLES, per_sched * n_loop) + per_sched * n_rest
-    tensor = max(r * cta_tensor, f_wg / TC + drains * DRAIN_CYCLES)
-    issue = r * per_sched * (n_loop + n_rest)
-    sm_cycles = max(r * cta_tensor, issue, chain)
-    memory = work.bytes * min(grid, SMS * occ) / grid / BW[card]
-    parts = dict(tensor=waves * tensor / CLOCK, issue=waves * issue / CLOCK, memory=waves * memory,
-                 serial=waves * chain / CLOCK)
-    time = waves * max(sm_cycles / CLOCK, memory) + LAUNCH_S
-    floor = max(work.flops / PEAK, work.bytes / BW[card])
+    if persistent is None:
+        persistent = bool(outer) and o > 1 and grid <= sms * occ
+    mma_sync = f_w > 0 and f_wg == 0
+    cls = triton_class(k, persistent, mma_sync) if (f_wg or f_w) else None
+    ceil_f = ceiling(cls, level) if cls else 1.0
+    # tensor cycles of one CTA on the SM's tensor cores, at the class's ceiling
+    cta_tensor = (wg * f_wg / tc + warps * f_w / (tc * C("HMMA_EFF", level))) / (ceil_f if cls != "mma.sync" else 1.0)
+    issue = per_sched * (n_loop + n_rest)
+    smem = (t * o * _smem_bytes(main, warps, shared, stages) + o * _smem_bytes(outer, warps, shared, stages)
+            + _smem_bytes(rest, warps, shared, stages)) / C("SMEM_BW")
+    # one CTA's critical path
+    it_wg = _get(main, "wgmma_flop") / tc + warps * _get(main, "hmma_flop") / (tc * C("HMMA_EFF", level)) / 4
+    it_issue = per_sched * _get(main, "instructions")
+    drains = _get(main, "drains")
+    exposed = _get(main, "exposed_waits") + (1 if _get(main, "sync_copy") else 0)
+    if drains or exposed:
+        it_chain = it_wg + drains * drain_c + it_issue + exposed * lat
+    else:
+        it_chain = max(it_wg / (ceil_f if cls and cls != "mma.sync" else 1.0), it_issue)
+    outer_chain = per_sched * _get(outer, "instructions") + _get(outer, "drains") * drain_c
+    r = min(occ, math.ceil(grid / sms))
+    waves = math.ceil(grid / (sms * occ))
+    fills = 1 if persistent else o
+    chain = t * o * it_chain + o * outer_chain + per_sched * n_rest + (lat * fills if r == 1 else 0)
+    if not main:        # no loop: the whole kernel is one pass
+        chain = per_sched * n_rest + lat
+    sm_cycles = max(r * cta_tensor, r * issue, r * smem, chain)
+    # memory: L2->SM operand traffic of every CTA, compulsory HBM traffic
+    cta_loads = (t * o * _load_bytes(main, warps, shared, stages) + o * _load_bytes(outer, warps, shared, stages)
+                 + _load_bytes(rest, warps, shared, stages))
+    l2_bytes = max(cta_loads * grid, work.bytes)
+    if getattr(work, "l2_bytes", None):
+        l2_bytes = work.l2_bytes
+    hbm = work.bytes / bandwidth(card, level) / waves
+    l2 = l2_bytes / C("L2_BW", level) / waves
+    per_wave = max(sm_cycles / clk, l2, hbm)
+    launch = C("LAUNCH_S", level)
+    time = waves * per_wave + launch
+    parts = dict(tensor=waves * r * cta_tensor / clk, issue=waves * r * issue / clk, smem=waves * r * smem / clk,
+                 serial=waves * chain / clk, l2=waves * l2, memory=waves * hbm)
+    floor = max(work.flops / C("PEAK_CUBLAS", level), work.bytes / bandwidth(card, level))
     bound = max(parts, key=parts.get)
-    main_tc = (warps / 4) * _get(main, "wgmma_flop") / TC + warps * _get(main, "hmma_flop") / (TC * HMMA_EFF)
-    issue_ratio = (warps * _get(main, "instructions") / SCHEDULERS) / main_tc if main_tc else None
+    main_tc = wg * _get(main, "wgmma_flop") / tc + warps * _get(main, "hmma_flop") / (tc * C("HMMA_EFF", level))
+    issue_ratio = it_issue / main_tc * wg if main_tc else None
+    haz = []
+    if drains:
+        haz.append("drained chain")
+    if exposed:
+        haz.append("exposed load")
+    if r * wg <= 1 and cls:
+        haz.append("one warpgroup per SM")
+    if r == 1 and cls and (drains or exposed or n_rest):
+        haz.append("one CTA per SM")
+    if bound == "l2":
+        haz.append("L2-bound")
+    if bound == "smem":
+        haz.append("smem-bound")
+    if bound == "issue" and cls:
+        haz.append("issue-bound")
+    if waves > 1 and grid % (sms * occ) and (grid % (sms * occ)) < 0.5 * sms * occ:
+        haz.append("tail")
     return dict(time_s=time, floor_s=floor, waves=waves, resident=r, bound=bound, issue_ratio=issue_ratio,
-                **{f"{k}_s": v for k, v in parts.items()})
+                ceiling_class=cls, model_hazards=haz, l2_bytes=l2_bytes,
+                **{f"{k_}_s": v for k_, v in parts.items()})
 
 
-def aten_time(op, card: str) -> float:
-    """The modelled time of one ATen op (seconds)."""
+def _cublas_class(K: int, aligned: bool) -> str:
+    if not aligned:
+        return "cublas unaligned"
+    return "cublas K>=4096" if K >= 4096 else ("cublas 1024<=K<4096" if K >= 1024 else "cublas K<1024")
+
+
+def model_gemm(M: int, N: int, K: int, dtype=None, card: str = "H100", *, batch: int = 1, aligned: bool = True,
+               level: str = "central", detail: bool = False):
+    """The modelled time (seconds) of one cuBLAS product [batch] x [M, K] @ [K, N] (+ a bias or scaled
+    accumulate in its epilogue), `aligned` False when a leading dimension is not 16-byte aligned (no TMA).
+    cuBLAS's tile (128x256, or 128x128 for N <= 128 or M <= 128: its heuristics' sm90 choices), persistent
+    waves over 132 SMs, its class's ceiling; L2 operand traffic (each tile reads (BM + BN) x K) and
+    compulsory HBM bytes. detail=True gives a dict of the parts."""
+    import torch
+    e = (dtype or torch.bfloat16).itemsize
+    fp32 = dtype in (torch.float32,)
+    bm, bn = (128, 256) if min(M, N) > 128 else (128, 128)
+    if N > M:
+        bm, bn = bm, bn       # cuBLAS transposes as it likes: the tile count is what matters
+    tiles = batch * math.ceil(M / bm) * math.ceil(N / bn)
+    sms = C("SMS")
+    waves = math.ceil(tiles / sms)
+    cls = _cublas_class(K, aligned)
+    rate = sms * C("TC") * clock(level) * ceiling(cls, level) * (0.5 if fp32 else 1.0)   # tf32: half
+    tensor = waves * (2.0 * bm * bn * K) / (rate / sms)
+    flops = 2.0 * batch * M * N * K
+    tensor = max(tensor, flops / rate)
+    hbm_bytes = batch * (M * K + K * N + M * N) * e
+    l2_bytes = tiles * (bm + bn) * K * e
+    hbm = hbm_bytes / bandwidth(card, level)
+    l2 = l2_bytes / C("L2_BW", level)
+    t = max(tensor, hbm, l2) + C("LAUNCH_S", level)
+    if detail:
+        return dict(time_s=t, tensor_s=tensor, memory_s=hbm, l2_s=l2, ceiling_class=cls, waves=waves, tiles=tiles)
+    return t
+
+
+def model_elementwise(nbytes: float, card: str = "H100", level: str = "central") -> float:
+    """The modelled time (seconds) of one memory-bound ATen or generated kernel moving `nbytes`."""
+    return nbytes / bandwidth(card, level) + C("LAUNCH_S", level)
+
+
+def aten_time(op, card: str, level: str = "central") -> float:
+    """The modelled time of one recorded ATen op (benchmarks/launch_record.AtenOp): a matrix product by
+    model_gemm with its shape when recorded, anything else by its bytes."""
     if op.flops:
-        return max(op.flops / (CUBLAS_EFF * PEAK), op.bytes / BW[card]) + LAUNCH_S
-    return op.bytes / BW[card] + LAUNCH_S
+        shape = getattr(op, "gemm", None)
+        if shape:
+            M, N, K, batch = shape
+            return model_gemm(M, N, K, getattr(op, "dtype", None), card, batch=batch,
+                              aligned=getattr(op, "aligned", True), level=level)
+        rate = C("SMS") * C("TC") * clock(level)
+        return max(op.flops / rate, op.bytes / bandwidth(card, level)) + C("LAUNCH_S", level)
+    return model_elementwise(op.bytes, card, level)
 
 
 def floor_time(flops: float, nbytes: float, card: str) -> float:
-    return max(flops / PEAK, nbytes / BW[card])
+    return max(flops / C("PEAK_CUBLAS"), nbytes / bandwidth(card))
+
+
+def ranged(fn, *args, **kwargs) -> dict:
+    """{fast, central, slow} of a model function that takes `level` and returns seconds (or a dict with time_s)."""
+    out = {}
+    for level in ("fast", "central", "slow"):
+        v = fn(*args, level=level, **kwargs)
+        out[level] = v["time_s"] if isinstance(v, dict) else v
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
-# Stable entry points (issue 22): model any launch, ours or anyone's, and the cuBLAS / ATen sides.
+# Stable entry points (issue 22): model any launch, ours or anyone's.
 
 
 def _as_work(work):
     from mixer_kernels.ops._registry import Work
     if isinstance(work, Work):
         return work
-    return Work(flops=float(work.get("flops", 0.0)), bytes=float(work.get("bytes", 0.0)),
-                trips=int(work.get("trips", 1)), outer=int(work.get("outer", 1)))
+    w = Work(flops=float(work.get("flops", 0.0)), bytes=float(work.get("bytes", 0.0)),
+             trips=int(work.get("trips", 1)), outer=int(work.get("outer", 1)))
+    if work.get("l2_bytes"):
+        w.l2_bytes = float(work["l2_bytes"])
+    return w
 
 
 def compile_launch(fn, args: dict, num_warps: int, num_stages: int, **options) -> dict:
@@ -138,30 +368,18 @@ _COMPILED: dict = {}
 
 
 def model_triton_launch(fn, args: dict, grid, num_warps: int, num_stages: int, work, card: str = "H100",
-                        **options) -> dict:
+                        level: str = "central", **options) -> dict:
     """The modelled time of one Triton launch: `fn` a @triton.jit function, `args` parameter name -> torch
     dtype (pointer) or Python value (scalar, constexpr), `grid` an int or a tuple, `work` a registry Work
-    or a mapping with flops, bytes, trips, outer; `options` other compile options (num_ctas,
-    enable_fp_fusion, maxnreg). Returns kernel_time's dict (time_s, ...) plus the compile row."""
-    import math as _m
+    or a mapping with flops, bytes, trips, outer (and optionally k: the GEMM depth, for the ceiling class;
+    l2_bytes: the L2->SM bytes when known better than the SASS says); `options` other compile options
+    (num_ctas, enable_fp_fusion, maxnreg). Returns kernel_time's dict (time_s, parts, hazards) plus the
+    compile row."""
     row = compile_launch(fn, args, num_warps, num_stages, **options)
     if row["error"]:
         raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {row['error']}")
-    g = grid if isinstance(grid, int) else _m.prod(int(v) for v in grid)
-    out = kernel_time(row, _as_work(work), g, card)
+    g = grid if isinstance(grid, int) else math.prod(int(v) for v in grid)
+    k = work.get("k") if isinstance(work, dict) else None
+    out = kernel_time(row, _as_work(work), g, card, level=level, k=k)
     out["row"] = row
     return out
-
-
-def model_gemm(M: int, N: int, K: int, dtype=None, card: str = "H100", *, batch: int = 1) -> float:
-    """The modelled time (seconds) of one cuBLAS matrix product [batch] x [M, K] @ [K, N] in `dtype`."""
-    import torch
-    e = (dtype or torch.bfloat16).itemsize
-    flops = 2.0 * batch * M * N * K
-    nbytes = batch * (M * K + K * N + M * N) * e
-    return max(flops / (CUBLAS_EFF * PEAK), nbytes / BW[card]) + LAUNCH_S
-
-
-def model_elementwise(nbytes: float, card: str = "H100") -> float:
-    """The modelled time (seconds) of one memory-bound ATen or generated kernel moving `nbytes`."""
-    return nbytes / BW[card] + LAUNCH_S

@@ -1,5 +1,5 @@
 """The speed report's parts: the hazard detector (ops/_sass.py + the compile check) on planted kernels,
-the SASS reader on a written example, the model's formula (benchmarks/hopper_model.py), the launch
+the SASS reader on a written example (the model's formula: tests/test_hopper_model.py), the launch
 recorder (benchmarks/launch_record.py) against the ops' known launch sequences, and the committed
 report (benchmarks/results/model-sm90/). Compiling needs TRITON_INTERPRET unset: a subprocess."""
 import json
@@ -112,42 +112,6 @@ def test_sass_reader_skips_cold_paths_after_exit():
     assert r.main.instructions == 6 and r.main.hgmma == {"64x128x16": 1}
     assert r.loads["tma"] == 1
     assert r.epilogue.instructions == 6     # STG, EXIT and the cold blocks: counted once, not as loops
-
-
-def _row(main_instr=100, rest_instr=50, hgmma_flop=2 * 64 * 128 * 16 * 4, drains=0, warps=8, occ=1, hmma_flop=0.0):
-    region = dict(instructions=main_instr, wgmma_flop=hgmma_flop, hmma_flop=hmma_flop, drains=drains)
-    rest = dict(instructions=rest_instr, wgmma_flop=0.0, hmma_flop=0.0, drains=0)
-    return dict(num_warps=warps, ctas_per_sm=occ, sass=dict(main=region, outer=None, rest=rest))
-
-
-def test_model_formula():
-    from benchmarks import hopper_model as hm
-    from mixer_kernels.ops._registry import Work
-    # 128x128x64 tile, 8 warps: 2 warpgroups x 8 wgmma m64n128k16 per iteration = 512 tensor cycles
-    row = _row()
-    grid = hm.SMS * 10
-    w = Work(flops=0.0, bytes=0.0, trips=100)
-    m = hm.kernel_time(row, w, grid, "H100")
-    tensor_cycles = 100 * 512
-    serial = max(tensor_cycles, 2 * 100 * 100) + 2 * 50     # the epilogue adds to the loop at 1 CTA/SM
-    assert m["waves"] == 10 and m["bound"] in ("tensor", "serial")
-    assert m["time_s"] == pytest.approx(10 * serial / hm.CLOCK + hm.LAUNCH_S)
-    assert m["issue_ratio"] == pytest.approx(2 * 100 / 512)
-    # issue-bound loop: 400 instructions x 2 warps per scheduler = 800 cycles > 512
-    m2 = hm.kernel_time(_row(main_instr=400), w, grid, "H100")
-    assert m2["issue_ratio"] == pytest.approx(800 / 512) and m2["time_s"] > m["time_s"]
-    # a drain after every wgmma: one warpgroup's chain = its tensor cycles + 8 drains x DRAIN_CYCLES
-    m3 = hm.kernel_time(_row(drains=8), w, grid, "H100")
-    assert m3["time_s"] == pytest.approx(10 * (100 * (256 + 8 * hm.DRAIN_CYCLES) + 100) / hm.CLOCK + hm.LAUNCH_S)
-    # memory-bound: bytes / BW
-    big = Work(flops=0.0, bytes=3.0e9, trips=1)
-    m4 = hm.kernel_time(_row(main_instr=1, rest_instr=1, hgmma_flop=0.0), big, grid, "H100")
-    assert m4["bound"] == "memory" and m4["time_s"] == pytest.approx(1e-3 + hm.LAUNCH_S)
-    assert hm.kernel_time(_row(main_instr=1, rest_instr=1, hgmma_flop=0.0), big, grid, "H200")["time_s"] < m4["time_s"]
-    # mma.sync at HMMA_EFF of the wgmma rate
-    m5 = hm.kernel_time(_row(main_instr=1, rest_instr=0, hgmma_flop=0.0, hmma_flop=4096.0 * 64, warps=4), w, grid,
-                        "H100")
-    assert m5["time_s"] == pytest.approx(10 * 100 * 4 * 64 / hm.HMMA_EFF / hm.CLOCK + hm.LAUNCH_S)
 
 
 def _meta(*shape, dtype=torch.bfloat16):
