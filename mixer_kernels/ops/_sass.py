@@ -3,10 +3,15 @@
 What is read (docs/design.md, "Reading speed from compiled code"):
 - ptxas `-v` notes C7515 (wgmma serialised: the async tensor-core pipeline runs one wgmma at a time),
   C7517 / C7519 (warpgroup.wait / warpgroup.arrive injected by ptxas: repairs of the same kind);
-- tensor-core instructions: `HGMMA.MxNxK` (wgmma, per warpgroup) by shape, with operand A from
-  registers (`HGMMA ... R, Rn, gdesc[..]`) or shared memory (`HGMMA ... R, gdesc[..], ..`);
-  `HMMA.*` (mma.sync, per warp: the Ampere path, slower on Hopper);
-- global loads: `UTMALDG` (TMA), `LDGSTS` (cp.async), plain `LDG`;
+- tensor-core instructions: wgmma (per warpgroup) by shape, with operand A from registers
+  (`HGMMA ... R, Rn, gdesc[..]`) or shared memory (`HGMMA ... R, gdesc[..], ..`), in the forms nvdisasm
+  prints for sm_90a (the first suffix after the shape is the accumulator's type, then the operands'):
+  `HGMMA.64x128x16.F32` (fp16; `.F16` with an fp16 accumulator), `HGMMA.64x128x16.F32.BF16`,
+  `HGMMA.64x128x8.F32.TF32`, `QGMMA.64x128x32.F32.E4M3.E4M3` (fp8, E5M2 alike), `IGMMA.64x128x32.S8.S8`
+  (int8, no accumulator type), each also sparse (`HGMMA.SP.64x8x32.F32`: K is the dense K, which 2:4
+  sparsity does in the time of K / 2); `HMMA[.SP].16816.F32[.BF16|.TF32]` and `IMMA.16832.S8.S8`
+  (mma.sync, per warp: the Ampere path, slower on Hopper);
+- global loads: `UTMALDG` (TMA), `LDGSTS` (cp.async), plain `LDG` (not `LDGDEPBAR`, a cp.async commit);
 - loops: a branch to an earlier address is a loop's back edge, unless the branch lies after the last
   unpredicated EXIT: ptxas puts cold blocks there (the retry of a TMA mbarrier wait, SYNCS.PHASECHK),
   reached from inside a loop and jumping back into it, not loops of their own; the main loop is the innermost loop
@@ -25,13 +30,29 @@ from dataclasses import dataclass, field
 _INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(.*?)\s*;")
 _LABEL = re.compile(r"^\s*(\.L_x_\d+):")
 _BRA = re.compile(r"\bBRA\b.*?`\((\.L_x_\d+)\)")
-_HGMMA = re.compile(r"\bHGMMA\.(\d+)x(\d+)x(\d+)\.\w+\.(\w+)")
-_HMMA = re.compile(r"\bHMMA\.(\d+)\.\w+\.(\w+)")
+# wgmma: H (fp16, bf16, tf32), Q (fp8), I (int8) GMMA, optionally sparse; then the shape and the types
+_GMMA = re.compile(r"\b([HQI])GMMA(\.SP)?\.(\d+)x(\d+)x(\d+)((?:\.[A-Z]\w*)*)")
+_MMA = re.compile(r"\b([HI])MMA(\.SP)?\.(\d+)((?:\.[A-Z]\w*)*)")
 _PRED = re.compile(r"^@!?U?P[T\d]+\s+")
 
 # Dense tensor-core FLOP per SM cycle by operand type (H100/H200: 4096 for bf16/fp16, half for tf32,
-# twice for fp8), the rate both wgmma and the model use.
-TC_FLOP_PER_CYCLE = {"BF16": 4096, "F16": 4096, "TF32": 2048, "E4M3": 8192, "E5M2": 8192}
+# twice for fp8 and int8), the rate both wgmma and the model use.
+TC_FLOP_PER_CYCLE = {"BF16": 4096, "F16": 4096, "TF32": 2048, "E4M3": 8192, "E5M2": 8192, "S8": 8192, "U8": 8192}
+
+
+def _operand_type(kind: str, suffixes: str) -> str:
+    """The operand type of a tensor-core opcode of `kind` H, Q or I from its type suffixes (".F32.BF16"):
+    after the accumulator's for H and Q, the first for I (no accumulator type); none after an H
+    accumulator means fp16."""
+    types = suffixes.split(".")[1:]
+    operands = types if kind == "I" else types[1:]
+    return operands[0] if operands else "F16"
+
+
+def _bf16_rate(flop: float, ty: str) -> float:
+    """`flop` of operand type `ty` in bf16-rate FLOP: the FLOP bf16 does in the same tensor-core time."""
+    return flop * TC_FLOP_PER_CYCLE["BF16"] / TC_FLOP_PER_CYCLE.get(ty, TC_FLOP_PER_CYCLE["BF16"])
+
 
 PTXAS_NOTES = ("C7515", "C7517", "C7519")
 
@@ -64,35 +85,38 @@ class Loop:
 class Region:
     """Counts over a range of instructions."""
     instructions: int = 0
-    hgmma: dict[str, int] = field(default_factory=dict)     # shape "64x128x16" -> count (per warpgroup)
-    hmma: int = 0                                           # per warp
-    wgmma_flop: float = 0.0      # FLOP per warpgroup, in units of bf16-rate FLOP (tf32 counted double)
+    hgmma: dict[str, int] = field(default_factory=dict)     # wgmma shape "64x128x16" -> count (per warpgroup),
+    #                                                         sparse as "SP.64x8x32"
+    hmma: int = 0                # mma.sync (HMMA, IMMA), per warp
+    wgmma_flop: float = 0.0      # 2*M*N*K per warpgroup in bf16-rate FLOP (fp16 as bf16, tf32 double, fp8 and
+    #                              int8 half, sparse half again)
     hmma_flop: float = 0.0       # FLOP per warp, bf16-rate units
-    a_from_registers: int = 0    # HGMMA with operand A in registers
+    a_from_registers: int = 0    # wgmma with operand A in registers
     drains: int = 0              # WARPGROUP.DEPBAR.LE gsb0, 0x0: wait until no wgmma is in flight
 
     def add(self, ins: Instr):
         self.instructions += 1
         if ins.opcode.startswith("WARPGROUP.DEPBAR") and re.search(r"gsb0,\s*0x0\b", ins.text):
             self.drains += 1
-        m = _HGMMA.search(ins.text)
+        m = _GMMA.search(ins.text)
         if m:
-            M, N, K, ty = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
-            key = f"{M}x{N}x{K}"
+            kind, sparse, suffixes = m.group(1), m.group(2), m.group(6)
+            M, N, K = int(m.group(3)), int(m.group(4)), int(m.group(5))
+            key = f"SP.{M}x{N}x{K}" if sparse else f"{M}x{N}x{K}"
             self.hgmma[key] = self.hgmma.get(key, 0) + 1
-            self.wgmma_flop += 2.0 * M * N * K * 4096 / TC_FLOP_PER_CYCLE.get(ty, 4096)
-            operands = ins.text.split(None, 1)[1] if " " in ins.text else ""
-            parts = [p.strip() for p in operands.split(",")]
+            self.wgmma_flop += _bf16_rate(2.0 * M * N * K / (2 if sparse else 1), _operand_type(kind, suffixes))
+            operands = _PRED.sub("", ins.text).split(None, 1)
+            parts = [p.strip() for p in operands[1].split(",")] if len(operands) > 1 else []
             if len(parts) > 1 and parts[1].startswith("R"):
                 self.a_from_registers += 1
             return
-        m = _HMMA.search(ins.text)
+        m = _MMA.search(ins.text)
         if m:
-            shape, ty = m.group(1), m.group(2)
-            # "16816" = m16 n8 k16; "1688" = m16 n8 k8; "884" = m8 n8 k4
+            kind, sparse, shape, suffixes = m.group(1), m.group(2), m.group(3), m.group(4)
+            # "16816" = m16 n8 k16; "16832" = m16 n8 k32; "1688" = m16 n8 k8; "884" = m8 n8 k4
             M, N, K = (16, 8, int(shape[3:])) if shape.startswith("168") else (8, 8, int(shape[2:]))
             self.hmma += 1
-            self.hmma_flop += 2.0 * M * N * K * 4096 / TC_FLOP_PER_CYCLE.get(ty, 4096)
+            self.hmma_flop += _bf16_rate(2.0 * M * N * K / (2 if sparse else 1), _operand_type(kind, suffixes))
 
     @property
     def hgmma_count(self) -> int:
@@ -207,7 +231,7 @@ def analyse(sass: str) -> SassReport:
             loads["tma"] += 1
         elif op.startswith("LDGSTS"):
             loads["cp_async"] += 1
-        elif op.startswith("LDG"):
+        elif op.startswith("LDG") and op != "LDGDEPBAR":     # LDGDEPBAR: commits a cp.async group, loads nothing
             loads["plain"] += 1
     return SassReport(total=total, main=main_r, outer=outer_r, epilogue=epilogue, rest=rest, loops=len(loop_list),
                       dot_loops=len(innermost), loads=loads)
