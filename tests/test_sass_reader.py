@@ -177,3 +177,33 @@ def test_main_loop(form, a_regs):
     assert r.epilogue.instructions == 5 and r.epilogue.hgmma == {}
     assert r.total.hgmma == {key: 4} and r.total.hmma == 0
     assert r.loads == dict(tma=0, cp_async=1, plain=0)
+
+
+# Memory traffic and waits per region (the speed model's shared-memory, L2 and serial-chain terms).
+SASS_COPY = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+.L_x_1:
+        /*0010*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0020*/                   LDG.E.U16 R8, desc[UR4][R2.64+0x10] ;
+        /*0030*/                   STS.128 [R12], R4 ;
+        /*0040*/                   LDGSTS.E.BYPASS.128 [R33], desc[UR4][R104.64], P5 ;
+        /*0050*/                   LDGDEPBAR ;
+        /*0060*/                   DEPBAR.LE SB0, 0x0 ;
+        /*0070*/                   DEPBAR.LE SB0, 0x1 ;
+        /*0080*/                   LDS.64 R20, [R12] ;
+        /*0090*/                   LDSM.16.M88.4 R24, [R13] ;
+        /*00a0*/                   UTMALDG.2D [UR8], [UR4] ;
+        /*00b0*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0 ;
+        /*00c0*/              @P0 BRA `(.L_x_1) ;
+        /*00d0*/                   EXIT ;
+"""
+
+
+def test_sass_reader_counts_memory_traffic_and_waits():
+    main = _sass.analyse(SASS_COPY).as_dict()["main"]
+    assert main["ldg_bytes"] == 32 * 16 + 32 * 2            # per warp: a 128-bit and a 16-bit load
+    assert main["sts_bytes"] == 32 * 16 and main["ldgsts_bytes"] == 32 * 16
+    assert main["lds_bytes"] == 32 * 8 + 4 * 128             # LDS.64 and a 4-matrix ldmatrix
+    assert main["tma"] == 1
+    assert main["exposed_waits"] == 1                        # SB0, 0x0 only: 0x1 leaves a group in flight
+    assert main["sync_copy"] == 1                            # LDG feeding STS in one iteration

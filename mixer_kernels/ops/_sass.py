@@ -57,6 +57,16 @@ def _bf16_rate(flop: float, ty: str) -> float:
 PTXAS_NOTES = ("C7515", "C7517", "C7519")
 
 
+def _width(opcode: str) -> int:
+    """Bytes one warp moves with a load or store opcode: its width suffix (.128, .64, .U16, .U8; none: 32
+    bits) times 32 lanes."""
+    parts = opcode.split(".")
+    for p, b in (("128", 16), ("64", 8), ("U16", 2), ("S16", 2), ("U8", 1), ("S8", 1)):
+        if p in parts:
+            return 32 * b
+    return 32 * 4
+
+
 def ptxas_notes(text: str) -> dict[str, int]:
     """How often ptxas printed each of the serialisation notes (C7515, C7517, C7519)."""
     return {code: len(re.findall(rf"\({code}\)", text)) for code in PTXAS_NOTES}
@@ -93,9 +103,42 @@ class Region:
     hmma_flop: float = 0.0       # FLOP per warp, bf16-rate units
     a_from_registers: int = 0    # wgmma with operand A in registers
     drains: int = 0              # WARPGROUP.DEPBAR.LE gsb0, 0x0: wait until no wgmma is in flight
+    # memory traffic per warp (bytes; the width of each load or store times 32 lanes) and waits
+    ldg_bytes: int = 0           # LDG: global -> registers
+    ldgsts_bytes: int = 0        # LDGSTS (cp.async): global -> shared memory
+    sts_bytes: int = 0           # STS: registers -> shared memory
+    lds_bytes: int = 0           # LDS / LDSM: shared memory -> registers
+    tma: int = 0                 # UTMALDG copies (their bytes are the ring stage's, not in the SASS)
+    exposed_waits: int = 0       # DEPBAR.LE SB0, 0x0: wait for every cp.async group in flight
+
+    @property
+    def sync_copy(self) -> int:
+        """1 when the region loads global memory into registers and stores them to shared memory (LDG feeding
+        STS): a synchronous copy whose load latency the region waits for."""
+        return int(self.ldg_bytes > 0 and self.sts_bytes > 0)
+
+    def _memory(self, op: str, text: str):
+        width = _width(op)
+        if op.startswith("LDGSTS"):
+            self.ldgsts_bytes += width
+        elif op.startswith("LDGDEPBAR"):
+            return
+        elif op.startswith("LDG"):
+            self.ldg_bytes += width
+        elif op.startswith("STS"):
+            self.sts_bytes += width
+        elif op.startswith("LDSM"):
+            self.lds_bytes += 128 * (4 if ".4" in op else 2 if ".2" in op else 1)   # 8x8 16-bit matrices
+        elif op.startswith("LDS"):
+            self.lds_bytes += width
+        elif op.startswith("UTMALDG"):
+            self.tma += 1
+        elif op.startswith("DEPBAR") and re.search(r"SB0,\s*0x0\b", text):
+            self.exposed_waits += 1
 
     def add(self, ins: Instr):
         self.instructions += 1
+        self._memory(ins.opcode, ins.text)
         if ins.opcode.startswith("WARPGROUP.DEPBAR") and re.search(r"gsb0,\s*0x0\b", ins.text):
             self.drains += 1
         m = _GMMA.search(ins.text)
@@ -138,7 +181,10 @@ class SassReport:
         def reg(r):
             return None if r is None else dict(instructions=r.instructions, hgmma=dict(r.hgmma), hmma=r.hmma,
                                                a_from_registers=r.a_from_registers, drains=r.drains,
-                                               wgmma_flop=r.wgmma_flop, hmma_flop=r.hmma_flop)
+                                               wgmma_flop=r.wgmma_flop, hmma_flop=r.hmma_flop,
+                                               ldg_bytes=r.ldg_bytes, ldgsts_bytes=r.ldgsts_bytes,
+                                               sts_bytes=r.sts_bytes, lds_bytes=r.lds_bytes, tma=r.tma,
+                                               exposed_waits=r.exposed_waits, sync_copy=r.sync_copy)
         return dict(total=reg(self.total), main=reg(self.main), outer=reg(self.outer), epilogue=reg(self.epilogue),
                     rest=reg(self.rest),
                     loops=self.loops, dot_loops=self.dot_loops, loads=dict(self.loads))
