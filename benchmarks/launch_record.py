@@ -6,7 +6,11 @@ tensor on the meta device and returns its steps in order:
   compiles: the kernel, its named arguments, the grid, and the configs its autotuner may pick (after
   the autotuner's own pruning), so the speed model compiles exactly what a launch would;
 - `AtenOp`: every other ATen op that moves data (views, allocations and metadata cost nothing), with the
-  bytes it reads and writes and, for matrix products, its FLOPs.
+  bytes it reads and writes and, for matrix products, its FLOPs and GEMM shape (M, N, K, batch, dtype, and
+  whether every operand's leading dimension and base are 16-byte aligned, as TMA and 16-byte loads need).
+  Alias-free reshapes cost nothing: ops whose schema returns an alias (`view`, `t`, `transpose`, `expand`,
+  `alias`, ...) and `_unsafe_view`, which ATen uses where a reshape result shares its input's storage
+  (matmul's folding of batch dimensions, `reshape` of a contiguous tensor): it launches no kernel.
 The SM count the launchers read from the device (the channel weight-gradient split) is the modelled
 card's, 132 (H100 SXM / H200).
 """
@@ -44,6 +48,19 @@ class AtenOp:
     name: str
     bytes: float
     flops: float = 0.0
+    # matrix products only (None otherwise): [batch] x [M, K] @ [K, N] in dtype; aligned: every operand's
+    # non-unit strides and storage offset are multiples of 16 bytes (K = 196 bf16 rows are not)
+    M: int | None = None
+    N: int | None = None
+    K: int | None = None
+    batch: int = 1
+    dtype: torch.dtype | None = None
+    aligned: bool | None = None
+
+    @property
+    def gemm(self) -> tuple[int, int, int, int] | None:
+        """(M, N, K, batch) of a matrix product, None for other ops."""
+        return None if self.M is None else (self.M, self.N, self.K, self.batch)
 
 
 @dataclass
@@ -68,6 +85,26 @@ _FREE = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided
          "_to_copy_meta", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size",
          "_local_scalar_dense", "set_", "resize_"}
 _MATMUL = {"mm", "addmm", "bmm", "baddbmm", "_addmm_activation"}
+# no alias_info in their schema, yet their result shares the input's storage: no kernel, no traffic
+_STORAGE_SHARING = {"_unsafe_view"}
+
+
+def _aligned16(t: torch.Tensor) -> bool:
+    """Every stride of a dimension longer than 1, other than the unit one, and the storage offset are
+    multiples of 16 bytes (what TMA descriptors and 16-byte vector loads need)."""
+    e = t.element_size()
+    if (t.storage_offset() * e) % 16:
+        return False
+    return all((st * e) % 16 == 0 for size, st in zip(t.shape, t.stride(), strict=True) if size > 1 and st != 1)
+
+
+def gemm_shape(name: str, args, out: torch.Tensor) -> dict:
+    """M, N, K, batch, dtype, aligned of one ATen matrix product (mm, addmm, bmm, baddbmm,
+    _addmm_activation): [batch] x [M, K] @ [K, N] -> [M, N]."""
+    a, b = (args[1], args[2]) if name in ("addmm", "baddbmm", "_addmm_activation") else (args[0], args[1])
+    batch = a.shape[0] if a.dim() == 3 else 1
+    return dict(M=int(a.shape[-2]), N=int(b.shape[-1]), K=int(a.shape[-1]), batch=int(batch), dtype=a.dtype,
+                aligned=_aligned16(a) and _aligned16(b) and _aligned16(out))
 
 
 def _tensors(x):
@@ -83,7 +120,7 @@ def _tensors(x):
 
 def _aten_cost(func, args, kwargs, out) -> AtenOp | None:
     name = func._schema.name.split("::")[-1]
-    if name in _FREE:
+    if name in _FREE or name in _STORAGE_SHARING:
         return None
     rets = func._schema.returns
     if rets and all(r.alias_info is not None and not r.alias_info.is_write for r in rets):
@@ -103,12 +140,11 @@ def _aten_cost(func, args, kwargs, out) -> AtenOp | None:
             nbytes += _extent_bytes(t)
     if inplace:
         nbytes += sum(_extent_bytes(t) for t in outs)     # written back
-    flops = 0.0
     if name in _MATMUL:
         o = outs[0]
-        a = args[1] if name in ("addmm", "baddbmm", "_addmm_activation") else args[0]
-        flops = 2.0 * o.numel() * a.shape[-1]
-    return AtenOp(name, float(nbytes), flops)
+        shape = gemm_shape(name, args, o)
+        return AtenOp(name, float(nbytes), 2.0 * o.numel() * shape["K"], **shape)
+    return AtenOp(name, float(nbytes))
 
 
 class _AtenRecorder(TorchDispatchMode):
