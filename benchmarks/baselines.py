@@ -614,8 +614,12 @@ def elementwise_time(nbytes, card="H100") -> float:
 
 def inductor_mm_configs(M: int, N: int, K: int, dtype_size: int = 2) -> list[dict]:
     """The configs Inductor's max-autotune tries for an mm of these sizes on an H100 (sm_90)."""
+    import types
+
     from torch._inductor.heuristics.template.triton import CUDAConfigHeuristic
-    with fake_h100():
+    from torch._inductor.sizevars import SizeVarAllocator
+    from torch._inductor.virtualized import V
+    with fake_h100(), V.set_graph_handler(types.SimpleNamespace(sizevars=SizeVarAllocator())):
         cfgs = list(CUDAConfigHeuristic().get_mm_configs()(M, N, K, dtype_size=dtype_size, op_name="mm"))
     return [dict(kwargs=dict(c.kwargs), num_warps=c.num_warps, num_stages=c.num_stages) for c in cfgs]
 

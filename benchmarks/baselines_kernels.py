@@ -3,8 +3,12 @@
 torch.compile max-autotune baseline (benchmarks/baselines.py). Nothing here runs: it is compiled for sm_90a
 and read.
 
-Faithful to the template as Inductor renders it for static shapes: M, N, K and the strides are literal
-constants (`{{size("A", 0)}}`, `{{stride("A", 0)}}` render as numbers), grouped program ordering with
+Faithful to the template as Inductor renders it for static shapes, with one change that keeps the number of
+compiles down: Inductor renders M, N, K and the strides as literal constants (`{{size("A", 0)}}`); here they
+are integer arguments, which the JIT specialises the same way for what the code generation uses (1 becomes a
+constant, multiples of 16 carry tt.divisibility = 16), and the template's contiguity tests on them, which the
+literal constants fold at compile time, are the constexprs A_CONTIG and B_CONTIG (template_args computes them
+with the template's own condition). Grouped program ordering with
 GROUP_M, `tl.max_contiguous(tl.multiple_of(...))` on the row offsets when the operand is contiguous along one
 dimension and the tile fits, masks on K only when K is not a multiple of BLOCK_K (EVEN_K), `acc += tl.dot`
 (USE_FAST_ACCUM off), fp32 accumulator, one output tile per program (mm_grid: cdiv(M, BM) * cdiv(N, BN)).
@@ -21,10 +25,8 @@ import triton.language as tl
 
 
 @triton.jit
-def triton_mm_template(A, B, Bias, E1, E2, Out, Out2,
-                       M: tl.constexpr, N: tl.constexpr, K: tl.constexpr,
-                       stride_am: tl.constexpr, stride_ak: tl.constexpr, stride_ab: tl.constexpr,
-                       stride_bk: tl.constexpr, stride_bn: tl.constexpr, stride_bb: tl.constexpr,
+def triton_mm_template(A, B, Bias, E1, E2, Out, Out2, M, N, K, stride_am, stride_ak, stride_ab,
+                       stride_bk, stride_bn, stride_bb, A_CONTIG: tl.constexpr, B_CONTIG: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
                        EVEN_K: tl.constexpr, HAS_BIAS: tl.constexpr, N_EXTRA: tl.constexpr, ACT: tl.constexpr,
                        OUT2: tl.constexpr):
@@ -44,11 +46,11 @@ def triton_mm_template(A, B, Bias, E1, E2, Out, Out2,
     tl.assume(pid_n >= 0)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    if ((stride_am == 1 and stride_ak == M) or (stride_am == K and stride_ak == 1)) and (M >= BLOCK_M and K > 1):
+    if A_CONTIG:
         offs_a_m = tl.max_contiguous(tl.multiple_of(rm % M, BLOCK_M), BLOCK_M)
     else:
         offs_a_m = rm % M
-    if ((stride_bk == 1 and stride_bn == K) or (stride_bk == N and stride_bn == 1)) and (N >= BLOCK_N and K > 1):
+    if B_CONTIG:
         offs_b_n = tl.max_contiguous(tl.multiple_of(rn % N, BLOCK_N), BLOCK_N)
     else:
         offs_b_n = rn % N
@@ -96,8 +98,11 @@ def template_args(M: int, N: int, K: int, dtype, out_dtype, a_strides, b_strides
                   n_extra: int, act: int, out2: bool, extra_dtype=None) -> dict:
     """model_triton_launch's args for one rendered template: a_strides (m, k, batch), b_strides (k, n, batch);
     cfg: Inductor's TritonConfig kwargs plus num_warps/num_stages."""
-    return dict(A=dtype, B=dtype, Bias=dtype, E1=extra_dtype or out_dtype, E2=extra_dtype or out_dtype,
-                Out=out_dtype, Out2=dtype, M=M, N=N, K=K,
+    (sam, sak, _), (sbk, sbn, _) = a_strides, b_strides
+    a_contig = ((sam == 1 and sak == M) or (sam == K and sak == 1)) and (M >= cfg["BLOCK_M"] and K > 1)
+    b_contig = ((sbk == 1 and sbn == K) or (sbk == N and sbn == 1)) and (N >= cfg["BLOCK_N"] and K > 1)
+    return dict(A_CONTIG=a_contig, B_CONTIG=b_contig, A=dtype, B=dtype, Bias=dtype, E1=extra_dtype or out_dtype,
+                E2=extra_dtype or out_dtype, Out=out_dtype, Out2=dtype, M=M, N=N, K=K,
                 stride_am=a_strides[0], stride_ak=a_strides[1], stride_ab=a_strides[2],
                 stride_bk=b_strides[0], stride_bn=b_strides[1], stride_bb=b_strides[2],
                 BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], GROUP_M=cfg.get("GROUP_M", 8),
