@@ -10,24 +10,28 @@ shows, cuBLAS by its shape class (it has no SASS here).
 Per Triton launch (one compiled case: ptxas + SASS report of mixer_kernels/ops/_sass.py, a Work):
 
     r      = CTAs resident per SM in a full wave = min(CTAs per SM, ceil(grid / SMS)); waves = ceil(grid / (SMS*occ))
+             (a config that does not fit on an SM is refused)
     per CTA (W warps, trips*outer main-loop iterations; static SASS counts per iteration):
       tensor = (W/4) * F_wg / TC / ceiling(class)          the CTA's tensor-core cycles (mma.sync at HMMA_EFF)
-      issue  = (W/4) * n                                   one instruction per scheduler per cycle
+      issue  = (W/4) * max(n, MUFU_CYCLES * n_mufu)        one instruction per scheduler per cycle; MUFU at 16/SM/clk
       smem   = shared-memory bytes / SMEM_BW               fills (TMA/cp.async/STS) + LDS + wgmma operand reads
       chain  = trips*outer * iteration chain + fill + (W/4) * n_rest
                iteration chain = max(wgmma, issue)         when the loop keeps wgmmas in flight
-                               = wgmma + DRAIN*d + issue + LAT*e   when it drains them (d full drains, the
-                                 phases serialise) or waits for a load right after issuing it (e exposed
-                                 waits, or LDG feeding STS in one iteration)
+                               = (W/4)*wgmma + DRAIN*d + issue + LAT*e   when it drains them (d full drains:
+                                 the CTA's warpgroups move through the stages together, the phases add up)
+                                 or waits for a load right after issuing it (e exposed waits, LDG feeding STS)
                fill = LAT: the first loads of a tile, exposed where one CTA runs per SM
-    SM     = max(r*tensor, r*issue, r*smem, chain)         cycles per wave (resident CTAs hide each other's chains)
+    busy   = r * (tensor + issue) for a drained loop (no ping-pong between CTAs), else max(r*tensor, r*issue)
+    SM     = max(busy, r*smem, chain)                      cycles per wave
     L2     = L2->SM operand bytes of a wave / L2_BW        every CTA's loads (re-reads of operand tiles, weights)
     HBM    = compulsory bytes of a wave / BW
-    time   = waves * max(SM / CLOCK, L2, HBM) + LAUNCH_S
+    time   = waves * max(SM / CLOCK, L2, HBM) + LAUNCH_S   (ISOLATED_LAUNCH_S for a launch timed alone)
 
-cuBLAS GEMM [batch] x [M, K] @ [K, N] (model_gemm): 128x256 tiles (64x... classes below), persistent:
-    time = max(waves(tiles) * tile tensor cycles / (CLOCK * ceiling(cublas, K, aligned)), L2, HBM) + LAUNCH_S
-Memory-bound ATen / generated kernel (model_elementwise): bytes / BW + LAUNCH_S.
+cuBLAS GEMM [batch] x [M, K] @ [K, N] (model_gemm): its tile (128x256, 128x128 for small M or N, or the one a
+source names), persistent waves over the SMs at its class's ceiling (fp8 twice, tf32 half the bf16 rate); L2
+operand traffic, HBM; the first loads and the last tile's stores it cannot overlap; the launch.
+Memory-bound ATen / generated kernel (model_elementwise): bytes / (BW * ATEN_EFF[class]) + the launch.
+Cards (CARDS): H100 SXM, H200 (its bandwidth), H100 PCIe (114 SMs, its clock and bandwidth).
 
 Ranges: each constant has a fast / central / slow value (the ends of its published range, fast = the end
 that makes every kernel faster); `model_*(..., level="fast" | "central" | "slow")`, and `ranged(f, ...)`
@@ -67,8 +71,9 @@ CONSTANTS: dict[str, Const] = {
     # The clock at which cuBLAS's large-K rate is the ceiling 1.0: bf16 8192^3 reaches 751 TFLOP/s
     # (NVIDIA/Fuser PR 4221, nvjet kernel, 1.464 ms) to 800 (DESIGN.md 2: 8192^3 on the lent H100; H200
     # 769-798); modelled with 128x256 tiles (16 waves of 2048 tiles: 97% full).
-    "PEAK_CUBLAS": Const(800e12, 775e12, 751e12, "FLOP/s",
-                         "cuBLAS bf16 8192^3: NVIDIA/Fuser PR 4221 (751), DESIGN.md 2 (about 800)"),
+    "PEAK_CUBLAS": Const(800e12, 751e12, 721e12, "FLOP/s",
+                         "cuBLAS bf16 8192^3: NVIDIA/Fuser PR 4221 (751, central), DESIGN.md 2 (about 800 on the lent "
+                         "H100); cuBLAS fp16 2048x8192x8192 721 (triton-lang/triton issue 2339, 2023)"),
     "HMMA_EFF": Const(0.62, 0.5, 0.4, "of the wgmma rate",
                       "mma.sync on Hopper: about half the wgmma rate (arXiv 2402.13499, Luo et al., H800; "
                       "WMMA without memory traffic 50% of peak, r/CUDA measurement)"),
@@ -86,9 +91,24 @@ CONSTANTS: dict[str, Const] = {
     "LAUNCH_S": Const(1.5e-6, 2.5e-6, 4e-6, "s", "back-to-back launches in one stream overlap set-up: "
                       "2-4 us between dependent kernels in profiler traces; a single do_bench launch "
                       "floors at 5-7 us (DESIGN.md 6c)"),
-    "SINGLE_LAUNCH_FLOOR_S": Const(4e-6, 5e-6, 7e-6, "s",
-                                   "do_bench of one small kernel floors at 5-7 us on H100 (DESIGN.md 6c)"),
+    "MUFU_CYCLES": _fixed(8, "SMSP cycles per warp MUFU instruction",
+                          "CUDA C Programming Guide, arithmetic instruction throughput, compute capability 9.0: "
+                          "16 results per SM per clock for ex2/rcp/rsqrt/lg2/sin/cos (32 lanes / 4 per SMSP)"),
+    "ISOLATED_LAUNCH_S": Const(4e-6, 5e-6, 7e-6, "s",
+                               "one launch timed alone (triton.testing.do_bench, CUDA events): a floor of 5-7 us "
+                               "on H100 (DESIGN.md 6c); what the published single-kernel anchors carry"),
 }
+
+# The cards: SMs, sustained clock relative to the H100 SXM's (a constant), memory bandwidth (a constant).
+CARDS = {"H100": dict(sms=132, clock=None, bw="BW_H100"),
+         "H200": dict(sms=132, clock=None, bw="BW_H200"),
+         "H100 PCIe": dict(sms=114, clock="CLOCK_H100_PCIE", bw="BW_H100_PCIE")}
+CONSTANTS["BW_H100_PCIE"] = Const(2.0e12, 1.9e12, 1.7e12, "B/s", "H100 PCIe datasheet: HBM2e 2.0 TB/s; copies "
+                                  "reach about 90-95% of the datasheet on H100 SXM (3.0 of 3.35)")
+CONSTANTS["CLOCK_H100_PCIE"] = Const(0.885, 0.79, 0.75, "of the H100 SXM's per-SM tensor clock",
+                                     "fast: the datasheets' per-SM ratio (756 dense bf16 TFLOP/s on 114 SMs against "
+                                     "989.4 on 132) at boost; central: fitted on the fit part of the calibration's "
+                                     "chained_dot group (two H100 PCIe attention anchors, 350 W power limit)")
 
 # The ceiling table: the fraction of the clock peak SMS*TC*CLOCK a main loop of each class reaches at most.
 # cuBLAS by K range (and alignment: a leading dimension that is not 16-byte aligned rules out TMA and the
@@ -114,13 +134,18 @@ def C(name: str, level: str = "central") -> float:
     return CONSTANTS[name].at(level)
 
 
-def clock(level: str = "central") -> float:
-    """The sustained tensor clock (Hz): cuBLAS's large-K rate over SMS*TC."""
-    return C("PEAK_CUBLAS", level) / (C("SMS") * C("TC"))
+def clock(level: str = "central", card: str = "H100") -> float:
+    """The sustained tensor clock (Hz): cuBLAS's large-K rate on an H100 SXM over SMS*TC, scaled per card."""
+    scale = CARDS[card]["clock"]
+    return C("PEAK_CUBLAS", level) / (C("SMS") * C("TC")) * (C(scale, level) if scale else 1.0)
+
+
+def sms(card: str = "H100") -> int:
+    return CARDS[card]["sms"]
 
 
 def bandwidth(card: str, level: str = "central") -> float:
-    return C(f"BW_{card}", level)
+    return C(CARDS[card]["bw"], level)
 
 
 def ceiling(cls: str, level: str = "central") -> float:
@@ -176,30 +201,41 @@ def _smem_bytes(region, warps: int, shared: int, stages: int) -> float:
         + (warps / 4) * _smem_wgmma_bytes(region)
 
 
+def _launch(level: str, isolated: bool) -> float:
+    return C("ISOLATED_LAUNCH_S" if isolated else "LAUNCH_S", level)
+
+
 def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k: int | None = None,
-                persistent: bool | None = None) -> dict:
+                persistent: bool | None = None, isolated: bool = False) -> dict:
     """The modelled time of one launch (seconds) and its parts and hazards. row: a compile_kernel row (sm_90);
     k: the GEMM depth its main loop covers (the ceiling class), None if not a GEMM or unknown."""
     sass = row["sass"]
     warps = row["num_warps"]
     stages = row.get("num_stages", 1)
     shared = row.get("shared", 0)
-    occ = max(1, row["ctas_per_sm"])
+    if row["ctas_per_sm"] < 1:
+        raise ValueError(f"does not fit on an SM: {row['shared']} B of shared memory, {row['registers']} registers "
+                         f"x {row['num_warps']} warps")
+    occ = row["ctas_per_sm"]
     main, outer, rest = sass["main"], sass["outer"], sass["rest"]
     t, o = work.trips, work.outer
-    sms, tc, sched = C("SMS"), C("TC"), C("SCHEDULERS")
-    clk = clock(level)
+    n_sm, tc, sched = sms(card), C("TC"), C("SCHEDULERS")
+    clk = clock(level, card)
+    mufu_c = C("MUFU_CYCLES")
     lat, drain_c = C("LAT", level), C("DRAIN", level)
     per_sched = warps / sched
     wg = warps / 4
 
     def loop(region_key):
         return t * o * _get(main, region_key) + o * _get(outer, region_key)
-    n_loop, n_rest = loop("instructions"), _get(rest, "instructions")
+
+    def slots(region):      # issue cycles of a region per warp: one per instruction, MUFU_CYCLES per MUFU
+        return max(_get(region, "instructions"), mufu_c * _get(region, "mufu"))
+    n_loop, n_rest = t * o * slots(main) + o * slots(outer), slots(rest)
     f_wg = loop("wgmma_flop") + _get(rest, "wgmma_flop")
     f_w = loop("hmma_flop") + _get(rest, "hmma_flop")
     if persistent is None:
-        persistent = bool(outer) and o > 1 and grid <= sms * occ
+        persistent = bool(outer) and o > 1 and grid <= n_sm * occ
     mma_sync = f_w > 0 and f_wg == 0
     cls = triton_class(k, persistent, mma_sync) if (f_wg or f_w) else None
     ceil_f = ceiling(cls, level) if cls else 1.0
@@ -210,21 +246,29 @@ def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k
             + _smem_bytes(rest, warps, shared, stages)) / C("SMEM_BW")
     # one CTA's critical path
     it_wg = _get(main, "wgmma_flop") / tc + warps * _get(main, "hmma_flop") / (tc * C("HMMA_EFF", level)) / 4
-    it_issue = per_sched * _get(main, "instructions")
+    it_issue = per_sched * slots(main)
     drains = _get(main, "drains")
     exposed = _get(main, "exposed_waits") + (1 if _get(main, "sync_copy") else 0)
     if drains or exposed:
-        it_chain = it_wg + drains * drain_c + it_issue + exposed * lat
+        # the phases add up; a CTA's warpgroups move through the shared-memory stages together, so their
+        # wgmma phases coincide and share the SM's tensor cores
+        it_chain = wg * it_wg + drains * drain_c + it_issue + exposed * lat
     else:
         it_chain = max(it_wg / (ceil_f if cls and cls != "mma.sync" else 1.0), it_issue)
-    outer_chain = per_sched * _get(outer, "instructions") + _get(outer, "drains") * drain_c
-    r = min(occ, math.ceil(grid / sms))
-    waves = math.ceil(grid / (sms * occ))
+    outer_chain = per_sched * slots(outer) + _get(outer, "drains") * drain_c
+    r = min(occ, math.ceil(grid / n_sm))
+    waves = math.ceil(grid / (n_sm * occ))
     fills = 1 if persistent else o
     chain = t * o * it_chain + o * outer_chain + per_sched * n_rest + (lat * fills if r == 1 else 0)
     if not main:        # no loop: the whole kernel is one pass
         chain = per_sched * n_rest + lat
-    sm_cycles = max(r * cta_tensor, r * issue, r * smem, chain)
+    if drains or exposed:
+        # a loop that drains its wgmmas (or waits on its loads) alternates tensor and other phases; resident
+        # CTAs do not ping-pong them (no warp specialisation), so the SM's tensor and issue time add up
+        busy = r * (cta_tensor + issue)
+    else:
+        busy = max(r * cta_tensor, r * issue)
+    sm_cycles = max(busy, r * smem, chain)
     # memory: L2->SM operand traffic of every CTA, compulsory HBM traffic
     cta_loads = (t * o * _load_bytes(main, warps, shared, stages) + o * _load_bytes(outer, warps, shared, stages)
                  + _load_bytes(rest, warps, shared, stages))
@@ -234,11 +278,11 @@ def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k
     hbm = work.bytes / bandwidth(card, level) / waves
     l2 = l2_bytes / C("L2_BW", level) / waves
     per_wave = max(sm_cycles / clk, l2, hbm)
-    launch = C("LAUNCH_S", level)
-    time = waves * per_wave + launch
+    time = waves * per_wave + _launch(level, isolated)
     parts = dict(tensor=waves * r * cta_tensor / clk, issue=waves * r * issue / clk, smem=waves * r * smem / clk,
                  serial=waves * chain / clk, l2=waves * l2, memory=waves * hbm)
-    floor = max(work.flops / C("PEAK_CUBLAS", level), work.bytes / bandwidth(card, level))
+    floor = max(work.flops / (clock(level, card) * n_sm * tc),
+                work.bytes / bandwidth(card, level))
     bound = max(parts, key=parts.get)
     main_tc = wg * _get(main, "wgmma_flop") / tc + warps * _get(main, "hmma_flop") / (tc * C("HMMA_EFF", level))
     issue_ratio = it_issue / main_tc * wg if main_tc else None
@@ -257,11 +301,21 @@ def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k
         haz.append("smem-bound")
     if bound == "issue" and cls:
         haz.append("issue-bound")
-    if waves > 1 and grid % (sms * occ) and (grid % (sms * occ)) < 0.5 * sms * occ:
+    if waves > 1 and grid % (n_sm * occ) and (grid % (n_sm * occ)) < 0.5 * n_sm * occ:
         haz.append("tail")
     return dict(time_s=time, floor_s=floor, waves=waves, resident=r, bound=bound, issue_ratio=issue_ratio,
                 ceiling_class=cls, model_hazards=haz, l2_bytes=l2_bytes,
                 **{f"{k_}_s": v for k_, v in parts.items()})
+
+
+# Memory-bound ATen kernels by class: the fraction of the copy bandwidth each reaches (fitted on the fit part of
+# the calibration's memory_aten group; judged on its held-out part).
+ATEN_EFF: dict[str, tuple[float, str]] = {
+    "elementwise": (1.0, "Liger-Kernel benchmark data, H100: torch relu / square at 0.93-1.02 of the copy model"),
+    "layer_norm": (0.62, "Liger-Kernel benchmark data, H100: torch.nn.LayerNorm forward fp32, M = 4096, "
+                         "N = 1024-16384 (fit part)"),
+}
+_ATEN_CLASS = {"native_layer_norm": "layer_norm", "native_layer_norm_backward": "layer_norm"}
 
 
 def _cublas_class(K: int, aligned: bool) -> str:
@@ -271,39 +325,44 @@ def _cublas_class(K: int, aligned: bool) -> str:
 
 
 def model_gemm(M: int, N: int, K: int, dtype=None, card: str = "H100", *, batch: int = 1, aligned: bool = True,
-               level: str = "central", detail: bool = False):
+               level: str = "central", detail: bool = False, isolated: bool = False, tile: tuple | None = None):
     """The modelled time (seconds) of one cuBLAS product [batch] x [M, K] @ [K, N] (+ a bias or scaled
     accumulate in its epilogue), `aligned` False when a leading dimension is not 16-byte aligned (no TMA).
     cuBLAS's tile (128x256, or 128x128 for N <= 128 or M <= 128: its heuristics' sm90 choices), persistent
     waves over 132 SMs, its class's ceiling; L2 operand traffic (each tile reads (BM + BN) x K) and
-    compulsory HBM bytes. detail=True gives a dict of the parts."""
+    compulsory HBM bytes. `tile`: the (BM, BN) of the kernel cuBLAS runs, where a source names it.
+    detail=True gives a dict of the parts."""
     import torch
     e = (dtype or torch.bfloat16).itemsize
     fp32 = dtype in (torch.float32,)
-    bm, bn = (128, 256) if min(M, N) > 128 else (128, 128)
-    if N > M:
-        bm, bn = bm, bn       # cuBLAS transposes as it likes: the tile count is what matters
+    fp8 = e == 1
+    bm, bn = tile or ((128, 256) if min(M, N) > 128 else (128, 128))
     tiles = batch * math.ceil(M / bm) * math.ceil(N / bn)
-    sms = C("SMS")
-    waves = math.ceil(tiles / sms)
+    n_sm = sms(card)
+    waves = math.ceil(tiles / n_sm)
     cls = _cublas_class(K, aligned)
-    rate = sms * C("TC") * clock(level) * ceiling(cls, level) * (0.5 if fp32 else 1.0)   # tf32: half
-    tensor = waves * (2.0 * bm * bn * K) / (rate / sms)
+    rate = n_sm * C("TC") * clock(level, card) * ceiling(cls, level) * (0.5 if fp32 else 2.0 if fp8 else 1.0)
+    tensor = waves * (2.0 * bm * bn * K) / (rate / n_sm)
     flops = 2.0 * batch * M * N * K
     tensor = max(tensor, flops / rate)
     hbm_bytes = batch * (M * K + K * N + M * N) * e
     l2_bytes = tiles * (bm + bn) * K * e
     hbm = hbm_bytes / bandwidth(card, level)
     l2 = l2_bytes / C("L2_BW", level)
-    t = max(tensor, hbm, l2) + C("LAUNCH_S", level)
+    # warp-specialised and persistent, cuBLAS overlaps every tile's fill and epilogue but its first loads and
+    # its last tile's stores (bm x bn outputs at the SM's share of L2 bandwidth)
+    edges = C("LAT", level) / clock(level, card) + bm * bn * max(e, 2) / (C("L2_BW", level) / n_sm)
+    t = max(tensor, hbm, l2) + edges + _launch(level, isolated)
     if detail:
         return dict(time_s=t, tensor_s=tensor, memory_s=hbm, l2_s=l2, ceiling_class=cls, waves=waves, tiles=tiles)
     return t
 
 
-def model_elementwise(nbytes: float, card: str = "H100", level: str = "central") -> float:
-    """The modelled time (seconds) of one memory-bound ATen or generated kernel moving `nbytes`."""
-    return nbytes / bandwidth(card, level) + C("LAUNCH_S", level)
+def model_elementwise(nbytes: float, card: str = "H100", level: str = "central", kind: str = "elementwise",
+                      isolated: bool = False) -> float:
+    """The modelled time (seconds) of one memory-bound ATen or generated kernel moving `nbytes`, of class `kind`
+    (ATEN_EFF: "elementwise", "layer_norm")."""
+    return nbytes / (bandwidth(card, level) * ATEN_EFF[kind][0]) + _launch(level, isolated)
 
 
 def aten_time(op, card: str, level: str = "central") -> float:
@@ -315,9 +374,9 @@ def aten_time(op, card: str, level: str = "central") -> float:
             M, N, K, batch = shape
             return model_gemm(M, N, K, getattr(op, "dtype", None), card, batch=batch,
                               aligned=getattr(op, "aligned", True), level=level)
-        rate = C("SMS") * C("TC") * clock(level)
+        rate = sms(card) * C("TC") * clock(level, card)
         return max(op.flops / rate, op.bytes / bandwidth(card, level)) + C("LAUNCH_S", level)
-    return model_elementwise(op.bytes, card, level)
+    return model_elementwise(op.bytes, card, level, kind=_ATEN_CLASS.get(op.name, "elementwise"))
 
 
 def floor_time(flops: float, nbytes: float, card: str) -> float:
@@ -368,7 +427,7 @@ _COMPILED: dict = {}
 
 
 def model_triton_launch(fn, args: dict, grid, num_warps: int, num_stages: int, work, card: str = "H100",
-                        level: str = "central", **options) -> dict:
+                        level: str = "central", isolated: bool = False, **options) -> dict:
     """The modelled time of one Triton launch: `fn` a @triton.jit function, `args` parameter name -> torch
     dtype (pointer) or Python value (scalar, constexpr), `grid` an int or a tuple, `work` a registry Work
     or a mapping with flops, bytes, trips, outer (and optionally k: the GEMM depth, for the ceiling class;
@@ -380,6 +439,9 @@ def model_triton_launch(fn, args: dict, grid, num_warps: int, num_stages: int, w
         raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {row['error']}")
     g = grid if isinstance(grid, int) else math.prod(int(v) for v in grid)
     k = work.get("k") if isinstance(work, dict) else None
-    out = kernel_time(row, _as_work(work), g, card, level=level, k=k)
+    try:
+        out = kernel_time(row, _as_work(work), g, card, level=level, k=k, isolated=isolated)
+    except ValueError as e:      # a config that cannot launch on the card
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {e}") from None
     out["row"] = row
     return out

@@ -48,10 +48,11 @@ def _check(spec):
         return
     kind = spec[0]
     if kind == "gemm":
-        _, M, N, K, dtype, batch = spec
+        _, M, N, K, dtype, batch, tile = spec
         assert min(M, N, K, batch) >= 1 and isinstance(dtype, torch.dtype)
+        assert tile is None or (len(tile) == 2 and min(tile) >= 64)
     elif kind == "elementwise":
-        assert spec[1] > 0
+        assert spec[1] > 0 and (len(spec) == 2 or spec[2] in ("elementwise", "layer_norm"))
     elif kind == "sequence":
         for s in spec[1]:
             _check(s)

@@ -14,11 +14,11 @@ CLK = hm.clock()
 SMS = hm.C("SMS")
 
 
-def _row(main=None, rest=None, warps=8, occ=1, shared=0, stages=3, outer=None):
+def _row(main=None, rest=None, warps=8, occ=1, shared=0, stages=3, outer=None, registers=128):
     main = dict(dict(instructions=100, wgmma_flop=0.0, hmma_flop=0.0, drains=0, hgmma={}, a_from_registers=0),
                 **(main or {}))
     rest = dict(dict(instructions=50, wgmma_flop=0.0, hmma_flop=0.0, drains=0), **(rest or {}))
-    return dict(num_warps=warps, num_stages=stages, shared=shared, ctas_per_sm=occ,
+    return dict(num_warps=warps, num_stages=stages, shared=shared, ctas_per_sm=occ, registers=registers,
                 sass=dict(main=main, outer=outer, rest=rest))
 
 
@@ -46,14 +46,36 @@ def test_issue_term():
     assert m["bound"] in ("issue", "serial") and "issue_ratio" in m
 
 
+def test_mufu_pipe():
+    # 100 instructions of which 20 MUFU: 20 x 8 = 160 pipe cycles per warp > 100 issue cycles
+    w = Work(flops=0.0, bytes=0.0, trips=100)
+    m = hm.kernel_time(_row(main=dict(instructions=100, mufu=20), rest=dict(instructions=0), occ=4), w, SMS * 4,
+                       "H100")
+    assert m["issue_s"] == pytest.approx(4 * (8 / 4) * 100 * 20 * hm.C("MUFU_CYCLES") / CLK)
+
+
+def test_a_config_that_does_not_fit_is_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        hm.kernel_time(_row(occ=0, shared=300_000), Work(0.0, 0.0, 1), SMS, "H100")
+
+
+def test_h100_pcie():
+    w = Work(flops=0.0, bytes=0.0, trips=100)
+    sxm = hm.kernel_time(_row(main=dict(GEMM)), w, 114 * 2, "H100")
+    pcie = hm.kernel_time(_row(main=dict(GEMM)), w, 114 * 2, "H100 PCIe")
+    assert pcie["waves"] == 2 and sxm["waves"] == 2 and pcie["time_s"] > sxm["time_s"]
+    assert hm.model_gemm(8192, 8192, 8192, card="H100 PCIe") > hm.model_gemm(8192, 8192, 8192)
+
+
 def test_drained_chain_adds_the_phases():
     w = Work(flops=0.0, bytes=0.0, trips=100)
     it_wg = GEMM["wgmma_flop"] / hm.C("TC")
     free = hm.kernel_time(_row(main=dict(GEMM, instructions=100)), w, SMS, "H100")
     drained = hm.kernel_time(_row(main=dict(GEMM, instructions=100, drains=2)), w, SMS, "H100")
     fill = hm.C("LAT")                              # one CTA per SM: the tile's first loads are exposed
+    # both warpgroups' wgmmas (they move through the stages together), the drains, the issue: added up
     assert drained["serial_s"] == pytest.approx(
-        (100 * (it_wg + 2 * hm.C("DRAIN") + 2 * 100) + 2 * 50 + fill) / CLK)
+        (100 * (2 * it_wg + 2 * hm.C("DRAIN") + 2 * 100) + 2 * 50 + fill) / CLK)
     assert free["serial_s"] == pytest.approx((100 * max(it_wg / hm.ceiling("triton K>=1024"), 2 * 100)
                                               + 2 * 50 + fill) / CLK)
     assert "drained chain" in drained["model_hazards"] and "drained chain" not in free["model_hazards"]
@@ -66,7 +88,8 @@ def test_exposed_load_and_synchronous_copy():
     copy = hm.kernel_time(_row(main=dict(GEMM, sync_copy=1)), w, SMS, "H100")
     it_wg = GEMM["wgmma_flop"] / hm.C("TC")
     for m in (wait, copy):
-        assert m["serial_s"] == pytest.approx((100 * (it_wg + 2 * 100 + hm.C("LAT")) + 2 * 50 + hm.C("LAT")) / CLK)
+        assert m["serial_s"] == pytest.approx((100 * (2 * it_wg + 2 * 100 + hm.C("LAT")) + 2 * 50 + hm.C("LAT"))
+                                              / CLK)
         assert "exposed load" in m["model_hazards"] and m["time_s"] > base["time_s"]
 
 

@@ -22,23 +22,16 @@ OUT = os.path.join(ROOT, "benchmarks", "results", "calibration")
 LOW, HIGH, GEMM_FLOOR = 0.90, 1.15, 0.70
 
 
-def _fp8_pointers():
-    """The model's signature reader (mixer_kernels/ops/_registry._DTYPE_NAMES) has no fp8 pointer type: add Triton's
-    name for float8_e4m3fn in-process (reported; the file itself is not changed here)."""
-    import torch
-
-    from mixer_kernels.ops import _registry
-    _registry._DTYPE_NAMES.setdefault(torch.float8_e4m3fn, "fp8e4nv")
-
-
-def model_spec(spec, card: str) -> tuple[float, dict]:
-    """The modelled time (seconds) of one rebuild spec, and what was picked (for candidates: the fastest)."""
+def model_spec(spec, card: str, isolated: bool = True) -> tuple[float, dict]:
+    """The modelled time (seconds) of one rebuild spec, and what was picked (for candidates: the fastest).
+    `isolated`: the launch is timed alone (do_bench of one kernel: hopper_model's ISOLATED_LAUNCH_S); in a
+    sequence only the first launch is."""
     from benchmarks import hopper_model as hm
     if isinstance(spec, list):
         best, info, errors = math.inf, {}, []
         for cand in spec:
             try:
-                t, i = model_spec(cand, card)
+                t, i = model_spec(cand, card, isolated)
             except RuntimeError as e:
                 errors.append(str(e)[:200])
                 continue
@@ -50,7 +43,7 @@ def model_spec(spec, card: str) -> tuple[float, dict]:
     kind = spec[0]
     if kind == "triton":
         _, fn, args, grid, warps, stages, work, options = spec
-        r = hm.model_triton_launch(fn, args, grid, warps, stages, work, card=card, **options)
+        r = hm.model_triton_launch(fn, args, grid, warps, stages, work, card=card, isolated=isolated, **options)
         row = r["row"]
         keys = ("BLOCK_M", "BLOCK_N", "BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "BLOCK_SIZE")
         return r["time_s"], dict(bound=r.get("bound"), waves=r.get("waves"), registers=row.get("registers"),
@@ -58,18 +51,20 @@ def model_spec(spec, card: str) -> tuple[float, dict]:
                                  ctas_per_sm=row.get("ctas_per_sm"), hazards=row.get("hazards"), num_warps=warps,
                                  num_stages=stages, **{k: args[k] for k in keys if k in args})
     if kind == "gemm":
-        _, M, N, K, dtype, batch = spec
-        return hm.model_gemm(M, N, K, dtype, card, batch=batch), {}
-    if kind == "elementwise":
-        return hm.model_elementwise(spec[1], card), {}
+        _, M, N, K, dtype, batch = spec[:6]      # [, (BM, BN): the tile of the kernel the source names]
+        tile = spec[6] if len(spec) > 6 else None
+        return hm.model_gemm(M, N, K, dtype, card, batch=batch, isolated=isolated, tile=tile), {}
+    if kind == "elementwise":        # ("elementwise", nbytes[, ATen class of hopper_model.ATEN_EFF])
+        return hm.model_elementwise(spec[1], card, kind=spec[2] if len(spec) > 2 else "elementwise",
+                                    isolated=isolated), {}
     if kind == "sequence":
-        return sum(model_spec(s, card)[0] for s in spec[1]), dict(launches=len(spec[1]))
+        return sum(model_spec(s, card, isolated and i == 0)[0] for i, s in enumerate(spec[1])), \
+            dict(launches=len(spec[1]))
     raise ValueError(f"unknown spec {kind!r}")
 
 
 def evaluate(card: str = "H100", anchors=None, progress=None) -> list[dict]:
     """One row per anchor: id, group, part, measured_s, modelled_s, ratio (modelled/measured time), info or error."""
-    _fp8_pointers()
     rows = []
     anchors = ANCHORS if anchors is None else anchors
     for i, a in enumerate(anchors):
@@ -77,7 +72,8 @@ def evaluate(card: str = "H100", anchors=None, progress=None) -> list[dict]:
         row = dict(id=a.id, group=a.group, part=a.part, card=a.card, fidelity=a.fidelity, measured_s=a.measured_s(),
                    modelled_s=None, ratio=None, info={}, error=None)
         try:
-            t, info = model_spec(getattr(rebuild, a.rebuild)(a), card)
+            # an anchor measured on an H100 PCIe is modelled as one (hopper_model.CARDS)
+            t, info = model_spec(getattr(rebuild, a.rebuild)(a), "H100 PCIe" if "PCIe" in a.card else card)
             row.update(modelled_s=t, ratio=t / row["measured_s"], info=info)
         except Exception as e:  # an anchor that cannot be modelled is reported, not hidden
             row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -113,9 +109,17 @@ def _fmt(x, f="{:.3f}"):
 
 def write(rows, summary, card: str) -> str:
     """Write summary.md and results.json under benchmarks/results/calibration/; return the markdown."""
+    import datetime
+
+    import triton
+
     from benchmarks import hopper_model as hm
     lines = [f"# Calibration of the Hopper speed model on published measurements (card {card})", "",
-             "Ratio = modelled time / measured time. Sources: benchmarks/calibration/published.py.", "",
+             f"Model version {hm.MODEL_VERSION}; triton {triton.__version__}; {datetime.date.today().isoformat()}. "
+             "Ratio = modelled time / measured time (below 1: the model is faster than the card was). Sources: "
+             "benchmarks/calibration/published.py. Constants fitted on the fit part (hopper_model.CONSTANTS, "
+             "ATEN_EFF and CEILINGS say which); acceptance is judged on the held_out part. An H100 PCIe anchor is "
+             "modelled as that card.", "",
              "| id | group | part | measured (us) | modelled (us) | ratio | note |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         note = r["error"] or ", ".join(f"{k}={v}" for k, v in r["info"].items() if k in ("bound", "hazards",
@@ -133,9 +137,10 @@ def write(rows, summary, card: str) -> str:
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "summary.md"), "w") as f:
         f.write(md)
-    consts = {k: v for k, v in getattr(hm, "CONSTANTS", {}).items()}
+    consts = {k: dict(fast=c.fast, central=c.central, slow=c.slow, source=c.source) for k, c in hm.CONSTANTS.items()}
     with open(os.path.join(OUT, "results.json"), "w") as f:
-        json.dump(dict(card=card, constants=consts, rows=rows, summary=summary), f, indent=1, default=str)
+        json.dump(dict(card=card, model_version=hm.MODEL_VERSION, constants=consts, rows=rows, summary=summary), f,
+                  indent=1, default=str)
     return md
 
 

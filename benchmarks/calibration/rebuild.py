@@ -12,6 +12,7 @@ cheap and pure; Liger anchors import the measured kernels from the liger-kernel 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 
@@ -53,7 +54,7 @@ def liger_relu_squared(a):
 def aten_layer_norm(a):
     """torch.nn.LayerNorm forward: one ATen kernel reading x, weight, bias, writing y, mean, rstd."""
     M, N, e = a.shape["M"], a.shape["N"], _DT[a.dtype].itemsize
-    return ("elementwise", (2 * M * N + 2 * N) * e + 2 * M * 4)
+    return ("elementwise", (2 * M * N + 2 * N) * e + 2 * M * 4, "layer_norm")
 
 
 def aten_relu_squared(a):
@@ -63,9 +64,12 @@ def aten_relu_squared(a):
 
 
 def cublas_gemm(a):
-    """One cuBLAS matrix product of the anchor's shape and dtype."""
+    """One cuBLAS matrix product of the anchor's shape and dtype (with its tile where the source names the kernel:
+    "..._tilesize128x128x128")."""
     s = a.shape
-    return ("gemm", s["M"], s["N"], s["K"], _DT[a.dtype], s.get("batch", 1))
+    m = re.search(r"tilesize(\d+)x(\d+)x\d+", a.note)
+    tile = (int(m.group(1)), int(m.group(2))) if m else None
+    return ("gemm", s["M"], s["N"], s["K"], _DT[a.dtype], s.get("batch", 1), tile)
 
 
 _T09 = {torch.float8_e4m3fn: dict(BLOCK_SIZE_M=128, BLOCK_SIZE_N=256, BLOCK_SIZE_K=128, GROUP_SIZE_M=8,

@@ -110,6 +110,7 @@ class Region:
     lds_bytes: int = 0           # LDS / LDSM: shared memory -> registers
     tma: int = 0                 # UTMALDG copies (their bytes are the ring stage's, not in the SASS)
     exposed_waits: int = 0       # DEPBAR.LE SB0, 0x0: wait for every cp.async group in flight
+    mufu: int = 0                # MUFU (ex2, rcp, rsq, lg2, sin, cos, tanh): 16 results per SM per clock
 
     @property
     def sync_copy(self) -> int:
@@ -135,6 +136,8 @@ class Region:
             self.tma += 1
         elif op.startswith("DEPBAR") and re.search(r"SB0,\s*0x0\b", text):
             self.exposed_waits += 1
+        elif op.startswith("MUFU"):
+            self.mufu += 1
 
     def add(self, ins: Instr):
         self.instructions += 1
@@ -184,7 +187,8 @@ class SassReport:
                                                wgmma_flop=r.wgmma_flop, hmma_flop=r.hmma_flop,
                                                ldg_bytes=r.ldg_bytes, ldgsts_bytes=r.ldgsts_bytes,
                                                sts_bytes=r.sts_bytes, lds_bytes=r.lds_bytes, tma=r.tma,
-                                               exposed_waits=r.exposed_waits, sync_copy=r.sync_copy)
+                                               exposed_waits=r.exposed_waits, sync_copy=r.sync_copy,
+                                               mufu=r.mufu)
         return dict(total=reg(self.total), main=reg(self.main), outer=reg(self.outer), epilogue=reg(self.epilogue),
                     rest=reg(self.rest),
                     loops=self.loops, dot_loops=self.dot_loops, loads=dict(self.loads))
