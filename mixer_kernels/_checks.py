@@ -216,22 +216,3 @@ def check_gmlp_args(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_w
         raise ValueError(f"approximate: expected 'none' (exact erf GELU) or 'tanh', got {approximate!r}")
     if not isinstance(recompute, bool):
         raise TypeError(f"recompute: expected a bool, got {type(recompute).__name__}")
-
-
-_UNSUPPORTED_TRANSFORMS = {"Grad": "torch.func.grad / vjp / jacrev / hessian (functorch's Grad transform)",
-                           "Jvp": "torch.func.jvp / jacfwd (functorch's Jvp transform)"}
-
-
-def check_transforms(op: str) -> None:
-    """The Triton path's custom ops have torch.autograd formulas, which functorch's Grad and Jvp
-    transforms cannot use (torch raises an internal error about autograd.Function's setup_context):
-    refuse them here, naming the transform. vmap works (torch runs the op per sample). Skipped while
-    torch.compile traces (dynamo handles functorch itself)."""
-    if torch.compiler.is_compiling():
-        return
-    for interp in torch._C._functorch.get_interpreter_stack() or ():
-        what = _UNSUPPORTED_TRANSFORMS.get(interp.key().name)
-        if what is not None:
-            raise RuntimeError(f"mixer_kernels.{op}: {what} is not supported on the Triton path (CUDA, or CPU "
-                               "with TRITON_INTERPRET=1); use torch.autograd.grad, or the plain PyTorch path "
-                               "(CPU tensors without TRITON_INTERPRET, or float64) under torch.func")

@@ -11,6 +11,8 @@ Dispatch (docs/design.md, "The user contract"):
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from . import _nvtx, torch_math
@@ -21,7 +23,6 @@ from ._checks import (
     check_mlp_args,
     check_resmlp_channel_args,
     check_resmlp_token_args,
-    check_transforms,
 )
 from ._config import use_triton
 
@@ -37,10 +38,25 @@ def _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
     return fc1_weight.to(dt), fc1_bias.to(dt), fc2_weight.to(dt), fc2_bias.to(dt)
 
 
-def _triton_path(x, fc1_weight) -> bool:
-    """The routing rule for CPU and CUDA tensors: Triton kernels (compiled, or interpreted on CPU), except for
-    float64, which runs torch_math on every device (full float64 precision; gradcheck passes)."""
-    return use_triton(x) and torch.float64 not in (x.dtype, fc1_weight.dtype)
+def _note_traced_plain_path(x) -> None:
+    """torch.export / torch.jit.trace of a call that takes the plain path (CPU tensors without TRITON_INTERPRET)
+    records the PyTorch math, not the kernels: say so (a model exported on CPU and served on a GPU would run
+    that math there)."""
+    if torch.jit.is_tracing() or torch.compiler.is_exporting():
+        warnings.warn(f"mixer_kernels: tracing on {x.device.type} tensors records the plain PyTorch math, not the "
+                      "Triton kernels (CPU without TRITON_INTERPRET=1 runs no kernel); the exported or traced graph "
+                      "keeps that math on every device. Export or trace on a CUDA GPU to record the fused kernels",
+                      stacklevel=4)
+
+
+def _triton_path(x, *tensors) -> bool:
+    """The routing rule of every function for CPU and CUDA tensors: Triton kernels (compiled, or interpreted on
+    CPU), except when x, a parameter or sample_scale is float64 (possible with mixed dtypes under autocast):
+    then torch_math on every device, as eager computes it (full float64 precision; gradcheck passes)."""
+    if not use_triton(x):
+        _note_traced_plain_path(x)
+        return False
+    return x.dtype != torch.float64 and all(t is None or t.dtype != torch.float64 for t in tensors)
 
 
 def _scale_needs_grad(sample_scale) -> bool:
@@ -109,8 +125,7 @@ def _token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, f
         from . import xla
         return xla.token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                 eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
-    if _triton_path(x, fc1_weight):
-        check_transforms("token_mixing")
+    if _triton_path(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale):
         from .ops.token_mixing import token_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if _scale_needs_grad(sample_scale):
@@ -129,8 +144,7 @@ def _channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
         from . import xla
         return xla.channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
                                   eps=eps, approximate=approximate, sample_scale=sample_scale, recompute=recompute)
-    if _triton_path(x, fc1_weight):
-        check_transforms("channel_mixing")
+    if _triton_path(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale):
         from .ops.channel_mixing import channel_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if _scale_needs_grad(sample_scale):
@@ -174,7 +188,7 @@ def _resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale
     if x.device.type in _XLA_DEVICE_TYPES:
         from . import xla
         return xla.resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, sample_scale=sample_scale)
-    if use_triton(x) and x.dtype != torch.float64:
+    if _triton_path(x, alpha, beta, weight, bias, layer_scale, sample_scale):
         from .ops.resmlp_token_mixing import resmlp_token_mixing as op
         if autocast_enabled(x):
             dt = torch.get_autocast_dtype(x.device.type)
@@ -211,7 +225,7 @@ def _resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2
         from . import xla
         return xla.resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale,
                                          approximate=approximate, sample_scale=sample_scale, recompute=recompute)
-    if use_triton(x) and x.dtype != torch.float64:
+    if _triton_path(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale):
         from .ops.resmlp_channel_mixing import resmlp_channel_mixing as op
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if _scale_needs_grad(sample_scale):
@@ -264,8 +278,8 @@ def _gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weigh
         return xla.gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias,
                               proj_weight, proj_bias, fc2_weight, fc2_bias, eps=eps, gate_eps=gate_eps,
                               approximate=approximate, sample_scale=sample_scale, recompute=recompute)
-    if _triton_path(x, fc1_weight):
-        check_transforms("gmlp_block")
+    if _triton_path(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,
+                    proj_bias, fc2_weight, fc2_bias, sample_scale):
         from .ops.gmlp_block import gmlp_block as op
         fc1_weight, fc1_bias, fc2_weight, fc2_bias = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if autocast_enabled(x):
@@ -340,8 +354,7 @@ def _gmixer_mixing(kind, x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_we
         fn = xla.gmixer_token_mixing if kind == "token" else xla.gmixer_channel_mixing
         return fn(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps=eps, gate_last=gate_last,
                   sample_scale=sample_scale, recompute=recompute)
-    if _triton_path(x, fc1_weight):
-        check_transforms(f"gmixer_{kind}_mixing")
+    if _triton_path(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, sample_scale):
         w = _autocast_cast(x, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
         if kind == "token":
             from .ops.gmixer_token_mixing import fast_path

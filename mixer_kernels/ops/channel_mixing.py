@@ -189,8 +189,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out, _gmean, _grstd, _gz):
     x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
-    _guard.no_double_backward("mixer_kernels.channel_mixing", grad_out, x, norm_weight, norm_bias, fc1_weight,
-                              fc1_bias, fc2_weight)
     need = ctx.needs_input_grad
     need_input, need_fc1, need_fc2 = any(need[0:3]), any(need[3:5]), any(need[5:7])
     grads = channel_mixing_bwd(grad_out, x, mean, rstd, z, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
@@ -199,6 +197,16 @@ def _backward(ctx, grad_out, _gmean, _grstd, _gz):
 
 
 channel_mixing_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _public(args) -> str:
+    """The public function a call of these ops belongs to: gMixer's channel half passes a GLU activation."""
+    glu = any(isinstance(a, str) and a.startswith("glu") for a in args)
+    return "mixer_kernels.gmixer_channel_mixing" if glu else "mixer_kernels.channel_mixing"
+
+
+_guard.guard_autograd(channel_mixing_fwd, _public)
+_guard.guard_autograd(channel_mixing_bwd, _public, backward=True)
 
 
 def channel_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps: float,

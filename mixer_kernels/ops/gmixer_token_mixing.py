@@ -176,8 +176,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, _dmean, _drstd):
     x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
-    _guard.no_double_backward("mixer_kernels.gmixer_token_mixing", dy, x, norm_weight, norm_bias, fc1_weight,
-                              fc1_bias, fc2_weight)
     weight_grads = any(ctx.needs_input_grad[3:7])
     grads = _bwd_op(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, ctx.gate,
                     sample_scale, weight_grads)
@@ -185,6 +183,8 @@ def _backward(ctx, dy, _dmean, _drstd):
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
+_guard.guard_autograd(_fwd_op, "mixer_kernels.gmixer_token_mixing")
+_guard.guard_autograd(_bwd_op, "mixer_kernels.gmixer_token_mixing", backward=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -235,11 +235,12 @@ def _glu_gate_setup(ctx, inputs, output):
 
 def _glu_gate_backward(ctx, dg):
     (h,) = ctx.saved_tensors
-    _guard.no_double_backward("mixer_kernels.gmixer_token_mixing", dg, h)
     return _glu_gate_bwd_op(dg, h, ctx.gate), None
 
 
 _glu_gate_op.register_autograd(_glu_gate_backward, setup_context=_glu_gate_setup)
+_guard.guard_autograd(_glu_gate_op, "mixer_kernels.gmixer_token_mixing")
+_guard.guard_autograd(_glu_gate_bwd_op, "mixer_kernels.gmixer_token_mixing", backward=True)
 
 
 def _composed(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, eps, gate, sample_scale):

@@ -319,8 +319,6 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_out, *_):
     (x, mean, rstd, mean_v, rstd_v, z, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight,
      gate_norm_bias, proj_weight, proj_bias, fc2_weight, sample_scale) = ctx.saved_tensors
-    _guard.no_double_backward("mixer_kernels.gmlp_block", grad_out, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                              gate_norm_weight, gate_norm_bias, proj_weight, proj_bias, fc2_weight)
     need = ctx.needs_input_grad
     grads = gmlp_block_bwd(grad_out, x, mean, rstd, mean_v, rstd_v, z, norm_weight, norm_bias, fc1_weight, fc1_bias,
                            gate_norm_weight, gate_norm_bias, proj_weight, proj_bias, fc2_weight, sample_scale,
@@ -330,6 +328,8 @@ def _backward(ctx, grad_out, *_):
 
 
 gmlp_block_fwd.register_autograd(_backward, setup_context=_setup_context)
+_guard.guard_autograd(gmlp_block_fwd, "mixer_kernels.gmlp_block")
+_guard.guard_autograd(gmlp_block_bwd, "mixer_kernels.gmlp_block", backward=True)
 
 
 def gmlp_block(x, norm_weight, norm_bias, fc1_weight, fc1_bias, gate_norm_weight, gate_norm_bias, proj_weight,

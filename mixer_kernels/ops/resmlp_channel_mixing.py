@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from . import _guard
 from ._channel_gemm import hidden_backward, hidden_forward, out_backward, out_forward, wgrad
 from ._device import device_of
 from .affine import affine_backward, affine_forward
@@ -41,8 +42,11 @@ def resmlp_channel_mixing_fwd(x: torch.Tensor, alpha: torch.Tensor, beta: torch.
                               layer_scale: torch.Tensor, sample_scale: Optional[torch.Tensor],  # noqa: UP045
                               approximate: str, save_preact: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, z): z the pre-activation [M, DC] if save_preact, else an empty [0, DC]."""
-    return _forward(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale, approximate,
-                    save_preact)
+    with _guard.launch_guard(_OP + "_fwd", x, alpha=alpha, beta=beta, fc1_weight=fc1_weight, fc1_bias=fc1_bias,
+                             fc2_weight=fc2_weight, fc2_bias=fc2_bias, layer_scale=layer_scale,
+                             sample_scale=sample_scale):
+        return _forward(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale,
+                        approximate, save_preact)
 
 
 def _forward(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, sample_scale, approximate,
@@ -76,7 +80,8 @@ def resmlp_channel_mixing_bwd(grad_out: torch.Tensor, x: torch.Tensor, z: torch.
                               need_input: bool, need_fc1: bool, need_fc2: bool, need_ls: bool) -> list[torch.Tensor]:
     """[dx, dalpha, dbeta, dW1, db1, dW2, db2, dls]; a gradient not needed is an empty [0] tensor
     (dalpha, dbeta, dls in fp32, the others in their input's dtype)."""
-    with device_of(x):
+    with _guard.launch_guard(_OP + "_bwd", x, grad_out=grad_out, alpha=alpha, beta=beta, fc1_weight=fc1_weight,
+                             fc2_weight=fc2_weight, layer_scale=layer_scale, sample_scale=sample_scale):
         return _backward_impl(grad_out, x, z, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale,
                               sample_scale, approximate, need_input, need_fc1, need_fc2, need_ls)
 
@@ -163,6 +168,8 @@ def _backward(ctx, grad_out, _gz):
 
 
 resmlp_channel_mixing_fwd.register_autograd(_backward, setup_context=_setup_context)
+_guard.guard_autograd(resmlp_channel_mixing_fwd, "mixer_kernels.resmlp_channel_mixing")
+_guard.guard_autograd(resmlp_channel_mixing_bwd, "mixer_kernels.resmlp_channel_mixing", backward=True)
 
 
 def resmlp_channel_mixing(x, alpha, beta, fc1_weight, fc1_bias, fc2_weight, fc2_bias, layer_scale, *,

@@ -19,6 +19,7 @@ import torch
 import triton
 
 from .._config import empty, input_precision, triton_interpret
+from . import _guard
 from . import _token_linear_kernels as tl_k
 from ._device import device_of
 
@@ -30,7 +31,9 @@ def resmlp_token_mixing_fwd(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Te
                             bias: torch.Tensor, layer_scale: torch.Tensor,
                             sample_scale: Optional[torch.Tensor]) -> torch.Tensor:  # noqa: UP045
     """out [B, S, C] contiguous in x's dtype. weight [S, S] and bias [S] in the compute dtype."""
-    return token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale)
+    with _guard.launch_guard(_OP + "_fwd", x, alpha=alpha, beta=beta, weight=weight, bias=bias,
+                             layer_scale=layer_scale, sample_scale=sample_scale):
+        return token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale)
 
 
 def token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale):
@@ -64,7 +67,9 @@ def resmlp_token_mixing_bwd(dy: torch.Tensor, x: torch.Tensor, alpha: torch.Tens
                             sample_scale: Optional[torch.Tensor],  # noqa: UP045
                             weight_grads: bool) -> list[torch.Tensor]:
     """[dx, dalpha, dbeta, dls] (+ [dweight, dbias] when weight_grads); dalpha, dbeta, dls in fp32."""
-    return token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_scale, weight_grads)
+    with _guard.launch_guard(_OP + "_bwd", x, dy=dy, alpha=alpha, beta=beta, weight=weight, bias=bias,
+                             layer_scale=layer_scale, sample_scale=sample_scale):
+        return token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_scale, weight_grads)
 
 
 def token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_scale, weight_grads):
@@ -129,6 +134,8 @@ def _backward(ctx, dy):
 
 
 resmlp_token_mixing_fwd.register_autograd(_backward, setup_context=_setup_context)
+_guard.guard_autograd(resmlp_token_mixing_fwd, "mixer_kernels.resmlp_token_mixing")
+_guard.guard_autograd(resmlp_token_mixing_bwd, "mixer_kernels.resmlp_token_mixing", backward=True)
 
 
 def resmlp_token_mixing(x, alpha, beta, weight, bias, layer_scale, *, sample_scale=None) -> torch.Tensor:

@@ -431,8 +431,6 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, _dmean, _drstd):
     x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, sample_scale = ctx.saved_tensors
-    _guard.no_double_backward("mixer_kernels.token_mixing", dy, x, norm_weight, norm_bias, fc1_weight, fc1_bias,
-                              fc2_weight)
     weight_grads = any(ctx.needs_input_grad[3:7])
     grads = _token_mixing_bwd_op(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight,
                                  ctx.eps, ctx.approx_tanh, sample_scale, weight_grads)
@@ -440,6 +438,8 @@ def _backward(ctx, dy, _dmean, _drstd):
 
 
 _token_mixing_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+_guard.guard_autograd(_token_mixing_fwd_op, "mixer_kernels.token_mixing")
+_guard.guard_autograd(_token_mixing_bwd_op, "mixer_kernels.token_mixing", backward=True)
 
 
 def token_mixing(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight, fc2_bias, *, eps: float = 1e-6,
