@@ -62,7 +62,15 @@ def load_jax_checkpoint(path_or_npz: Any) -> dict[str, torch.Tensor]:
     '/'-joined Flax parameter paths to arrays. Keys may carry a leading 'params/' or 'opt/target/'.
     Raises KeyError naming any parameter it does not know, so a non-Mixer checkpoint fails loudly.
     """
-    arrays = {_strip(k): v for k, v in _read(path_or_npz).items()}
+    arrays: dict[str, Any] = {}
+    first: dict[str, str] = {}
+    for k, v in _read(path_or_npz).items():
+        name = _strip(k)
+        if name in first:
+            raise ValueError(f"path_or_npz: parameter {name!r} appears twice, as {first[name]!r} and {k!r} (a "
+                             "checkpoint with both params/ and opt/target/ trees?); keep one of them and load again")
+        first[name] = k
+        arrays[name] = v
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in arrays.items():

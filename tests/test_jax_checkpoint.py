@@ -80,3 +80,15 @@ def test_unknown_keys_and_bad_source_are_errors():
         load_jax_checkpoint(params)
     with pytest.raises(TypeError, match="path_or_npz"):
         load_jax_checkpoint(42)
+
+
+def test_key_under_two_prefixes_is_refused():
+    """A parameter present under params/ and opt/target/ (issue 23): refused, naming both keys, instead of
+    the last one silently winning."""
+    params = _jax_params(np.random.default_rng(3))
+    both = {f"params/{k}": v for k, v in params.items()}
+    both["opt/target/head/bias"] = params["head/bias"] + 1
+    with pytest.raises(ValueError, match=r"'head/bias' appears twice, as 'params/head/bias' and "
+                                         r"'opt/target/head/bias'"):
+        load_jax_checkpoint(both)
+    assert set(load_jax_checkpoint({f"params/{k}": v for k, v in params.items()})) == set(_model().state_dict())
