@@ -93,7 +93,7 @@ def test_three_anchors_compile_and_model():
         assert math.isfinite(row["t"]) and row["t"] > 0
 
 
-@pytest.mark.parametrize("name", ["liger_layer_norm", "liger_relu_squared"])
+@pytest.mark.parametrize("name", ["liger_layer_norm", "liger_relu_squared", "liger_rms_norm"])
 def test_liger_specs_when_the_package_is_installed(name):
     pytest.importorskip("liger_kernel")
     for a in ANCHORS:

@@ -124,3 +124,25 @@ def attention_fwd(Q, K, V, Out, LSE, sm_scale, stride_z, stride_h, stride_m, H, 
     acc = acc / l_i[:, None]
     tl.store(LSE + off_hz * N_CTX + offs_m, m_i)
     tl.store(Out + base + offs_m[:, None] * stride_m + offs_d[None, :], acc.to(Out.dtype.element_ty))
+
+
+@triton.jit
+def matmul_block_ptr_f32out(a_ptr, b_ptr, c_ptr, M, N, K, stride_am, stride_ak, stride_bk, stride_bn, stride_cm,
+                            stride_cn, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr,
+                            BLOCK_SIZE_K: tl.constexpr, GROUP_SIZE_M: tl.constexpr):
+    """One program per C tile in grouped order; A and B walked with block pointers (tl.make_block_ptr / tl.advance,
+    no masks: K a multiple of BLOCK_SIZE_K), fp32 accumulator stored as fp32 C through a block pointer (the 2023
+    Hopper 'TMA store' matmul tutorial's algorithm)."""
+    pid_m, pid_n = _tile(tl.program_id(0), tl.cdiv(M, BLOCK_SIZE_M), tl.cdiv(N, BLOCK_SIZE_N), GROUP_SIZE_M)
+    a_blk = tl.make_block_ptr(a_ptr, (M, K), (stride_am, stride_ak), (pid_m * BLOCK_SIZE_M, 0),
+                              (BLOCK_SIZE_M, BLOCK_SIZE_K), (1, 0))
+    b_blk = tl.make_block_ptr(b_ptr, (K, N), (stride_bk, stride_bn), (0, pid_n * BLOCK_SIZE_N),
+                              (BLOCK_SIZE_K, BLOCK_SIZE_N), (0, 1))
+    acc = tl.zeros((BLOCK_SIZE_M, BLOCK_SIZE_N), dtype=tl.float32)
+    for _ in range(0, K, BLOCK_SIZE_K):
+        acc += tl.dot(tl.load(a_blk), tl.load(b_blk))
+        a_blk = tl.advance(a_blk, [0, BLOCK_SIZE_K])
+        b_blk = tl.advance(b_blk, [BLOCK_SIZE_K, 0])
+    c_blk = tl.make_block_ptr(c_ptr, (M, N), (stride_cm, stride_cn), (pid_m * BLOCK_SIZE_M, pid_n * BLOCK_SIZE_N),
+                              (BLOCK_SIZE_M, BLOCK_SIZE_N), (1, 0))
+    tl.store(c_blk, acc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-GROUPS = ("memory_triton", "memory_aten", "gemm_cublas", "gemm_triton", "chained_dot")
+GROUPS = ("memory_triton", "memory_aten", "gemm_cublas", "gemm_triton", "gemm_triton_lowk", "chained_dot")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,14 @@ _LN_NOTE = ("rows added by Liger-Kernel commit 6a2c49130ed2 (PR 815, liger_versi
             "imports liger-kernel 0.8.1, whose forward kernel differs by PR 1006 (no pointer mutation) and PR 884")
 _RELU_NOTE = ("rows added by Liger-Kernel commit 39a1f454f36a (PR 1171); forward kernel unchanged up to "
               "liger-kernel 0.8.1, which the rebuild imports")
+_RMS_NOTE = ("rows added by Liger-Kernel commit 27fe47e2 (PR 1257, liger_version 0.8.0 in the row): "
+             "LigerMegatronRMSNorm, bf16, x [S=4096, B=1, H]; the rebuild imports liger-kernel 0.8.1's "
+             "_rms_norm_forward_kernel")
+_FBGEMM = dict(url="https://github.com/pytorch/FBGEMM/issues/2766",
+               table="issue description (2024-06-21), 'Previous benchmarks (using the version from June 11th, on an "
+               "H100)', lines 'bf16: shape (M, N, K)'")
+_FBGEMM_NOTE = ("fbgemm_gpu/experimental/gemm/test/fp8_gemm_benchmark.py: bf16 = torch.matmul(x, w.T), x [M, K], "
+                "w [N, K], bf16; TFLOP/s = 2MNK / do_bench ms")
 _RAW = [
     # memory_triton: Liger's Triton kernels, one program per row.
     *[_liger("layer_norm", "liger", line, n, v, "float32", dict(M=4096), "liger_layer_norm", "package", _LN_NOTE)
@@ -118,6 +126,39 @@ _RAW = [
          card="H100", dtype="float8_e4m3fn", shape=dict(M=8192, N=8192, K=4096),
          statistic="proton tflop8/s over the tutorial's repetitions", value=1330.667, unit="TFLOP/s",
          rebuild="tutorial09_descriptor_persistent", fidelity="reimplemented", flops=2.0 * 8192 * 8192 * 4096),
+    # memory_triton (more): Liger's Megatron RMSNorm wrapper, bf16 (one program per row).
+    *[_liger("megatron_rms_norm", "liger", line, n, v, "bfloat16", dict(M=4096), "liger_rms_norm", "package",
+             _RMS_NOTE)
+      for line, n, v in [(2222, 1024, 0.012160000391304493), (2223, 2048, 0.01756799966096878),
+                         (2224, 4096, 0.029184000566601753), (2225, 8192, 0.050912000238895416),
+                         (2226, 16384, 0.0950080007314682)]],
+    # gemm_cublas (more): bf16 torch.matmul at a low K, a small N and a large K (FBGEMM's fp8 benchmark, H100) ...
+    *[dict(id=f"cublas-bf16-{m}x{n}x{k}", kernel="torch.matmul (cuBLAS)", source=_FBGEMM, card="H100",
+           dtype="bfloat16", shape=dict(M=m, N=n, K=k), statistic="TFLOP/s from triton.testing.do_bench (ms)",
+           value=v, unit="TFLOP/s", rebuild="cublas_gemm", fidelity="cublas", flops=2.0 * m * n * k,
+           note=_FBGEMM_NOTE)
+      for m, n, k, v in [(6144, 8192, 64, 146.90), (6144, 64, 8192, 166.93), (6144, 8192, 8192, 645.72)]],
+    # ... and a tall-skinny K = 1024 one (tritonbench gemm aten_matmul baseline, Meta's TLX Hopper work).
+    dict(id="cublas-fp16-65536x1024x1024", kernel="torch.matmul (cuBLAS), tritonbench aten_matmul",
+         source=dict(url="https://github.com/facebookexperimental/triton/pull/1037",
+                     table="PR description (2026-03-05), 'Performance results on H100 (65536x1024x1024): "
+                     "aten_matmul: 583.318 TFLOPS'"),
+         card="H100", dtype="float16", shape=dict(M=65536, N=1024, K=1024),
+         statistic="tritonbench tflops (median latency)", value=583.318, unit="TFLOP/s", rebuild="cublas_gemm",
+         fidelity="cublas", flops=2.0 * 65536 * 1024 * 1024,
+         note="precision not stated in the PR: tritonbench gemm's DEFAULT_PRECISION is fp16 "
+              "(tritonbench/operators/gemm/operator.py @ 00481e71c248); PR 1038 reports 584.429 for the same row"),
+    # gemm_triton_lowk: Triton GEMMs at K <= 1024 on H100 (the Triton column of the issue whose cuBLAS column is above).
+    *[dict(id=f"triton10-fp16-2048x{n}x{n}", kernel="tutorial 10-experimental-tma-store matmul_kernel (2023)",
+           source=dict(url="https://github.com/triton-lang/triton/issues/2339", table="matmul-performance, row "
+                       f"{row}, column Triton (issue description, 2023-09-19)"),
+           card="H100", dtype="float16", shape=dict(M=2048, N=n, K=n), statistic="TFLOP/s from the median of "
+           "triton.testing.do_bench (tutorial perf_report)", value=v, unit="TFLOP/s", rebuild="tutorial10_tma_store",
+           fidelity="reimplemented", flops=2.0 * 2048 * n * n,
+           note="kernel: triton-lang/triton python/tutorials/10-experimental-tma-store-matrix-multiplication.py "
+                "(@ 29847e9bb1e1): 128x128x64, 7 stages, 4 warps, block pointers, fp32 C; measured with the "
+                "Triton of 2023-09 (ENABLE_MMA_V3=1, 'it only uses GMMA right now'), rebuilt with triton 3.8")
+      for row, n, v in [(0, 512, 77.852512), (1, 1024, 206.806979)]],
     # chained_dot: Triton's fused-attention tutorial forward (S = QK^T feeds P V).
     dict(id="tritonbench-flash_v2-fwd-8x16x8192x128", kernel="triton_tutorial_flash_v2 forward (non-causal)",
          source=dict(url="https://github.com/meta-pytorch/tritonbench/issues/141", table="issue description, "
@@ -148,6 +189,8 @@ def _group(raw):
         return "chained_dot"
     if "tutorial 09" in k:
         return "gemm_triton"
+    if "tutorial 10" in k:
+        return "gemm_triton_lowk"
     return "memory_triton"
 
 
@@ -171,6 +214,20 @@ NOT_REBUILT = [
     dict(kernel="Gluon tutorial 07-persistence, Hopper column (4 kernels x K=512..16384)",
          source="triton-lang/triton python/tutorials/gluon/07-persistence.py @ 020989b9b450",
          why="the source names the card 'Hopper', not H100; Gluon kernels take host-side descriptors"),
+    dict(kernel="Liger-Kernel fused_moe forward (grouped GEMMs: gate/up with the SwiGLU epilogue fused, down at "
+                "K = 768; routing and gather kernels; bf16, E=128, H=2048, I=768, top-8, 'NVIDIA H100 80GB HBM3')",
+         source="linkedin/Liger-Kernel benchmark/data/all_benchmark_data.csv @ ead96b618e5c, lines 2040-2048, "
+                "2140-2144",
+         why="not rebuilt in this pass: six launches whose grids depend on the routing (tokens per expert); a "
+             "gemm_epilogue candidate, importable from liger-kernel 0.8.1 (ops/fused_moe_kernels.py)"),
+    dict(kernel="Liger-Kernel megatron_swiglu (LigerFusedGateUpSiLUMulFunction, bf16, H100 rows 2354-2365)",
+         source="linkedin/Liger-Kernel benchmark/data/all_benchmark_data.csv @ ead96b618e5c",
+         why="its kernel is newer than liger-kernel 0.8.1 (not importable); would need a re-implementation"),
+    dict(kernel="Triton tutorial 09 kernels at M = N = 8192, K = 512, fp16, 'TFLOPS on H100' (matmul_kernel 449.9, "
+                "persistent 490.2, descriptor persistent 500.8, TMA persistent 527.4, torch/nvjet 553.3)",
+         source="a notes file found by the index (file id 54573161734); its repository and path could not be "
+                "resolved",
+         why="no citable repository/path or URL"),
     dict(kernel="NVIDIA/Fuser PR 4221 NvJet 8192^3 1.464 ms", source="https://github.com/NVIDIA/Fuser/pull/4221",
          why="the PR text read here names no card"),
 ]

@@ -51,6 +51,22 @@ def liger_relu_squared(a):
     return ("triton", fn, args, M, warps, 3, work, {})
 
 
+def liger_rms_norm(a):
+    """Liger-Kernel rms_norm_forward as LigerMegatronRMSNorm calls it (casting_mode "llama", offset 0.0, bf16 weight):
+    fewer than 4096 * 8 rows, so one program per row (_rms_norm_forward_kernel), settings from calculate_settings."""
+    from liger_kernel.ops.rms_norm import _rms_norm_forward_kernel as fn
+    from liger_kernel.ops.rms_norm import _str_to_casting_mode
+    M, N, dt = a.shape["M"], a.shape["N"], _DT[a.dtype]
+    block, warps = _liger_settings(N)
+    mode = _str_to_casting_mode["llama"]
+    args = dict(Y_ptr=dt, Y_row_stride=N, X_ptr=dt, X_row_stride=N, W_ptr=dt, W_row_stride=1, RSTD_ptr=torch.float32,
+                RSTD_row_stride=1, n_cols=N, eps=1e-6, offset=0.0,
+                casting_mode=mode, elementwise_affine=True,
+                BLOCK_SIZE=block)
+    work = dict(flops=0.0, bytes=(2 * M * N + N) * dt.itemsize + 4 * M, trips=1, outer=1)
+    return ("triton", fn, args, M, warps, 3, work, {})
+
+
 def aten_layer_norm(a):
     """torch.nn.LayerNorm forward: one ATen kernel reading x, weight, bias, writing y, mean, rstd."""
     M, N, e = a.shape["M"], a.shape["N"], _DT[a.dtype].itemsize
@@ -115,6 +131,20 @@ def tutorial09_descriptor_persistent(a):
     args = dict(a_ptr=dt, b_ptr=dt, c_ptr=dt, M=M, N=N, K=K, NUM_SMS=SMS, **cfg)
     return ("triton", kernels.matmul_descriptor_persistent, args, grid, warps, stages,
             dict(work, outer=math.ceil(tiles / grid)), {})
+
+
+def tutorial10_tma_store(a):
+    """Triton's 2023 Hopper tutorial 10-experimental-tma-store-matrix-multiplication: block-pointer loads, fp32 C,
+    one autotune config (128x128x64, GROUP_SIZE_M 8, 7 stages, 4 warps); B = randn(N, K).T (K-major)."""
+    s, dt = a.shape, _DT[a.dtype]
+    M, N, K = s["M"], s["N"], s["K"]
+    cfg = dict(BLOCK_SIZE_M=128, BLOCK_SIZE_N=128, BLOCK_SIZE_K=64, GROUP_SIZE_M=8)
+    args = dict(a_ptr=dt, b_ptr=dt, c_ptr=torch.float32, M=M, N=N, K=K, stride_am=K, stride_ak=1, stride_bk=1,
+                stride_bn=K, stride_cm=N, stride_cn=1, **cfg)
+    tiles = math.ceil(M / 128) * math.ceil(N / 128)
+    work = dict(flops=2.0 * M * N * K, bytes=(M * K + N * K) * dt.itemsize + M * N * 4, trips=math.ceil(K / 64),
+                outer=1)
+    return ("triton", kernels.matmul_block_ptr_f32out, args, tiles, 4, 7, work, {})
 
 
 # Candidates for the attention forward (chosen here to span the tutorial's tile range on Hopper; the measured runs
