@@ -134,7 +134,8 @@ _RAW = [
                          (2226, 16384, 0.0950080007314682)]],
     # gemm_cublas (more): bf16 torch.matmul at a low K, a small N and a large K (FBGEMM's fp8 benchmark, H100) ...
     *[dict(id=f"cublas-bf16-{m}x{n}x{k}", kernel="torch.matmul (cuBLAS)", source=_FBGEMM, card="H100",
-           dtype="bfloat16", shape=dict(M=m, N=n, K=k), statistic="TFLOP/s from triton.testing.do_bench (ms)",
+           dtype="bfloat16", shape=dict(M=m, N=n, K=k), statistic="TFLOP/s = 2MNK / the script's median ms (triton.testing.do_bench; later versions of the script "
+           "default to do_bench_cudagraph: which one the June 2024 run used is not stated)",
            value=v, unit="TFLOP/s", rebuild="cublas_gemm", fidelity="cublas", flops=2.0 * m * n * k,
            note=_FBGEMM_NOTE)
       for m, n, k, v in [(6144, 8192, 64, 146.90), (6144, 64, 8192, 166.93), (6144, 8192, 8192, 645.72)]],
