@@ -65,6 +65,8 @@ _FBGEMM = dict(url="https://github.com/pytorch/FBGEMM/issues/2766",
                "H100)', lines 'bf16: shape (M, N, K)'")
 _FBGEMM_NOTE = ("fbgemm_gpu/experimental/gemm/test/fp8_gemm_benchmark.py: bf16 = torch.matmul(x, w.T), x [M, K], "
                 "w [N, K], bf16; TFLOP/s = 2MNK / do_bench ms")
+_FBGEMM_STAT = ("TFLOP/s = 2MNK / the script's median ms (triton.testing.do_bench; later versions of the "
+                "script default to do_bench_cudagraph: which one the June 2024 run used is not stated)")
 _RAW = [
     # memory_triton: Liger's Triton kernels, one program per row.
     *[_liger("layer_norm", "liger", line, n, v, "float32", dict(M=4096), "liger_layer_norm", "package", _LN_NOTE)
@@ -134,8 +136,7 @@ _RAW = [
                          (2226, 16384, 0.0950080007314682)]],
     # gemm_cublas (more): bf16 torch.matmul at a low K, a small N and a large K (FBGEMM's fp8 benchmark, H100) ...
     *[dict(id=f"cublas-bf16-{m}x{n}x{k}", kernel="torch.matmul (cuBLAS)", source=_FBGEMM, card="H100",
-           dtype="bfloat16", shape=dict(M=m, N=n, K=k), statistic="TFLOP/s = 2MNK / the script's median ms (triton.testing.do_bench; later versions of the script "
-           "default to do_bench_cudagraph: which one the June 2024 run used is not stated)",
+           dtype="bfloat16", shape=dict(M=m, N=n, K=k), statistic=_FBGEMM_STAT,
            value=v, unit="TFLOP/s", rebuild="cublas_gemm", fidelity="cublas", flops=2.0 * m * n * k,
            note=_FBGEMM_NOTE)
       for m, n, k, v in [(6144, 8192, 64, 146.90), (6144, 64, 8192, 166.93), (6144, 8192, 8192, 645.72)]],
