@@ -10,7 +10,8 @@ Parameter objects (an optimizer built before the swap stays valid).
 
 The fused kernels compute exactly: LayerNorm (eps read from the layer), Linear with bias, GELU (exact
 or tanh), dropout only when inactive (p == 0 or eval), drop_path per sample. Anything else raises a
-clear error at construction (or, for dropout, at a training forward) instead of computing something else.
+clear error at construction (or, for dropout, at a training forward) instead of computing something else;
+a submodule replaced after construction or fusing is checked again at the next call (`_check_unchanged`).
 """
 from __future__ import annotations
 
@@ -206,8 +207,69 @@ def _dropout_p(mlp: nn.Module) -> float:
     return p
 
 
+_MLP_PARTS = ("fc1", "act", "drop1", "norm", "fc2", "drop2", "drop", "gate")
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _mlp_parts(mlp) -> tuple:
+    """The MLP and the submodules the kernels stand in for (None where absent), read from _modules (cheap)."""
+    if not isinstance(mlp, nn.Module):
+        return (mlp,)
+    mods = mlp._modules
+    return (mlp, *(mods.get(n) for n in _MLP_PARTS))
+
+
+def _hooked(m) -> bool:
+    return isinstance(m, nn.Module) and any(getattr(m, h, None) for h in _HOOKS)
+
+
+def _inner_hooks(block: nn.Module) -> list[str]:
+    """'name (kinds)' of every module inside `block` (not the block itself) that carries hooks."""
+    found = []
+    for name, m in block.named_modules():
+        kinds = [h.strip("_").replace("_hooks", "") for h in _HOOKS if name and getattr(m, h, None)]
+        if kinds:
+            found.append(f"{name} ({', '.join(kinds)} hooks)")
+    return found
+
+
 class _FusedBlock(nn.Module):
-    """What every fused block shares: drop_path drawn as timm draws it, refused TorchScript, the dropout rule."""
+    """What every fused block shares: drop_path drawn as timm draws it, refused TorchScript, the dropout rule,
+    and the check at every call that what it depends on is still what it computes (`_check_unchanged`)."""
+
+    _block_name = None          # the block's path in the model, set by fuse_mixer_blocks (for messages)
+    _dep_types = None           # the types of _dependencies() when last validated
+    _hooks_warned = False
+
+    def _dependencies(self) -> tuple:
+        """The submodules whose exact types the fused ops stand in for (per block kind)."""
+        raise NotImplementedError
+
+    def _check_unchanged(self) -> None:
+        """At every call, a few attribute reads: when a submodule the kernels stand in for was replaced since the
+        block was validated (a norm, an MLP, a Linear subclass with its own forward), validate again, and raise a
+        ValueError naming the block and the submodule if the fused ops cannot compute it; warn once when an inner
+        module carries hooks (the fused block never calls it, so they never fire)."""
+        deps = self._dependencies()
+        types = tuple(type(m) for m in deps)
+        if types != self._dep_types:
+            where = f"{self._block_name}: " if self._block_name else ""
+            try:
+                self._validate()
+            except (ValueError, AttributeError, TypeError) as e:
+                raise ValueError(
+                    f"{where}{e} (changed after the block was fused or built: the fused {type(self).__name__} cannot "
+                    "compute it). Undo the change, or unfuse: build the model again and call "
+                    "fuse_mixer_blocks(model, strict=False) after the change, which leaves this block eager"
+                ) from None
+            self._dep_types = types
+        if not self._hooks_warned and any(_hooked(m) for m in deps):
+            self._hooks_warned = True
+            where = self._block_name or f"a fused {type(self).__name__}"
+            warnings.warn(f"{where}: hooks on its inner modules ({'; '.join(_inner_hooks(self))}) never fire: the "
+                          "fused block computes them in its kernels without calling them. Hook the block itself, or "
+                          "leave it eager (fuse_mixer_blocks(model, strict=False) with the hooks in place)",
+                          stacklevel=3)
 
     @property
     def drop_path_prob(self) -> float:
@@ -231,6 +293,10 @@ class _FusedBlock(nn.Module):
     def _adopt(cls, block: nn.Module, names: tuple, layout: str, recompute: bool):
         """A fused `cls` holding `block`'s submodules `names` (the same Parameter objects) and drop_path."""
         _register_with_timm()
+        hooked = _inner_hooks(block)
+        if hooked:
+            raise ValueError(f"hooks on inner modules would never fire in the fused block (its kernels compute them "
+                             f"without calling them): {'; '.join(hooked)}; remove them, or hook the block itself")
         fused = cls.__new__(cls)
         nn.Module.__init__(fused)
         for name in names:
@@ -241,6 +307,13 @@ class _FusedBlock(nn.Module):
         fused.recompute = recompute
         fused.train(block.training)
         fused._validate()
+        # the block's own hooks move with it: the very dicts, so that the user's handles still remove them
+        for attr in (*_HOOKS, "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                     "_forward_pre_hooks_with_kwargs"):
+            if hasattr(block, attr):
+                setattr(fused, attr, getattr(block, attr))
+        if hasattr(block, "_is_full_backward_hook"):
+            fused._is_full_backward_hook = block._is_full_backward_hook
         return fused
 
     def _take_drop_path(self, block: nn.Module) -> None:
@@ -302,7 +375,12 @@ class MixerBlock(_FusedBlock):
         _check_half(self.mlp_tokens, seq_len, "mlp_tokens")
         _check_half(self.mlp_channels, dim, "mlp_channels")
 
+    def _dependencies(self) -> tuple:
+        m = self._modules
+        return (m.get("norm1"), m.get("norm2"), *_mlp_parts(m.get("mlp_tokens")), *_mlp_parts(m.get("mlp_channels")))
+
     def forward(self, x):
+        self._check_unchanged()
         t, c = self.mlp_tokens, self.mlp_channels
         self._check_dropout(t, c)
         # each half its own activation, read at every call (an act swapped after construction is seen, or
@@ -394,7 +472,12 @@ class ResBlock(_FusedBlock):
                 raise ValueError(f"{name}: expected a Parameter of shape [{dim}], got {type(ls).__name__} "
                                  f"{tuple(getattr(ls, 'shape', ()))}")
 
+    def _dependencies(self) -> tuple:
+        m = self._modules
+        return (m.get("norm1"), m.get("linear_tokens"), m.get("norm2"), *_mlp_parts(m.get("mlp_channels")))
+
     def forward(self, x):
+        self._check_unchanged()
         c = self.mlp_channels
         self._check_dropout(c)
         approx = _gelu_approximate(c.act, "mlp_channels.act")
@@ -529,7 +612,15 @@ class SpatialGatingBlock(_FusedBlock):
         _check_norm(self.norm, dim, "norm_layer (norm)")
         _check_gated_mlp(self.mlp_channels, dim, "mlp_channels")
 
+    def _dependencies(self) -> tuple:
+        m = self._modules
+        parts = _mlp_parts(m.get("mlp_channels"))
+        gate = parts[-1]
+        inner = (gate._modules.get("norm"), gate._modules.get("proj")) if isinstance(gate, nn.Module) else ()
+        return (m.get("norm"), *parts, *inner)
+
     def forward(self, x):
+        self._check_unchanged()
         c = self.mlp_channels
         self._check_dropout(c)
         approx = _gelu_approximate(c.act, "mlp_channels.act")
@@ -591,8 +682,10 @@ def fuse_mixer_blocks(model: nn.Module, recompute: bool = False, strict: bool = 
     are left alone; calling it twice changes nothing. Returns `model`.
 
     strict (default): a family block the fused forms cannot compute (an activation other than GELU, or SiLU
-    in a gMixer GluMlp, dropout inside the gate, ...) raises a ValueError naming it, and
-    nothing is replaced. strict=False fuses the rest and warns once, listing the blocks left unfused.
+    in a gMixer GluMlp, dropout inside the gate, hooks on its inner modules, which would never fire, ...)
+    raises a ValueError naming it, and nothing is replaced; so does a model with no family block at all.
+    strict=False fuses the rest and warns once, listing the blocks left unfused (or that none was found).
+    Forward hooks and pre-hooks of a replaced block move to its fused form.
     A bare block cannot replace itself in place: use `MixerBlock.from_block(block)` (or ResBlock's,
     SpatialGatingBlock's)."""
     if not isinstance(model, nn.Module):
@@ -603,20 +696,29 @@ def fuse_mixer_blocks(model: nn.Module, recompute: bool = False, strict: bool = 
         raise ValueError(f"model: a bare {type(model).__name__} cannot be replaced in place; use "
                          f"{_FUSED_FORMS.get(type(model).__name__, MixerBlock).__name__}.from_block(block) or pass "
                          "the model that contains it")
-    swaps, left = [], []
+    swaps, left, fused_already = [], [], 0
     for name, m in model.named_modules():
         kind = _unfused_family_block(m)
         if kind is None:
+            fused_already += isinstance(m, _FusedBlock)
             continue
         try:
             if kind not in _FUSED_FORMS:
                 raise ValueError(f"{kind} has no fused form yet")
-            swaps.append((name, _FUSED_FORMS[kind].from_block(m, recompute=recompute)))
+            fused = _FUSED_FORMS[kind].from_block(m, recompute=recompute)
+            fused._block_name = name
+            swaps.append((name, fused))
         except ValueError as e:     # name the block inside the model: "blocks.3: mlp_channels.act: ..."
             if strict:
                 raise ValueError(f"{name}: {e} (fuse_mixer_blocks(model, strict=False) fuses the other blocks "
                                  f"and leaves this one unfused)") from None
             left.append(f"{name} ({e})")
+    if not swaps and not left and not fused_already:
+        msg = (f"fuse_mixer_blocks: {type(model).__name__} holds no block of the MLP-Mixer family (timm's or the "
+               "reference model's MixerBlock, ResBlock, SpatialGatingBlock): nothing was fused")
+        if strict:
+            raise ValueError(f"model: {msg[19:]}; fuse_mixer_blocks(model, strict=False) only warns")
+        warnings.warn(msg, stacklevel=2)
     for name, fused in swaps:
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, fused)
