@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MODEL_VERSION = "2.0 (2026-12-08)"
+MODEL_VERSION = "2.1 (2026-12-08)"
 
 
 @dataclass(frozen=True)
@@ -115,17 +115,22 @@ CONSTANTS["CLOCK_H100_PCIE"] = Const(0.885, 0.79, 0.75, "of the H100 SXM's per-S
 # sm90 kernels: sm80-class mma.sync kernels); Triton by what its SASS shows (wgmma or mma.sync; persistent
 # or not, K range: the published Triton/cuBLAS ratios at the same K).
 CEILINGS: dict[str, tuple[float, str]] = {
-    "cublas K>=4096": (1.0, "definition: the clock is set by cuBLAS 8192^3 (PEAK_CUBLAS)"),
-    "cublas 1024<=K<4096": (0.97, "Gluon tutorial 07-persistence, Hopper: cuBLAS at K=1024-2048 vs 16384"),
-    "cublas K<1024": (0.80, "Gluon tutorial 07-persistence, Hopper: cuBLAS 588 TFLOP/s at 8192x8192x512 "
-                            "against about 740 at large K"),
+    "cublas K>=4096": (1.0, "definition: the clock is set by cuBLAS bf16 8192^3 (PEAK_CUBLAS)"),
+    "cublas 1024<=K<4096": (0.89, "fitted on the calibration's fit part: cuBLAS fp16 2048^3 (triton-lang/triton "
+                                  "issue 2339, H100) at 0.918 of the model with 0.97"),
+    "cublas K<1024": (0.74, "cuBLAS fp16 553 TFLOP/s at 8192x8192x512 against 751 at 8192^3 (Triton tutorial 09's H100 "
+                            "table as issue 22 quotes it); fit part: cuBLAS bf16 6144x8192x64 (pytorch/FBGEMM issue "
+                            "2766) at 0.92 of the model with 0.80"),
     "cublas unaligned": (0.5, "no TMA: sm80-class mma.sync kernels (HMMA_EFF; cuBLAS needs 16-byte aligned "
                               "leading dimensions for its sm90 kernels)"),
-    "triton persistent K<1024": (0.92, "Gluon 07-persistence: software-pipelined persistent 540 vs cuBLAS 588 "
-                                       "at K=512 (x cuBLAS K<1024)"),
-    "triton persistent K>=1024": (1.0, "Gluon 07-persistence: 99-102% of cuBLAS at K=1024-16384"),
-    "triton K<1024": (0.78, "Triton tutorial 03 matmul 0.76-0.81x cuBLAS at K=512 on H100 (issue 22)"),
-    "triton K>=1024": (0.95, "Triton tutorial 03 matmul: 0.9-1.0x cuBLAS at large K on H100"),
+    "triton persistent K<1024": (0.89, "x the cuBLAS K<1024 rate: tutorial 09 persistent 490 against cuBLAS 553 "
+                                       "TFLOP/s at 8192x8192x512 fp16, H100 (issue 22's quote; TMA persistent 527)"),
+    "triton persistent K>=1024": (1.0, "triton-lang/triton PR 5461, H100 fp8 8192x8192x4096: persistent 1285 and "
+                                       "descriptor-persistent 1331 against cuBLAS 1278 TFLOP/s"),
+    "triton K<1024": (0.81, "x the cuBLAS K<1024 rate: tutorial 09 matmul_kernel 450 against cuBLAS 553 TFLOP/s at "
+                            "8192x8192x512 fp16, H100 (issue 22's quote)"),
+    "triton K>=1024": (0.94, "triton-lang/triton PR 5461, H100 fp8 8192x8192x4096: matmul_kernel 1209 against the "
+                             "persistent kernel's 1285 TFLOP/s"),
     "mma.sync": (0.5, "HMMA_EFF"),
 }
 
@@ -259,9 +264,9 @@ def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k
     r = min(occ, math.ceil(grid / n_sm))
     waves = math.ceil(grid / (n_sm * occ))
     fills = 1 if persistent else o
-    chain = t * o * it_chain + o * outer_chain + per_sched * n_rest + (lat * fills if r == 1 else 0)
+    chain = t * o * it_chain + o * outer_chain + per_sched * n_rest
     if not main:        # no loop: the whole kernel is one pass
-        chain = per_sched * n_rest + lat
+        chain = per_sched * n_rest
     if drains or exposed:
         # a loop that drains its wgmmas (or waits on its loads) alternates tensor and other phases; resident
         # CTAs do not ping-pong them (no warp specialisation), so the SM's tensor and issue time add up
@@ -277,10 +282,19 @@ def kernel_time(row: dict, work, grid: int, card: str, level: str = "central", k
         l2_bytes = work.l2_bytes
     hbm = work.bytes / bandwidth(card, level) / waves
     l2 = l2_bytes / C("L2_BW", level) / waves
-    per_wave = max(sm_cycles / clk, l2, hbm)
+    # one CTA per SM: nothing overlaps a tile's first loads (the latency, then one pipeline stage at the SM's
+    # share of HBM bandwidth) or its stores (at the same share), so they add to the tile's main loop (a kernel
+    # without tensor work streams: its loads and stores are the memory term)
+    edges = 0.0
+    if r == 1 and cls:
+        share = bandwidth(card, level) / min(grid, n_sm)
+        first = _load_bytes(main, warps, shared, stages) if main else 0.0
+        stored = (o * _get(outer, "stg_bytes") + _get(rest, "stg_bytes")) * warps
+        edges = fills * (lat / clk + first / share) + stored / share
+    per_wave = max(sm_cycles / clk + edges, l2, hbm)
     time = waves * per_wave + _launch(level, isolated)
     parts = dict(tensor=waves * r * cta_tensor / clk, issue=waves * r * issue / clk, smem=waves * r * smem / clk,
-                 serial=waves * chain / clk, l2=waves * l2, memory=waves * hbm)
+                 serial=waves * (chain / clk + edges), l2=waves * l2, memory=waves * hbm)
     floor = max(work.flops / (clock(level, card) * n_sm * tc),
                 work.bytes / bandwidth(card, level))
     bound = max(parts, key=parts.get)
@@ -339,14 +353,19 @@ def model_gemm(M: int, N: int, K: int, dtype=None, card: str = "H100", *, batch:
     bm, bn = tile or ((128, 256) if min(M, N) > 128 else (128, 128))
     tiles = batch * math.ceil(M / bm) * math.ceil(N / bn)
     n_sm = sms(card)
+    # fewer tiles than SMs and a deep K: cuBLAS splits K (split-K / stream-K) over the idle SMs, at the cost of
+    # fp32 partial tiles written and summed
+    splits = max(1, min(n_sm // tiles, K // 1024)) if tiles < n_sm else 1
+    K_split = math.ceil(K / splits)
+    tiles *= splits
     waves = math.ceil(tiles / n_sm)
     cls = _cublas_class(K, aligned)
     rate = n_sm * C("TC") * clock(level, card) * ceiling(cls, level) * (0.5 if fp32 else 2.0 if fp8 else 1.0)
-    tensor = waves * (2.0 * bm * bn * K) / (rate / n_sm)
+    tensor = waves * (2.0 * bm * bn * K_split) / (rate / n_sm)
     flops = 2.0 * batch * M * N * K
     tensor = max(tensor, flops / rate)
     hbm_bytes = batch * (M * K + K * N + M * N) * e
-    l2_bytes = tiles * (bm + bn) * K * e
+    l2_bytes = tiles * (bm + bn) * K_split * e + (2 * splits * batch * M * N * 4 if splits > 1 else 0)
     hbm = hbm_bytes / bandwidth(card, level)
     l2 = l2_bytes / C("L2_BW", level)
     # warp-specialised and persistent, cuBLAS overlaps every tile's fill and epilogue but its first loads and
@@ -354,7 +373,8 @@ def model_gemm(M: int, N: int, K: int, dtype=None, card: str = "H100", *, batch:
     edges = C("LAT", level) / clock(level, card) + bm * bn * max(e, 2) / (C("L2_BW", level) / n_sm)
     t = max(tensor, hbm, l2) + edges + _launch(level, isolated)
     if detail:
-        return dict(time_s=t, tensor_s=tensor, memory_s=hbm, l2_s=l2, ceiling_class=cls, waves=waves, tiles=tiles)
+        return dict(time_s=t, tensor_s=tensor, memory_s=hbm, l2_s=l2, ceiling_class=cls, waves=waves, tiles=tiles,
+                    splits=splits)
     return t
 
 
@@ -439,8 +459,12 @@ def model_triton_launch(fn, args: dict, grid, num_warps: int, num_stages: int, w
         raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {row['error']}")
     g = grid if isinstance(grid, int) else math.prod(int(v) for v in grid)
     k = work.get("k") if isinstance(work, dict) else None
+    w = _as_work(work)
+    if k is None:       # a GEMM's depth per tile: its K step times the main loop's trips
+        bk = next((args[n] for n in ("BLOCK_K", "BLOCK_SIZE_K") if isinstance(args.get(n), int)), None)
+        k = w.trips * bk if bk else None
     try:
-        out = kernel_time(row, _as_work(work), g, card, level=level, k=k, isolated=isolated)
+        out = kernel_time(row, w, g, card, level=level, k=k, isolated=isolated)
     except ValueError as e:      # a config that cannot launch on the card
         raise RuntimeError(f"{getattr(fn, '__name__', fn)}: {e}") from None
     out["row"] = row

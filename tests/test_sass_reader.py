@@ -196,6 +196,7 @@ SASS_COPY = """
         /*00b0*/                   HGMMA.64x128x16.F32.BF16 R24, gdesc[UR8], R24, gsb0 ;
         /*00b8*/                   MUFU.EX2 R30, R31 ;
         /*00c0*/              @P0 BRA `(.L_x_1) ;
+        /*00c8*/                   STG.E.128 [R2.64], R24 ;
         /*00d0*/                   EXIT ;
 """
 
@@ -209,3 +210,4 @@ def test_sass_reader_counts_memory_traffic_and_waits():
     assert main["exposed_waits"] == 1                        # SB0, 0x0 only: 0x1 leaves a group in flight
     assert main["sync_copy"] == 1                            # LDG feeding STS in one iteration
     assert main["mufu"] == 1
+    assert _sass.analyse(SASS_COPY).as_dict()["rest"]["stg_bytes"] == 32 * 16

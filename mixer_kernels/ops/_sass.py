@@ -108,6 +108,7 @@ class Region:
     ldgsts_bytes: int = 0        # LDGSTS (cp.async): global -> shared memory
     sts_bytes: int = 0           # STS: registers -> shared memory
     lds_bytes: int = 0           # LDS / LDSM: shared memory -> registers
+    stg_bytes: int = 0           # STG: registers -> global memory
     tma: int = 0                 # UTMALDG copies (their bytes are the ring stage's, not in the SASS)
     exposed_waits: int = 0       # DEPBAR.LE SB0, 0x0: wait for every cp.async group in flight
     mufu: int = 0                # MUFU (ex2, rcp, rsq, lg2, sin, cos, tanh): 16 results per SM per clock
@@ -128,6 +129,8 @@ class Region:
             self.ldg_bytes += width
         elif op.startswith("STS"):
             self.sts_bytes += width
+        elif op.startswith("STG"):
+            self.stg_bytes += width
         elif op.startswith("LDSM"):
             self.lds_bytes += 128 * (4 if ".4" in op else 2 if ".2" in op else 1)   # 8x8 16-bit matrices
         elif op.startswith("LDS"):
@@ -187,6 +190,7 @@ class SassReport:
                                                wgmma_flop=r.wgmma_flop, hmma_flop=r.hmma_flop,
                                                ldg_bytes=r.ldg_bytes, ldgsts_bytes=r.ldgsts_bytes,
                                                sts_bytes=r.sts_bytes, lds_bytes=r.lds_bytes, tma=r.tma,
+                                               stg_bytes=r.stg_bytes,
                                                exposed_waits=r.exposed_waits, sync_copy=r.sync_copy,
                                                mufu=r.mufu)
         return dict(total=reg(self.total), main=reg(self.main), outer=reg(self.outer), epilogue=reg(self.epilogue),
