@@ -137,6 +137,10 @@ OPS = {  # a direct call of each custom op, with the dual tensor as x (args afte
     "resmlp_channel_mixing_fwd": lambda x, p: torch.ops.mixer_kernels.resmlp_channel_mixing_fwd(x, *p["rc"], None,
                                                                                                "none", False),
     "glu_gate": lambda x, p: torch.ops.mixer_kernels.glu_gate(x.reshape(B, S * 2, C // 2), 0),
+    "gmlp_block_fwd": lambda x, p: torch.ops.mixer_kernels.gmlp_block_fwd(x, *p["gmlp"], None, 1e-6, 1e-5, "none",
+                                                                         False),
+    "gmixer_token_mixing_fwd": lambda x, p: torch.ops.mixer_kernels.gmixer_token_mixing_fwd(
+        x.bfloat16(), *(t.bfloat16() for t in p["glu"]), 1e-6, 1, None),
 }
 
 
@@ -146,6 +150,7 @@ def test_direct_op_call_refuses_dual(op, device):
     """torch.ops.mixer_kernels.* called directly with a dual tensor: refused (their autograd formula would
     drop the tangent), not a None tangent."""
     import mixer_kernels.ops.gmixer_token_mixing  # noqa: F401  (registers the ops)
+    import mixer_kernels.ops.gmlp_block  # noqa: F401
     import mixer_kernels.ops.resmlp_channel_mixing  # noqa: F401
     import mixer_kernels.ops.resmlp_token_mixing  # noqa: F401
     import mixer_kernels.ops.token_mixing  # noqa: F401
@@ -157,7 +162,10 @@ def test_direct_op_call_refuses_dual(op, device):
          "mlpc": (nw, nb, *(t.to(device) for t in linear_params(6, C)), *(t.to(device) for t in linear_params(C, 6))),
          "rt": (ones, zeros, *(t.to(device) for t in linear_params(S, S)), ones),
          "rc": (ones, zeros, *(t.to(device) for t in linear_params(6, C)), *(t.to(device) for t in linear_params(C, 6)),
-                ones)}
+                ones),
+         "gmlp": (nw, nb, *(t.to(device) for t in linear_params(12, C)), *(t.to(device) for t in layernorm_params(6)),
+                  *(t.to(device) for t in linear_params(S, S)), *(t.to(device) for t in linear_params(C, 6))),
+         "glu": (nw, nb, *(t.to(device) for t in linear_params(6, S)), *(t.to(device) for t in linear_params(S, 3)))}
     OPS[op](x, p)   # runs without a tangent
     with fwAD.dual_level():
         with pytest.raises(RuntimeError, match=r"mixer_kernels\.\w+: forward-mode AD .*not supported"):
