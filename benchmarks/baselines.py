@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import math
 from dataclasses import dataclass, field
 
@@ -404,6 +403,8 @@ def _model_should_pad(match, mat1, mat2, op, input=None) -> bool:
     benchmark: pad when the unpadded GEMM takes over 1.1x the padded one plus the padding copies."""
     import torch
     from torch._inductor.fx_passes import pad_mm as pm
+
+    from benchmarks import hopper_model as hm
     if op is torch.ops.aten.bmm:
         b, m, k = (int(v) for v in mat1.shape)
         n = int(mat2.shape[2])
@@ -420,9 +421,9 @@ def _model_should_pad(match, mat1, mat2, op, input=None) -> bool:
     ori = gemm_time(m, n, k, mat1.dtype, batch=b, aligned=(k * e) % 16 == 0 and (n * e) % 16 == 0)
     copies = 0.0
     if (kp, mp) != (k, m):
-        copies += elementwise_time(b * (m * k + mp * kp) * e)
+        copies += hm.model_elementwise(b * (m * k + mp * kp) * e)
     if (kp, np_) != (k, n):
-        copies += elementwise_time(b * (k * n + kp * np_) * e)
+        copies += hm.model_elementwise(b * (k * n + kp * np_) * e)
     pad = gemm_time(mp, np_, kp, mat1.dtype, batch=b, aligned=True) + copies
     return ori > 1.1 * pad
 
@@ -593,23 +594,10 @@ def compile_max_autotune(family_shape_name: str, batch: int) -> dict:
 # Pricing
 
 
-def _accepts(fn, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def gemm_time(M, N, K, dtype=None, card="H100", *, batch=1, aligned=True) -> float:
-    """hopper_model.model_gemm, passing `aligned` where its signature takes it."""
+def gemm_time(M, N, K, dtype=None, card="H100", *, batch=1, aligned=True, level="central") -> float:
+    """hopper_model.model_gemm (cuBLAS by its shape class)."""
     from benchmarks import hopper_model as hm
-    kw = {"aligned": bool(aligned)} if _accepts(hm.model_gemm, "aligned") else {}
-    return hm.model_gemm(int(M), int(N), int(K), dtype, card, batch=int(batch), **kw)
-
-
-def elementwise_time(nbytes, card="H100") -> float:
-    from benchmarks import hopper_model as hm
-    return hm.model_elementwise(float(nbytes), card)
+    return hm.model_gemm(int(M), int(N), int(K), dtype, card, batch=int(batch), aligned=bool(aligned), level=level)
 
 
 def inductor_mm_configs(M: int, N: int, K: int, dtype_size: int = 2) -> list[dict]:
@@ -627,12 +615,12 @@ def inductor_mm_configs(M: int, N: int, K: int, dtype_size: int = 2) -> list[dic
 _TEMPLATE_CACHE: dict = {}
 
 
-def template_time(t: TemplateGemm, card="H100", configs=None) -> tuple[float, str]:
+def template_time(t: TemplateGemm, card="H100", configs=None, level="central") -> tuple[float, str]:
     """(seconds, config) of the fastest of Inductor's configs for the rendered template (model)."""
     from benchmarks import hopper_model as hm
     from benchmarks.baselines_kernels import template_args, triton_mm_template
     key = (t.M, t.N, t.K, t.batch, str(t.dtype), str(t.out_dtype), t.a_strides, t.b_strides, t.bias, t.n_extra,
-           t.act, t.out2, t.epilogue_bytes, card, None if configs is None else repr(configs))
+           t.act, t.out2, t.epilogue_bytes, card, level, None if configs is None else repr(configs))
     if key in _TEMPLATE_CACHE:
         return _TEMPLATE_CACHE[key]
     best = (math.inf, "none")
@@ -646,7 +634,7 @@ def template_time(t: TemplateGemm, card="H100", configs=None) -> tuple[float, st
                     trips=math.ceil(t.K / kw["BLOCK_K"]), outer=1, k=t.K)
         try:
             r = hm.model_triton_launch(triton_mm_template, args, grid, cfg["num_warps"], cfg["num_stages"], work,
-                                       card)
+                                       card, level=level)
         except (RuntimeError, ValueError):   # does not compile or fit on an SM: Inductor drops it too
             continue
         if r["time_s"] < best[0]:
@@ -656,30 +644,28 @@ def template_time(t: TemplateGemm, card="H100", configs=None) -> tuple[float, st
     return best
 
 
-def price(steps, card: str = "H100", configs=None) -> dict:
+def price(steps, card: str = "H100", configs=None, level: str = "central") -> dict:
     """dict(time_s, parts=[(name, seconds), ...]) of a step list: matrix products by model_gemm with their
     shape class, other ATen/generated kernels by model_elementwise of their bytes, templates by
     model_triton_launch (fastest config), alternatives by their cheapest option. `configs` limits the
-    template configs (tests)."""
+    template configs (tests); `level` the end of the constants' ranges (hopper_model.CONSTANTS)."""
     from benchmarks import hopper_model as hm
     from benchmarks.launch_record import AtenOp, TritonLaunch
     parts = []
     for s in steps:
         if isinstance(s, Choice):
-            opts = [price(o, card, configs) for o in s.options]
+            opts = [price(o, card, configs, level) for o in s.options]
             best = min(range(len(opts)), key=lambda i: opts[i]["time_s"])
             parts.append((f"{s.name} [{'+'.join(p[0] for p in opts[best]['parts'])}]", opts[best]["time_s"]))
         elif isinstance(s, TemplateGemm):
-            t, cfg = template_time(s, card, configs)
+            t, cfg = template_time(s, card, configs, level)
             parts.append((f"{s.name} ({cfg})", t))
         elif isinstance(s, AtenOp):
             if s.M is not None:
                 parts.append((s.name, gemm_time(s.M, s.N, s.K, s.dtype, card, batch=s.batch,
-                                                aligned=s.aligned is not False)))
-            elif s.flops:
-                parts.append((s.name, hm.aten_time(s, card)))
-            else:
-                parts.append((s.name, elementwise_time(s.bytes, card)))
+                                                aligned=s.aligned is not False, level=level)))
+            else:          # by its bytes, at its ATen class's efficiency (hopper_model.ATEN_EFF)
+                parts.append((s.name, hm.aten_time(s, card, level)))
         elif isinstance(s, TritonLaunch):
             raise TypeError("price: Triton launches of the fused ops are priced by speed_model")
         else:
@@ -695,10 +681,15 @@ def steps(family_shape_name: str, batch: int = 256) -> dict:
             "compile_max_autotune": compile_max_autotune(family_shape_name, batch)}
 
 
-def baselines(family_shape_name: str, batch: int = 256, card: str = "H100") -> dict:
+@functools.lru_cache(maxsize=16)
+def _steps_cached(family_shape_name: str, batch: int) -> dict:
+    return steps(family_shape_name, batch)
+
+
+def baselines(family_shape_name: str, batch: int = 256, card: str = "H100", level: str = "central") -> dict:
     """{baseline: {(op, phase): time_s}} (model)."""
-    return {b: {k: price(v, card)["time_s"] for k, v in seqs.items()}
-            for b, seqs in steps(family_shape_name, batch).items()}
+    return {b: {k: price(v, card, level=level)["time_s"] for k, v in seqs.items()}
+            for b, seqs in _steps_cached(family_shape_name, batch).items()}
 
 
 def main():

@@ -43,6 +43,11 @@ GMIXER_SHAPES = {"gmixer_24": dict(S=196, C=384, DS=384, DC=1536, depth=24, patc
 SHAPES += tuple(GMIXER_SHAPES)
 BATCH = 256
 CARDS = ("H100", "H200")
+LEVELS = ("fast", "central", "slow")      # each constant's published range (benchmarks/hopper_model.py)
+PARTS = ("tensor", "issue", "smem", "serial", "l2", "memory")
+# the baselines users compare with (benchmarks/baselines.py), beside eager bf16 modules
+BASELINES = ("eager_autocast", "compile_default", "compile_max_autotune")
+SIDES = ("fused", "library", "eager_bf16") + BASELINES
 OUT_DIR = os.path.join(os.path.dirname(__file__), "results", "model-sm90")
 OTHER_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-torch211", "bin",
                             "python")
@@ -247,10 +252,11 @@ def _compile_launch(launch, cfg: dict, cache: dict) -> dict:
     return cache[key]
 
 
-def _composition_ms(kernel: str, a: dict, work, card: str) -> float | None:
-    """The same model for what the channel GEMM kernels replace: a cuBLAS GEMM (at CUBLAS_EFF of peak)
-    plus the Triton/torch elementwise pass for the epilogue it cannot fuse (issue 13: never slower than
-    the composition). None for kernels that are not a GEMM with an epilogue."""
+def _composition_ms(kernel: str, a: dict, work, card: str, level: str = "central") -> float | None:
+    """The same model for what a channel GEMM kernel replaces: a cuBLAS GEMM (model_gemm, its shape class)
+    plus the elementwise pass for the epilogue it cannot fuse (issue 13: never slower than the composition;
+    on a GPU ops/_choice measures both and keeps the faster). None for kernels that are not a GEMM with an
+    epilogue."""
     from benchmarks import hopper_model as hm
     if not kernel.startswith("_channel_"):
         return None
@@ -258,25 +264,37 @@ def _composition_ms(kernel: str, a: dict, work, card: str) -> float | None:
         M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
         e = a["Z"].element_size()
         glu = bool(a.get("GLU", 0))      # gMixer: N = H; the forward GEMM writes z [M, 2H]
-        out_n = 2 * N if glu and not a["BACKWARD"] else N
-        gemm_bytes = M * K * a["X"].element_size() + a["W"].numel() * a["W"].element_size() + M * out_n * e
+        gemm_n = 2 * N if glu and not a["BACKWARD"] else N
         # forward: GELU pass reads z, writes GELU(z); backward: reads dA and z, writes dz and s*GELU(z)
         # (GLU: forward reads z [M, 2H], writes g [M, H]; backward reads dg, z, writes dz [M, 2H], s*g)
         passes = ((3 if not a["BACKWARD"] else 6) if glu else (2 if not a["BACKWARD"] else 4)) * M * N * e
+        t = hm.model_gemm(M, gemm_n, K, a["Z"].dtype, card, level=level)
     elif kernel == "_channel_out_kernel":
         M, N, K = a["M"], a["N_SIZE"], a["K_SIZE"]
         e = a["Out"].element_size()
-        gemm_bytes = M * K * a["A"].element_size() + a["W"].numel() * a["W"].element_size() + M * N * e
         passes = 3 * M * N * e if a["HAS_RES"] else 0        # residual (+ scale) pass: read, read x, write
-    else:                                                    # weight gradients: a plain GEMM
-        gemm_bytes, passes = work.bytes, 0
-    t = max(work.flops / (hm.CUBLAS_EFF * hm.PEAK), gemm_bytes / hm.BW[card]) + hm.LAUNCH_S
+        t = hm.model_gemm(M, N, K, a["Out"].dtype, card, level=level)
+    else:                                                    # weight gradients: dW [M_SIZE, N_SIZE] = P^T Q
+        t, passes = hm.model_gemm(a["M_SIZE"], a["N_SIZE"], a["M"], a["Q"].dtype, card, level=level), 0
     if passes:
-        t += passes / hm.BW[card] + hm.LAUNCH_S
+        t += hm.model_elementwise(passes, card, level)
     return 1e3 * t
 
 
-def analyse(shapes=SHAPES, batch=BATCH) -> dict:
+def _gemm_k(args: dict, work) -> int | None:
+    """The depth K a GEMM kernel's main loop covers per tile (its ceiling class: trips x BLOCK_K), None for
+    kernels without a BLOCK_K (chained dots, no dots)."""
+    bk = args.get("BLOCK_K")
+    return work.trips * bk if isinstance(bk, int) else None
+
+
+def _baselines(shape_name: str, batch: int) -> dict:
+    """{(card, level): {baseline: {(op, phase): seconds}}} from benchmarks/baselines.py."""
+    from benchmarks import baselines as bl
+    return {(card, lv): bl.baselines(shape_name, batch=batch, card=card, level=lv) for card in CARDS for lv in LEVELS}
+
+
+def analyse(shapes=SHAPES, batch=BATCH, baselines: bool = True) -> dict:
     """Everything the report shows, for this interpreter's Triton: kernels, ops, eager steps."""
     import torch
     import triton
@@ -301,15 +319,26 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
         else:
             shape = LARGE_S_SHAPES.get(shape_name) or SHAPE_SIZES[shape_name]
             fused, eager = _fused(shape, batch, dtype), _eager(shape, batch, dtype)
-        per = {}     # (op, phase, card) -> (fused s, eager s)
+        # {(card, level): {name: {(op, phase): s}}}; without: another Triton's run, which takes this run's
+        print(f"speed_model: {shape_name} (triton {triton.__version__})", file=sys.stderr, flush=True)
+        base = _baselines(shape_name, batch) if baselines else {}
+        per = {}     # (op, phase, card) -> {side: {level: seconds}}
         for (op, phase), rec in fused.items():
             for card in CARDS:
-                fused_s, eager_s = 0.0, sum(hm.aten_time(s, card) for s in eager[op, phase].steps
-                                            if not hasattr(s, "kernel"))
+                side = {name: dict.fromkeys(LEVELS, 0.0) for name in ("fused", "library")}
+                side["eager_bf16"] = {lv: sum(hm.aten_time(s, card, lv) for s in eager[op, phase].steps
+                                              if not hasattr(s, "kernel")) for lv in LEVELS}
+                for name in BASELINES:
+                    got = [base.get((card, lv), {}).get(name, {}).get((op, phase)) for lv in LEVELS]
+                    if None not in got:
+                        side[name] = dict(zip(LEVELS, got, strict=True))
                 seen: dict = {}
                 for step in rec.steps:
                     if not hasattr(step, "kernel"):
-                        fused_s += hm.aten_time(step, card)
+                        for lv in LEVELS:
+                            t = hm.aten_time(step, card, lv)
+                            side["fused"][lv] += t
+                            side["library"][lv] += t
                         continue
                     seen[step.kernel] = seen.get(step.kernel, 0) + 1
                     label = f"{op} {phase}" + (f" #{seen[step.kernel]}" if seen[step.kernel] > 1 else "")
@@ -324,33 +353,50 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
                             kernels.append(entry)
                             continue
                         grid = step.grid_size(cfg)
-                        work = KERNELS[step.kernel].work({**step.args, **cfg["kwargs"]})
-                        m = hm.kernel_time(row, work, grid, card)
+                        args = {**step.args, **cfg["kwargs"]}
+                        work = KERNELS[step.kernel].work(args)
+                        k = _gemm_k(args, work)
+                        ms = {lv: hm.kernel_time(row, work, grid, card, level=lv, k=k) for lv in LEVELS}
+                        m = ms["central"]
                         sass = row["sass"]
+                        comp = {lv: _composition_ms(step.kernel, args, work, card, lv) for lv in LEVELS}
                         entry.update(
-                            modelled_ms=m["time_s"] * 1e3, floor_ms=m["floor_s"] * 1e3,
+                            modelled_ms=m["time_s"] * 1e3, modelled_fast_ms=ms["fast"]["time_s"] * 1e3,
+                            modelled_slow_ms=ms["slow"]["time_s"] * 1e3, floor_ms=m["floor_s"] * 1e3,
                             pct_of_floor=100 * m["floor_s"] / m["time_s"], bound=m["bound"],
-                            tensor_ms=m["tensor_s"] * 1e3, issue_ms=m["issue_s"] * 1e3, memory_ms=m["memory_s"] * 1e3,
+                            ceiling_class=m["ceiling_class"],
+                            **{f"{part}_ms": m[f"{part}_s"] * 1e3 for part in PARTS},
                             serialised=bool(row["notes"]["C7515"]), notes=row["notes"],
                             hmma=sass["total"]["hmma"], hgmma=sass["total"]["hgmma"],
                             a_from_registers=sass["total"]["a_from_registers"], loads=sass["loads"],
                             spills=row["spill_stores"] + row["spill_loads"], registers=row["registers"],
                             shared=row["shared"], ctas_per_sm=row["ctas_per_sm"], grid=grid, waves=m["waves"],
-                            issue_ratio=m["issue_ratio"],
+                            resident=m["resident"], issue_ratio=m["issue_ratio"], l2_gb=m["l2_bytes"] / 1e9,
                             main_loop=dict(instructions=(sass["main"] or {}).get("instructions"),
                                            hgmma=(sass["main"] or {}).get("hgmma"), trips=work.trips,
                                            drains=(sass["main"] or {}).get("drains"),
+                                           exposed_waits=(sass["main"] or {}).get("exposed_waits"),
                                            outer=work.outer, dot_loops=sass["dot_loops"]),
-                            epilogue_instructions=sass["epilogue"]["instructions"], hazards=row["hazards"],
-                            flops=work.flops, bytes=work.bytes,
-                            composition_ms=_composition_ms(step.kernel, {**step.args, **cfg["kwargs"]}, work, card))
+                            epilogue_instructions=sass["epilogue"]["instructions"],
+                            hazards=row["hazards"] + m["model_hazards"],
+                            flops=work.flops, bytes=work.bytes, composition_ms=comp["central"],
+                            _times={lv: ms[lv]["time_s"] for lv in LEVELS}, _comp=comp)
                         kernels.append(entry)
                         if best is None or entry["modelled_ms"] < best["modelled_ms"]:
                             best = entry
                     if best is not None:
                         best["tuner_pick"] = True
-                        fused_s += best["modelled_ms"] / 1e3
-                per[op, phase, card] = (fused_s, eager_s)
+                        for lv in LEVELS:
+                            t = best["_times"][lv]
+                            side["fused"][lv] += t
+                            c = best["_comp"][lv]
+                            side["library"][lv] += min(t, c / 1e3) if c else t
+                        if best["_comp"]["central"] and best["_comp"]["central"] / 1e3 < best["_times"]["central"]:
+                            best["library_takes"] = "cuBLAS + pass"
+                per[op, phase, card] = side
+        for e in kernels:
+            e.pop("_times", None)
+            e.pop("_comp", None)
         for card in CARDS:
             S, C, DS, DC = shape["S"], shape["C"], shape["DS"], shape["DC"]
             act = batch * S * C * torch.finfo(dtype).bits // 8
@@ -363,15 +409,23 @@ def analyse(shapes=SHAPES, batch=BATCH) -> dict:
             for mode, phases, mult, moved in (("fwd", ("fwd",), 1, 2 * act), ("fwd+bwd", ("fwd", "bwd"), 3, 5 * act)):
                 rows = []
                 for op in dict.fromkeys(op for op, _ in fused):       # the shape's ops, in order
-                    f = sum(per[op, p, card][0] for p in phases)
-                    e = sum(per[op, p, card][1] for p in phases)
-                    fl = hm.floor_time(mult * mat[op], moved, card)
-                    rows.append((op, f, e, fl))
-                rows.append(("block", sum(r[1] for r in rows), sum(r[2] for r in rows), sum(r[3] for r in rows)))
-                for op, f, e, fl in rows:
-                    ops.append(dict(card=card, triton=triton.__version__, op=op, mode=mode, shape=shape_name,
-                                    batch=batch, modelled_ms=f * 1e3, floor_ms=fl * 1e3, eager_modelled_ms=e * 1e3,
-                                    pct_of_floor=100 * fl / f, speedup_vs_eager=e / f))
+                    sides = {}
+                    for name in SIDES:
+                        if all(name in per[op, p, card] for p in phases):
+                            sides[name] = {lv: sum(per[op, p, card][name][lv] for p in phases) for lv in LEVELS}
+                    rows.append((op, sides, hm.floor_time(mult * mat[op], moved, card)))
+                common = set.intersection(*(set(r[1]) for r in rows))
+                rows.append(("block", {name: {lv: sum(r[1][name][lv] for r in rows) for lv in LEVELS}
+                                       for name in common}, sum(r[2] for r in rows)))
+                for op, sides, fl in rows:
+                    f = sides["fused"]["central"]
+                    o = dict(card=card, triton=triton.__version__, op=op, mode=mode, shape=shape_name, batch=batch,
+                             modelled_ms=f * 1e3, floor_ms=fl * 1e3, pct_of_floor=100 * fl / f,
+                             eager_modelled_ms=sides["eager_bf16"]["central"] * 1e3,
+                             speedup_vs_eager=sides["eager_bf16"]["central"] / f)
+                    for name, v in sides.items():
+                        o[f"{name}_ms"] = {lv: v[lv] * 1e3 for lv in LEVELS}
+                    ops.append(o)
     return dict(triton=triton.__version__, torch=torch.__version__, kernels=kernels, ops=ops)
 
 
@@ -383,11 +437,24 @@ def _ms(v):
     return "-" if v is None else f"{v:.3f}"
 
 
+def _rng(v):
+    """central [fast-slow] of a {level: ms} dict."""
+    if not v:
+        return "-"
+    return f"{v['central']:.3f} [{v['fast']:.3f}-{v['slow']:.3f}]"
+
+
+def _x(o, side):
+    """The library's speedup over a baseline, central over central."""
+    b, f = o.get(f"{side}_ms"), o.get("library_ms")
+    return f"{b['central'] / f['central']:.2f}x" if b and f else "-"
+
+
 def _hz(e):
     return ",".join(e.get("hazards") or []) or "-"
 
 
-def summary_md(results: list[dict], date: str) -> str:
+def summary_md(results: list[dict], date: str, doc: dict | None = None) -> str:
     from benchmarks import hopper_model as hm
     versions = [r["triton"] for r in results]
     lines = [f"# Hopper speed report (sm_90a): {TITLE}", "",
@@ -398,28 +465,45 @@ def summary_md(results: list[dict], date: str) -> str:
              "Generated by `python -m benchmarks.speed_model`; "
              "the formula and every constant are in benchmarks/hopper_model.py (the model's docstring). "
              "Compiled for sm_90a on a machine without a GPU: no kernel ran.", "",
-             "Constants: " + ", ".join(f"{k}={v}" for k, v in hm.CONSTANTS.items()), ""]
+             f"Model version {hm.MODEL_VERSION}; constants (fast / central / slow, the published range each comes "
+             "from is in benchmarks/hopper_model.py): "
+             + ", ".join(f"{k}={c.fast:g}/{c.central:g}/{c.slow:g}" for k, c in hm.CONSTANTS.items()), ""]
     lines += ["## Ops and block (H100 model; H200 in results.json)", "",
-              "| triton | shape | op | mode | modelled ms | floor ms | % of floor | eager modelled ms | "
-              "modelled speedup vs eager |", "|---|---|---|---|---|---|---|---|---|"]
+              "Each time is central [fast-slow] over the published ranges of the model's constants. fused: our "
+              "kernels; library: per launch the faster of ours and cuBLAS + a pass (what ops/_choice keeps on a "
+              "GPU); eager autocast: timm's block, fp32 modules under bf16 autocast (what timm users run); eager "
+              "bf16: bf16 modules; compile default / max-autotune: torch.compile of timm's block "
+              "(benchmarks/baselines.py). Speedups: central over central.", "",
+              "| triton | shape | op | mode | library ms | floor ms | eager autocast ms | eager bf16 ms | "
+              "compile default ms | compile max-autotune ms | vs autocast | vs compile | vs max-autotune |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for o in r["ops"]:
             if o["card"] == "H100":
-                lines.append(f"| {o['triton']} | {o['shape']} | {o['op']} | {o['mode']} | {o['modelled_ms']:.3f} | "
-                             f"{o['floor_ms']:.3f} | {o['pct_of_floor']:.0f}% | {o['eager_modelled_ms']:.3f} | "
-                             f"{o['speedup_vs_eager']:.2f}x |")
+                lines.append(f"| {o['triton']} | {o['shape']} | {o['op']} | {o['mode']} | "
+                             f"{_rng(o.get('library_ms'))} | {o['floor_ms']:.3f} | "
+                             f"{_rng(o.get('eager_autocast_ms'))} | {_rng(o.get('eager_bf16_ms'))} | "
+                             f"{_rng(o.get('compile_default_ms'))} | {_rng(o.get('compile_max_autotune_ms'))} | "
+                             f"{_x(o, 'eager_autocast')} | {_x(o, 'compile_default')} | "
+                             f"{_x(o, 'compile_max_autotune')} |")
+    if doc is not None:
+        from benchmarks.targets import markdown_model_targets
+        lines += ["", f"## The issues' speed targets, read off this model (triton {doc['triton'][-1]}, H100)", "",
+                  "The GPU run (`benchmarks/gpu_check.sh`) measures the same targets; this is the model's reading.",
+                  "", markdown_model_targets(doc)]
     lines += ["", "## Kernels (H100 model; * = the config the model ranks fastest, which the op totals use)", "",
               "| triton | case | kernel | regs | spill B | smem KB | CTA/SM | grid | waves | HGMMA (per warpgroup) | "
               "HMMA | A in regs | C7515/17/19 | loads tma/cp.async/plain | main loop instr x trips | "
-              "issue ratio | epilogue instr | bound | modelled ms | floor ms | % floor | hazards |",
-              "|" + "---|" * 22]
+              "issue ratio | epilogue instr | ceiling class | bound | tensor/issue/smem/serial/L2/HBM ms | "
+              "modelled ms [fast-slow] | floor ms | % floor | hazards |",
+              "|" + "---|" * 24]
     for r in results:
         for e in r["kernels"]:
             if e["card"] != "H100":
                 continue
             if e.get("error"):
                 lines.append(f"| {e['triton']} | {e['case']} | {e['kernel']} | compile error: "
-                             f"{e['error'][:80]} |" + " |" * 18)
+                             f"{e['error'][:80]} |" + " |" * 20)
                 continue
             hg = " ".join(f"{k}:{v}" for k, v in e["hgmma"].items()) or "-"
             n = e["notes"]
@@ -432,7 +516,10 @@ def summary_md(results: list[dict], date: str) -> str:
                 f"{n['C7515']}/{n['C7517']}/{n['C7519']} | {e['loads']['tma']}/{e['loads']['cp_async']}/"
                 f"{e['loads']['plain']} | {ml['instructions']} x {ml['trips']}"
                 f"{'x' + str(ml['outer']) if ml['outer'] > 1 else ''} | {ir} | {e['epilogue_instructions']} | "
-                f"{e['bound']} | {e['modelled_ms']:.3f} | {e['floor_ms']:.3f} | {e['pct_of_floor']:.0f}% | {_hz(e)} |")
+                f"{e.get('ceiling_class') or '-'} | {e['bound']} | "
+                + "/".join(f"{e[f'{p}_ms']:.3f}" for p in PARTS)
+                + f" | {e['modelled_ms']:.3f} [{e['modelled_fast_ms']:.3f}-{e['modelled_slow_ms']:.3f}] | "
+                f"{e['floor_ms']:.3f} | {e['pct_of_floor']:.0f}% | {_hz(e)} |")
     lines += ["", "## Against the composition (H100 model): our channel GEMM kernels beside cuBLAS + a pass", "",
               "The same model applied to a cuBLAS GEMM at CUBLAS_EFF of peak plus the elementwise pass for the "
               "epilogue it cannot fuse (the fallback issue 13 asks the tuning set to hold). Configs the model "
@@ -457,25 +544,49 @@ def summary_md(results: list[dict], date: str) -> str:
             if len({_hz(e) for e in es}) > 1 or max(ts) > 1.1 * min(ts):
                 lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(f"{_hz(e)} | {e['modelled_ms']:.3f}" for e in es)
                              + " |")
-    lines += ["", "How to read it: `bound` names the largest of the three times (tensor cores, instruction issue, "
-              "memory); an issue ratio above 1 means the main loop issues more instruction cycles than its "
-              "tensor-core work takes. `serialised` (C7515) means ptxas runs one wgmma at a time; each full "
-              "drain adds DRAIN_CYCLES to a warpgroup's chain. On a GPU, `benchmarks/gpu_check.sh` puts the "
-              "measured device time of each kernel beside this model's (`--kernels` table, 'model ms' and "
-              "'measured / model'), which calibrates it.", ""]
+    lines += ["", "How to read it: `bound` names the largest of the parts (tensor cores at the ceiling of the "
+              "kernel's class, instruction issue, shared-memory bandwidth, one CTA's serial chain, L2->SM operand "
+              "traffic, HBM); hazards: ptxas/SASS ones (serialised, mma.sync, spills) and the model's: "
+              "'drained chain' (a full wgmma drain inside the main loop: the phases add up), 'exposed load' "
+              "(a load waited for right after it is issued, or LDG feeding STS), 'one CTA per SM' (its "
+              "prologue, epilogue and drains overlap nothing), 'one warpgroup per SM', 'L2-bound', "
+              "'smem-bound', 'issue-bound', 'tail' (a last wave under half full). On a GPU, "
+              "`benchmarks/gpu_check.sh` puts the measured device time of each kernel beside this model's "
+              "(`--kernels` table), which calibrates it; `python -m benchmarks.calibration.calibrate` checks the "
+              "model against published H100 measurements of other people's kernels.", ""]
     return "\n".join(lines)
 
 
-def _run_other(python: str) -> dict | None:
+def _hm():
+    from benchmarks import hopper_model
+    return hopper_model
+
+
+def _start_other(python: str, shapes) -> subprocess.Popen:
+    """Another interpreter's Triton, our kernels only, in the background (both run at once)."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    r = subprocess.run([python, "-m", "benchmarks.speed_model", "--json-only", "--no-other"], cwd=root, env=env,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"speed_model: {python} failed:\n{r.stderr[-3000:]}", file=sys.stderr)
+    return subprocess.Popen([python, "-m", "benchmarks.speed_model", "--json-only", "--no-other", "--no-baselines",
+                             "--shapes", *shapes], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def _finish_other(proc: subprocess.Popen, python: str) -> dict | None:
+    out, _ = proc.communicate()
+    if proc.returncode != 0:
+        print(f"speed_model: {python} failed (its stderr is above)", file=sys.stderr)
         return None
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _take_baselines(theirs: dict, mine: dict):
+    """Another Triton's op rows get this run's baselines (the same torch's eager and Inductor sequences)."""
+    index = {(o["card"], o["shape"], o["op"], o["mode"]): o for o in mine["ops"]}
+    for o in theirs["ops"]:
+        m = index.get((o["card"], o["shape"], o["op"], o["mode"]))
+        for name in BASELINES:
+            if m and f"{name}_ms" in m:
+                o[f"{name}_ms"] = m[f"{name}_ms"]
 
 
 def main(argv=None):
@@ -485,44 +596,60 @@ def main(argv=None):
                    ".venv-torch211/bin/python when it exists")
     p.add_argument("--no-other", action="store_true", help="only this interpreter's Triton")
     p.add_argument("--json-only", action="store_true", help="print this Triton's results as JSON, write nothing")
+    p.add_argument("--no-baselines", action="store_true", help="leave out eager autocast and torch.compile (another "
+                   "Triton's run: the report takes them from this interpreter's torch)")
+    p.add_argument("--shapes", nargs="+", default=list(SHAPES), help="a subset of the shapes")
     a = p.parse_args(argv)
     from mixer_kernels._config import triton_interpret
     if triton_interpret():
         p.error("unset TRITON_INTERPRET: the speed model compiles the real kernels")
-    mine = analyse()
+    other = a.python or (OTHER_PYTHON if os.path.exists(OTHER_PYTHON) else None)
+    proc = None
+    if not a.json_only and other and not a.no_other and os.path.abspath(other) != os.path.abspath(sys.executable):
+        proc = _start_other(other, a.shapes)
+    mine = analyse(tuple(a.shapes), baselines=not a.no_baselines)
     if a.json_only:
         print(json.dumps(mine))
         return
     results = [mine]
-    other = a.python or (OTHER_PYTHON if os.path.exists(OTHER_PYTHON) else None)
-    if other and not a.no_other and os.path.abspath(other) != os.path.abspath(sys.executable):
-        theirs = _run_other(other)
+    if proc is not None:
+        theirs = _finish_other(proc, other)
         if theirs:
+            _take_baselines(theirs, mine)
             results.append(theirs)
     results.sort(key=lambda r: [int(x) for x in r["triton"].split(".")[:2]])
     date = datetime.date.today().isoformat()
     os.makedirs(a.out, exist_ok=True)
     doc = dict(title=TITLE, date=date, triton=[r["triton"] for r in results], torch=[r["torch"] for r in results],
-               shapes=list(SHAPES), batch=BATCH, dtype="bf16",
-               constants={k: v for k, v in __import__("benchmarks.hopper_model", fromlist=["x"]).CONSTANTS.items()},
+               shapes=list(a.shapes), batch=BATCH, dtype="bf16",
+               model_version=_hm().MODEL_VERSION,
+               constants={k: dict(fast=c.fast, central=c.central, slow=c.slow, unit=c.unit, source=c.source)
+                          for k, c in _hm().CONSTANTS.items()},
+               ceilings={k: dict(fraction=v[0], source=v[1]) for k, v in _hm().CEILINGS.items()},
                kernels=[e for r in results for e in r["kernels"]], ops=[o for r in results for o in r["ops"]])
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(doc, f, indent=1)
-    md = summary_md(results, date)
+    md = summary_md(results, date, doc)
     with open(os.path.join(a.out, "summary.md"), "w") as f:
         f.write(md)
     print(block_table(doc))
+    from benchmarks.targets import markdown_model_targets
+    print("\n" + markdown_model_targets(doc))
     print(f"\nspeed_model: {TITLE}; wrote {a.out}/summary.md and results.json")
 
 
 def block_table(doc: dict, card: str = "H100") -> str:
-    """The README's table: per Triton, shape and mode, the block and its two ops (model)."""
-    lines = [f"| triton | shape | mode | op | fused ({TITLE}) ms | floor ms | eager ({TITLE}) ms | speedup |",
-             "|---|---|---|---|---|---|---|---|"]
+    """The README's table: per Triton, shape and mode, the block and its ops (model): the library's time and
+    the baselines', central [fast-slow], and the speedups central over central."""
+    lines = [f"| triton | shape | mode | op | library ({TITLE}) ms | eager autocast ms | compile default ms | "
+             "compile max-autotune ms | vs eager autocast | vs compile | vs max-autotune |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in doc["ops"]:
         if o["card"] == card:
-            lines.append(f"| {o['triton']} | {o['shape']} | {o['mode']} | {o['op']} | {o['modelled_ms']:.3f} | "
-                         f"{o['floor_ms']:.3f} | {o['eager_modelled_ms']:.3f} | {o['speedup_vs_eager']:.2f}x |")
+            lines.append(f"| {o['triton']} | {o['shape']} | {o['mode']} | {o['op']} | {_rng(o.get('library_ms'))} | "
+                         f"{_rng(o.get('eager_autocast_ms'))} | {_rng(o.get('compile_default_ms'))} | "
+                         f"{_rng(o.get('compile_max_autotune_ms'))} | {_x(o, 'eager_autocast')} | "
+                         f"{_x(o, 'compile_default')} | {_x(o, 'compile_max_autotune')} |")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ CHANNEL_KERNELS = ("_channel_hidden_kernel", "_channel_out_kernel", "_channel_wg
 def _speedup(baseline):
     def get(rec):
         return rec["speedup"].get(baseline)
+    get.baseline = baseline
     return get
 
 
@@ -75,6 +76,74 @@ def markdown_targets(records: list[dict]) -> str:
     for r in rows:
         v = r["measured"]
         shown = "not measured" if v is None else (f"{v:.0f}%" if r["unit"] == "%" else f"{v:.2f}x")
+        met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
+        lines.append(f"| {r['issue']} | {r['target']} | {shown} | {met} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# The same targets read off the speed model's report (benchmarks/speed_model.py): a model, not a measurement.
+
+_MODEL_OPS = {"token": "token_mixing", "channel": "channel_mixing"}
+_MODEL_BASE = {"eager": "eager_autocast", "compile": "compile_default"}
+
+
+def _model_speedup(doc, family, shape, mode, baseline, level):
+    """The library's speedup over a baseline: the baseline's time at `level` over ours at the same level."""
+    op = _MODEL_OPS.get(family)
+    rows = [o for o in doc["ops"] if o["card"] == "H100" and o["shape"] == shape and o["op"] == op
+            and o["mode"] == mode and o["triton"].startswith(doc["triton"][-1][:3])]
+    if not rows or f"{baseline}_ms" not in rows[0]:
+        return None
+    o = rows[0]
+    return o[f"{baseline}_ms"][level] / o["library_ms"][level]
+
+
+def _model_gemm_pct(doc, shape, mode, level):
+    """The slowest channel GEMM kernel (the model's pick) as % of cuBLAS's large-K rate (PEAK_CUBLAS)."""
+    from benchmarks import hopper_model as hm
+    phases = ("fwd",) if mode == "fwd" else ("fwd", "bwd")
+    key = {"fast": "modelled_fast_ms", "central": "modelled_ms", "slow": "modelled_slow_ms"}[level]
+    ks = [k for k in doc["kernels"] if k.get("tuner_pick") and k["card"] == "H100" and k["shape"] == shape
+          and k["kernel"] in CHANNEL_KERNELS and k["mode"] in phases and k["op"] == "channel_mixing"
+          and k["triton"].startswith(doc["triton"][-1][:3])]
+    if not ks:
+        return None
+    return min(100 * k["flops"] / (k[key] / 1e3) / hm.C("PEAK_CUBLAS", level) for k in ks)
+
+
+def model_targets(doc: dict) -> list[dict]:
+    """One row per target, read off the speed model's results (the newest Triton in the report): the value at
+    the central constants and its range over the fast / slow ends, whether the central value meets the target;
+    None where the model does not cover the case (whole models, memory)."""
+    rows = []
+    for issue, text, key, metric, sense, threshold, unit in TARGETS:
+        family, shape, _batch, mode = key
+        vals = None
+        if family in _MODEL_OPS and hasattr(metric, "baseline"):       # a speedup over a baseline
+            baseline = _MODEL_BASE[metric.baseline]
+            vals = {lv: _model_speedup(doc, family, shape, mode, baseline, lv) for lv in ("fast", "central", "slow")}
+        elif metric is _min_gemm_pct:
+            vals = {lv: _model_gemm_pct(doc, shape, mode, lv) for lv in ("fast", "central", "slow")}
+        if vals is None or vals["central"] is None:
+            rows.append(dict(issue=issue, target=text, model=None, unit=unit, met=None))
+            continue
+        c = vals["central"]
+        rows.append(dict(issue=issue, target=text, model=vals, unit=unit,
+                         met=c >= threshold if sense == "min" else c <= threshold))
+    return rows
+
+
+def markdown_model_targets(doc: dict) -> str:
+    lines = ["| issue | target | model: central [range] | met (central) |", "|---|---|---|---|"]
+    for r in model_targets(doc):
+        v = r["model"]
+        if v is None:
+            shown = "not modelled"
+        else:
+            lo, hi = sorted((v["fast"], v["slow"]))
+            f = "{:.0f}%" if r["unit"] == "%" else "{:.2f}x"
+            shown = f"{f.format(v['central'])} [{f.format(lo)}-{f.format(hi)}]"
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")
         lines.append(f"| {r['issue']} | {r['target']} | {shown} | {met} |")
     return "\n".join(lines)

@@ -146,7 +146,8 @@ def write(rows, summary, card: str) -> str:
 
 def main(argv=None) -> int:
     card = (argv or sys.argv[1:] or ["H100"])[0]
-    if os.environ.get("TRITON_INTERPRET"):
+    from mixer_kernels._config import triton_interpret
+    if triton_interpret():
         print("unset TRITON_INTERPRET: the Triton anchors compile for sm_90a", file=sys.stderr)
         return 2
     rows = evaluate(card, progress=lambda s: print(s, flush=True))
