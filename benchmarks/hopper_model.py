@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-MODEL_VERSION = "2.1 (2026-12-08)"
+MODEL_VERSION = "2.2 (2026-12-08)"
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ def _load_bytes(region, warps: int, shared: int, stages: int) -> float:
     (per warp), TMA copies as one stage of the shared-memory ring per copy group (shared / stages)."""
     if not region:
         return 0.0
-    b = _get(region, "ldg_bytes") * warps
+    b = (_get(region, "ldg_bytes") + _get(region, "ldgsts_bytes")) * warps
     if _get(region, "tma"):
         b += shared / max(1, stages)
     return b

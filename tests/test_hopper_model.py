@@ -2,7 +2,11 @@
 written out, so that every term's arithmetic is checked: the class ceiling, instruction issue, shared-memory
 bandwidth, the serial chain with drains and exposed loads, one CTA per SM, L2 and HBM traffic, the launch;
 and the cuBLAS and elementwise sides by the same constants."""
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -111,7 +115,9 @@ def test_shared_memory_term():
                        "H100")
     smem_bytes = 1000 * (2 * (64 * 16 + 16 * 128) * 2)
     assert m["smem_s"] == pytest.approx(2 * smem_bytes / hm.C("SMEM_BW") / CLK)
-    assert m["bound"] == "smem" and "smem-bound" in m["model_hazards"]
+    assert m["smem_s"] > 1.4 * m["tensor_s"]
+    # the cp.async fills come through L2 too: every CTA re-reads its operand tiles
+    assert m["l2_bytes"] == pytest.approx(SMS * 2 * 1000 * (64 * 16 + 16 * 128) * 2)
     assert "one warpgroup per SM" not in m["model_hazards"]     # two CTAs: two warpgroups
 
 
@@ -166,3 +172,56 @@ def test_cublas_by_shape_class():
     # a tiny GEMM costs at least a launch
     assert hm.model_gemm(16, 16, 16) >= hm.C("LAUNCH_S")
     assert hm.model_elementwise(3e9) == pytest.approx(1e-3 + hm.C("LAUNCH_S"))
+
+
+# --------------------------------------------------------------------------------------------------
+# The same terms on real compiled kernels (tests/planted_model_kernels.py), each planting one hazard.
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def planted():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = ROOT
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "planted_model_kernels.py")], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _model(row, trips=64, grid=SMS * 8):
+    return hm.kernel_time(row, Work(0.0, 0.0, trips), grid, "H100")
+
+
+def test_planted_pipelined_loop_has_no_serial_hazard(planted):
+    m = _model(planted["pipelined"])
+    assert not {"drained chain", "exposed load"} & set(m["model_hazards"])
+    assert m["serial_s"] < m["tensor_s"]                 # two CTAs per SM hide each other's chains
+    # cp.async refills through L2: 32 KB per iteration (the tiles every CTA re-reads) and two stages in the prologue
+    assert m["l2_bytes"] == pytest.approx(SMS * 8 * (64 + 2) * (128 * 64 + 64 * 128) * 2)
+
+
+def test_planted_one_stage_loop_exposes_its_loads(planted):
+    row = planted["one_stage"]
+    main = row["sass"]["main"]
+    assert main["sync_copy"] == 1 and main["ldgsts_bytes"] == 0
+    m, p = _model(row), _model(planted["pipelined"])
+    assert "exposed load" in m["model_hazards"]
+    assert m["serial_s"] > 3 * p["serial_s"]             # a load latency per iteration on the chain
+
+
+def test_planted_chained_dots_add_their_phases(planted):
+    row = planted["chained"]
+    assert row["sass"]["main"]["drains"] >= 1 and row["sass"]["main"]["mufu"] > 0
+    m = _model(row)
+    assert "drained chain" in m["model_hazards"] and m["bound"] == "serial"
+    # the SM's tensor and issue time add up in a drained loop (no ping-pong): the launch is at least their sum
+    assert m["time_s"] >= m["tensor_s"] + m["issue_s"]
+
+
+def test_planted_one_warpgroup_tile_is_smem_bound(planted):
+    row = planted["one_warpgroup"]
+    m = _model(row, grid=SMS * row["ctas_per_sm"] * 4)
+    assert m["smem_s"] > 1.4 * m["tensor_s"]             # about 190 B/clk needed against 128
+    assert m["bound"] in ("smem", "l2")                  # and its small tiles re-read as much from L2
