@@ -599,7 +599,18 @@ def main(argv=None):
     p.add_argument("--no-baselines", action="store_true", help="leave out eager autocast and torch.compile (another "
                    "Triton's run: the report takes them from this interpreter's torch)")
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), help="a subset of the shapes")
+    p.add_argument("--render-only", action="store_true", help="rewrite summary.md from the results.json in --out")
     a = p.parse_args(argv)
+    if a.render_only:
+        with open(os.path.join(a.out, "results.json")) as f:
+            doc = json.load(f)
+        results = [dict(triton=v, torch=t, kernels=[e for e in doc["kernels"] if e["triton"] == v],
+                        ops=[o for o in doc["ops"] if o["triton"] == v]) for v, t in zip(doc["triton"], doc["torch"],
+                                                                                          strict=True)]
+        with open(os.path.join(a.out, "summary.md"), "w") as f:
+            f.write(summary_md(results, doc["date"], doc))
+        print(block_table(doc))
+        return
     from mixer_kernels._config import triton_interpret
     if triton_interpret():
         p.error("unset TRITON_INTERPRET: the speed model compiles the real kernels")

@@ -135,13 +135,14 @@ def model_targets(doc: dict) -> list[dict]:
 
 
 def markdown_model_targets(doc: dict) -> str:
-    lines = ["| issue | target | model: central [range] | met (central) |", "|---|---|---|---|"]
+    lines = ["| issue | target | model: central [lowest-highest over the fast, central, slow constants] | "
+             "met (central) |", "|---|---|---|---|"]
     for r in model_targets(doc):
         v = r["model"]
         if v is None:
             shown = "not modelled"
-        else:
-            lo, hi = sorted((v["fast"], v["slow"]))
+        else:       # a ratio of two ranged times need not be monotonic in the level: the extremes of the three
+            lo, hi = min(v.values()), max(v.values())
             f = "{:.0f}%" if r["unit"] == "%" else "{:.2f}x"
             shown = f"{f.format(v['central'])} [{f.format(lo)}-{f.format(hi)}]"
         met = "—" if r["met"] is None else ("yes" if r["met"] else "**no**")

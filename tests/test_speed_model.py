@@ -191,15 +191,18 @@ SHAPE_OPS = {"B/16": _HALVES, "L/16": _HALVES, "B/16@384": _HALVES, "B/8": _HALV
 
 
 def test_committed_report():
+    from benchmarks import hopper_model as hm
     with open(os.path.join(REPORT, "results.json")) as f:
         doc = json.load(f)
     assert doc["title"] == "model, not a measurement"
+    assert doc["model_version"] == hm.MODEL_VERSION, "the model changed: regenerate the report (and the calibration)"
     assert {v[:3] for v in doc["triton"]} == {"3.6", "3.8"}, "run it under both Triton versions CI has"
     assert doc["date"] and doc["batch"] == 256 and set(doc["shapes"]) == set(SHAPE_OPS)
-    kernel_keys = {"kernel", "case", "modelled_ms", "floor_ms", "serialised", "hmma", "spills", "issue_ratio"}
+    assert all(c["source"] for c in doc["constants"].values())
+    kernel_keys = {"kernel", "case", "modelled_ms", "modelled_fast_ms", "modelled_slow_ms", "floor_ms", "serialised",
+                   "hmma", "spills", "issue_ratio", "ceiling_class", "hazards", "l2_ms", "smem_ms", "serial_ms"}
     assert doc["kernels"] and all(kernel_keys <= set(k) for k in doc["kernels"] if not k.get("error"))
-    op_keys = {"op", "mode", "shape", "batch", "modelled_ms", "floor_ms", "eager_modelled_ms"}
-    assert all(op_keys <= set(o) for o in doc["ops"])
+    sides = ("fused", "library", "eager_bf16", "eager_autocast", "compile_default", "compile_max_autotune")
     got = {(o["triton"][:3], o["card"], o["op"], o["mode"], o["shape"]) for o in doc["ops"]}
     for v in ("3.6", "3.8"):
         for shape, ops in SHAPE_OPS.items():
@@ -208,7 +211,21 @@ def test_committed_report():
                     assert (v, "H100", op, mode, shape) in got
     for o in doc["ops"]:
         assert 0 < o["floor_ms"] <= o["modelled_ms"]
+        for side in sides:
+            r = o[f"{side}_ms"]
+            assert 0 < r["fast"] <= r["central"] <= r["slow"], (o["shape"], o["op"], o["mode"], side)
+        assert o["library_ms"]["central"] <= o["fused_ms"]["central"] + 1e-9
     picks = [k for k in doc["kernels"] if k.get("tuner_pick") and k["kernel"].startswith("_channel_")]
     assert picks and all(k["composition_ms"] > 0 for k in picks)     # cuBLAS + a pass, beside each GEMM
     with open(os.path.join(REPORT, "summary.md")) as f:
-        assert "model, not a measurement" in f.read()
+        text = f.read()
+    assert "model, not a measurement" in text and "speed targets" in text
+
+
+def test_committed_calibration_is_of_this_model():
+    from benchmarks import hopper_model as hm
+    with open(os.path.join(ROOT, "benchmarks", "results", "calibration", "results.json")) as f:
+        doc = json.load(f)
+    assert doc["model_version"] == hm.MODEL_VERSION, "the model changed: re-run python -m benchmarks.calibration"
+    assert doc["summary"]["all_accepted"], doc["summary"]["accepted"]
+    assert len(doc["rows"]) >= 30
