@@ -246,6 +246,9 @@ def fake_h100():
             set_rng_state=lambda *a, **k: None, _lazy_init=lambda: None, _exchange_device=lambda i: -1,
             _maybe_exchange_device=lambda i: -1))
         st.enter_context(_patched(cr, get_rng_state=rng, set_rng_state=lambda *a, **k: None))
+        # FakeTensorMode allocates one real CUDA tensor when torch.cuda says it is available (torch 2.11)
+        import torch._subclasses.fake_tensor as ft
+        st.enter_context(_patched(ft, init_gpu_context=lambda device: None))
         # Inductor's device interface bound torch.cuda's functions when it was imported
         from torch._dynamo.device_interface import CudaInterface
         sm = staticmethod
