@@ -68,6 +68,12 @@ def _scaled_outside(x, out, sample_scale):
     scale is applied here, in torch, as the plain path does (x + s * branch), so autograd differentiates
     it. The branch is recovered as out - x, which rounds in x's dtype (exact enough in fp32; in fp16/bf16
     the branch carries the rounding of the residual sum, a rare training setup)."""
+    if not torch.compiler.is_compiling():   # dynamo cannot trace warnings.warn (fullgraph); eager calls warn
+        warnings.warn("sample_scale requires a gradient: on the Triton path its gradient is computed from the branch "
+                      "recovered as out - x in x's dtype, which loses accuracy when |x| is much larger than the "
+                      "branch (a small layer scale, large activations; issue 23); detach sample_scale (drop_path "
+                      "masks need no gradient) or use float64 (the plain path) for an exact one", UserWarning,
+                      stacklevel=3)
     branch = out - x
     return x + branch * sample_scale.to(branch.dtype)[:, None, None]
 

@@ -329,3 +329,30 @@ def test_export_on_cpu_warns_that_it_records_the_plain_math():
     env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), env.get("PYTHONPATH", "")])
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+# ---- sample_scale's gradient on the Triton path (issue 23, item 4 open): warned where it happens ----------------
+
+@needs_triton
+@pytest.mark.parametrize("name,dtype", TRITON_CASES, ids=CASE_IDS)
+def test_sample_scale_gradient_warns_on_the_triton_path(name, dtype, device):
+    """Until the kernels reduce it from the branch, a sample_scale that needs a gradient gets one from out - x in
+    x's dtype, with a UserWarning saying so; a detached one (drop_path) warns nothing. gMixer's fp32 token half
+    runs a torch composition that differentiates sample_scale itself: no warning there."""
+    import warnings
+    s = torch.tensor([0.5, 1.5], device=device, dtype=dtype, requires_grad=True)
+    f, x = make_call(name, dtype, device, sample_scale=s)
+    composition = (name, dtype) == ("gmixer_token_mixing", torch.float32)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with count_launches() as n:
+            f(x).float().sum().backward()
+    assert sum(n.values()) > 0, "expected Triton launches"
+    got = [w for w in seen if "sample_scale requires a gradient" in str(w.message)]
+    assert len(got) == (0 if composition else 1), [str(w.message) for w in seen]
+    assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    f, x = make_call(name, dtype, device, sample_scale=s.detach())
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        f(x)
+    assert not [w for w in seen if "sample_scale requires a gradient" in str(w.message)]
