@@ -56,6 +56,13 @@ def _check(spec):
     elif kind == "sequence":
         for s in spec[1]:
             _check(s)
+    elif kind == "sync":
+        assert spec == ("sync",)
+    elif kind == "tuned":
+        _, tuned_at, run_at = spec
+        assert tuned_at and len(tuned_at) == len(run_at)
+        for s in tuned_at + run_at:
+            _check(s)
     else:
         assert kind == "triton"
         _, fn, args, grid, warps, stages, work, options = spec
@@ -93,9 +100,23 @@ def test_three_anchors_compile_and_model():
         assert math.isfinite(row["t"]) and row["t"] > 0
 
 
-@pytest.mark.parametrize("name", ["liger_layer_norm", "liger_relu_squared", "liger_rms_norm"])
+@pytest.mark.parametrize("name", ["liger_layer_norm", "liger_relu_squared", "liger_rms_norm", "liger_fused_moe_fwd",
+                                  "liger_tvd_fwd"])
 def test_liger_specs_when_the_package_is_installed(name):
     pytest.importorskip("liger_kernel")
     for a in ANCHORS:
         if a.rebuild == name:
             _check(getattr(rebuild, name)(a))
+
+
+def test_new_hazard_groups_have_anchors():
+    """gemm_epilogue (a GEMM with a heavy fused epilogue) and an exposed-load loop (Liger TVD) are anchored."""
+    assert {a.part for a in ANCHORS if a.group == "gemm_epilogue"} == {"fit", "held_out"}
+    assert any(a.rebuild == "liger_tvd_fwd" and a.group == "memory_triton" for a in ANCHORS)
+
+
+def test_expected_moe_tiles():
+    # every token routes to every expert when K == E; otherwise between the uniform count and one more per expert
+    assert rebuild._expected_m_tiles(8192, 8, 8) == 8 * 128
+    t = rebuild._expected_m_tiles(8192, 128, 8)
+    assert 128 * 8 <= t <= 128 * 9

@@ -45,10 +45,12 @@ def model_spec(spec, card: str, isolated: bool = True) -> tuple[float, dict]:
         _, fn, args, grid, warps, stages, work, options = spec
         r = hm.model_triton_launch(fn, args, grid, warps, stages, work, card=card, isolated=isolated, **options)
         row = r["row"]
-        keys = ("BLOCK_M", "BLOCK_N", "BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K", "BLOCK_SIZE")
+        keys = ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_H", "BLOCK_SIZE_M", "BLOCK_SIZE_N", "BLOCK_SIZE_K",
+                "BLOCK_SIZE")
         return r["time_s"], dict(bound=r.get("bound"), waves=r.get("waves"), registers=row.get("registers"),
                                  spills=row.get("spill_stores", row.get("spills")), shared=row.get("shared"),
-                                 ctas_per_sm=row.get("ctas_per_sm"), hazards=row.get("hazards"), num_warps=warps,
+                                 ctas_per_sm=row.get("ctas_per_sm"), hazards=row.get("hazards"),
+                                 model_hazards=r.get("model_hazards"), num_warps=warps,
                                  num_stages=stages, **{k: args[k] for k in keys if k in args})
     if kind == "gemm":
         _, M, N, K, dtype, batch = spec[:6]      # [, (BM, BN): the tile of the kernel the source names]
@@ -57,9 +59,34 @@ def model_spec(spec, card: str, isolated: bool = True) -> tuple[float, dict]:
     if kind == "elementwise":        # ("elementwise", nbytes[, ATen class of hopper_model.ATEN_EFF])
         return hm.model_elementwise(spec[1], card, kind=spec[2] if len(spec) > 2 else "elementwise",
                                     isolated=isolated), {}
-    if kind == "sequence":
-        return sum(model_spec(s, card, isolated and i == 0)[0] for i, s in enumerate(spec[1])), \
-            dict(launches=len(spec[1]))
+    if kind == "tuned":      # ("tuned", candidates at the shape the autotuner ran, the same at the anchor's shape)
+        _, tuned_at, run_at = spec
+        best, pick = math.inf, None
+        for i, cand in enumerate(tuned_at):
+            try:
+                t = model_spec(cand, card, isolated)[0]
+            except RuntimeError:
+                continue
+            if t < best:
+                best, pick = t, i
+        if pick is None:
+            raise RuntimeError("no candidate compiled")
+        t, info = model_spec(run_at[pick], card, isolated)
+        return t, dict(info, candidates=len(tuned_at), picked=pick)
+    if kind == "sequence":   # launches in a row; ("sync",): a host sync, the next launch starts an idle GPU
+        total, iso, infos = 0.0, isolated, []
+        for s in spec[1]:
+            if isinstance(s, tuple) and s[0] == "sync":
+                iso = True
+                continue
+            t, info = model_spec(s, card, iso)
+            total, iso = total + t, False
+            infos.append(dict(time_s=t, **{k: v for k, v in info.items() if k in (
+                "bound", "model_hazards", "picked", "num_warps", "num_stages", "BLOCK_N", "BLOCK_K", "BLOCK_H")}))
+        longest = max(infos, key=lambda i: i["time_s"])
+        return total, dict(launches=len(infos), bound=longest.get("bound"),
+                           model_hazards=sorted({h for i in infos for h in (i.get("model_hazards") or [])}),
+                           parts=infos)
     raise ValueError(f"unknown spec {kind!r}")
 
 
@@ -122,8 +149,8 @@ def write(rows, summary, card: str) -> str:
              "modelled as that card.", "",
              "| id | group | part | measured (us) | modelled (us) | ratio | note |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        note = r["error"] or ", ".join(f"{k}={v}" for k, v in r["info"].items() if k in ("bound", "hazards",
-                                                                                          "candidates"))
+        shown = ("bound", "hazards", "model_hazards", "candidates")
+        note = r["error"] or ", ".join(f"{k}={v}" for k, v in r["info"].items() if k in shown)
         lines.append(f"| {r['id']} | {r['group']} | {r['part']} | {r['measured_s'] * 1e6:.1f} | "
                      f"{_fmt(r['modelled_s'] and r['modelled_s'] * 1e6, '{:.1f}')} | {_fmt(r['ratio'])} | {note} |")
     lines += ["", "| group / part | n | median | min | max |", "|---|---|---|---|---|"]

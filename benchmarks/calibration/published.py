@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 
-GROUPS = ("memory_triton", "memory_aten", "gemm_cublas", "gemm_triton", "gemm_triton_lowk", "chained_dot")
+GROUPS = ("memory_triton", "memory_aten", "gemm_cublas", "gemm_triton", "gemm_triton_lowk", "chained_dot",
+          "gemm_epilogue")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,8 +182,51 @@ _RAW = [
 ]
 
 
+_MOE_NOTE = ("rows added by Liger-Kernel commit 1faa0131 (PR 1179, liger_version 0.7.0 in the row, run 2026-04-02); "
+             "the rebuild imports liger-kernel 0.8.1, whose kernels differ by PR 1248 (int64 index casts; its "
+             "LIGER_FUSED_MOE_AUTOTUNE switch left at its default, autotune on). benchmark_fused_moe.py: x [T, H], "
+             "gate_up [E, 2I, H], down [E, H, I] bf16, routing = top-8 of randn(T, E) logits (seed 42, drawn on the "
+             "GPU, not reproducible here): modelled with the expected M-tile count (rebuild._expected_m_tiles); the "
+             "autotuned kernels (key (H, I)) were tuned once in the warm-up at T = 8192 (E = 128 in the T sweep, "
+             "E = 8, the first warm-up, in the E sweep). Plants the heavy epilogue: the gate/up GEMM keeps two fp32 "
+             "accumulators, applies SiLU(gate) * up and stores pre-activation (2I) and post-activation (I) rows")
+_TVD_NOTE = ("rows added by Liger-Kernel commit 5c9cecc8 (PR 1127, liger_version 0.7.0), which gave "
+             "_tv_distance_kernel its current form (scale fused); unchanged up to liger-kernel 0.8.1, which the "
+             "rebuild imports. benchmark_tvd.py @ 5c9cecc8: fp32 p, q [B*T = 16384, V] (softmax of randn), "
+             "reduction batchmean, no labels. Plants the 'exposed load' hazard: the vocabulary loop loads p and q "
+             "(plain LDG, no pipelining) and waits for them in the same iteration; the model reads LDG feeding STS "
+             "(the row sum's cross-warp reduction) in the loop")
+_RAW += [
+    # gemm_epilogue: Liger-Kernel fused MoE forward (grouped GEMM with the SwiGLU epilogue, grouped down GEMM, routing
+    # and gather kernels), H100; the T sweep (E = 128) then the E sweep (T = 8192).
+    *[dict(id=f"liger-fused_moe-fwd-{'E' if line >= 2140 else 'T'}sweep-T{t}-E{e}",
+           kernel="Liger fused_moe forward (LigerFusedMoEFunction)",
+           source=dict(_LIGER, line=line), card=_LIGER_CARD, dtype="bfloat16",
+           shape=dict(T=t, E=e, H=2048, I=768, K=8, tuned_T=8192, tuned_E=te), statistic=_LIGER_STAT, value=v,
+           unit="ms", rebuild="liger_fused_moe_fwd", fidelity="package", note=_MOE_NOTE)
+      for line, t, e, te, v in [
+          (2040, 128, 128, 128, 0.5888479948043823), (2041, 256, 128, 128, 0.5958719849586487),
+          (2042, 512, 128, 128, 0.6133120059967041), (2043, 1024, 128, 128, 0.6712960004806519),
+          (2044, 2048, 128, 128, 0.8744959831237793), (2045, 4096, 128, 128, 1.2509759664535522),
+          (2046, 8192, 128, 128, 2.0957120656967163), (2047, 16384, 128, 128, 3.8910878896713257),
+          (2048, 32768, 128, 128, 7.342400074005127),
+          (2140, 8192, 8, 8, 1.9119999408721924), (2141, 8192, 16, 8, 1.9314079880714417),
+          (2142, 8192, 32, 8, 1.9690399765968323), (2143, 8192, 64, 8, 2.060080051422119),
+          (2144, 8192, 128, 8, 2.2251681089401245)]],
+    # memory_triton (more): Liger-Kernel TVD loss forward, fp32, B*T = 16384 rows (plants "exposed load").
+    *[dict(id=f"liger-tvd-fwd-V{v_}", kernel="tvd (liger), forward", source=dict(_LIGER, line=line), card=_LIGER_CARD,
+           dtype="float32", shape=dict(BT=16384, V=v_), statistic=_LIGER_STAT, value=v, unit="ms",
+           rebuild="liger_tvd_fwd", fidelity="package", note=_TVD_NOTE)
+      for line, v_, v in [(1766, 4096, 0.2757120132446289), (1767, 8192, 0.5338559746742249),
+                          (1768, 16384, 1.0511679649353027), (1769, 32768, 2.0986878871917725),
+                          (1770, 65536, 4.221951961517334), (1771, 131072, 8.501215934753418)]],
+]
+
+
 def _group(raw):
     k = raw["kernel"]
+    if "fused_moe" in k:
+        return "gemm_epilogue"
     if raw["fidelity"] == "cublas":
         return "gemm_cublas"
     if raw["fidelity"] == "aten":
@@ -216,12 +260,6 @@ NOT_REBUILT = [
     dict(kernel="Gluon tutorial 07-persistence, Hopper column (4 kernels x K=512..16384)",
          source="triton-lang/triton python/tutorials/gluon/07-persistence.py @ 020989b9b450",
          why="the source names the card 'Hopper', not H100; Gluon kernels take host-side descriptors"),
-    dict(kernel="Liger-Kernel fused_moe forward (grouped GEMMs: gate/up with the SwiGLU epilogue fused, down at "
-                "K = 768; routing and gather kernels; bf16, E=128, H=2048, I=768, top-8, 'NVIDIA H100 80GB HBM3')",
-         source="linkedin/Liger-Kernel benchmark/data/all_benchmark_data.csv @ ead96b618e5c, lines 2040-2048, "
-                "2140-2144",
-         why="not rebuilt in this pass: six launches whose grids depend on the routing (tokens per expert); a "
-             "gemm_epilogue candidate, importable from liger-kernel 0.8.1 (ops/fused_moe_kernels.py)"),
     dict(kernel="Liger-Kernel megatron_swiglu (LigerFusedGateUpSiLUMulFunction, bf16, H100 rows 2354-2365)",
          source="linkedin/Liger-Kernel benchmark/data/all_benchmark_data.csv @ ead96b618e5c",
          why="its kernel is newer than liger-kernel 0.8.1 (not importable); would need a re-implementation"),
