@@ -34,7 +34,8 @@ class TritonLaunch:
     fn: Any                        # the JITFunction
     args: dict[str, Any]           # every named argument (tensors on the meta device) and constexpr
     grid: Any                      # a tuple, or a callable of the launch meta-parameters
-    configs: list[dict]            # candidates: dict(kwargs={...}, num_warps=, num_stages=)
+    configs: list[dict]            # candidates: dict(kwargs={...}, num_warps=, num_stages=, options={...}), options
+    #                                the launch's other compile options (enable_fp_fusion, maxnreg, num_ctas)
 
     def grid_size(self, config: dict) -> int:
         g = self.grid
@@ -161,11 +162,19 @@ class _AtenRecorder(TorchDispatchMode):
         return out
 
 
-def _split_options(kwargs: dict) -> tuple[dict, dict]:
+# compile options a launch may pass beside num_warps and num_stages: recorded in each candidate's "options", so
+# that a model compiles what the launch compiles (hopper_model.compile_launch(..., **config["options"]))
+_COMPILE_OPTIONS = ("enable_fp_fusion", "maxnreg", "num_ctas")
+
+
+def _split_options(kwargs: dict) -> tuple[dict, dict, dict]:
+    """(num_warps/num_stages, the other compile options of _COMPILE_OPTIONS, the kernel's arguments) of a
+    launch's keyword arguments."""
     opts = {k: kwargs[k] for k in ("num_warps", "num_stages") if k in kwargs}
+    compile_opts = {k: kwargs[k] for k in _COMPILE_OPTIONS if k in kwargs}
     rest = {k: v for k, v in kwargs.items() if k not in ("num_warps", "num_stages", "num_ctas", "grid", "warmup",
                                                          "maxnreg", "enable_fp_fusion", "launch_cooperative_grid")}
-    return opts, rest
+    return opts, compile_opts, rest
 
 
 def _with_defaults(fn, named: dict) -> dict:
@@ -190,14 +199,15 @@ def _catch_launches(rec: Recording):
     orig_sms, orig_cur = cg._sm_count, torch.cuda.current_device
 
     def jit_run(self, *args, grid, warmup, **kwargs):
-        opts, rest = _split_options(kwargs)
+        opts, compile_opts, rest = _split_options(kwargs)
         named = _with_defaults(self, dict(zip(self.arg_names, args, strict=False)) | rest)
-        cfg = dict(kwargs={}, num_warps=opts.get("num_warps", 4), num_stages=opts.get("num_stages", 3))
+        cfg = dict(kwargs={}, num_warps=opts.get("num_warps", 4), num_stages=opts.get("num_stages", 3),
+                   options=compile_opts)
         rec.steps.append(TritonLaunch(self.fn.__name__, self, named, grid, [cfg]))
 
     def tune_run(self, *args, **kwargs):
         grid = kwargs["grid"]
-        opts, rest = _split_options(kwargs)
+        _, compile_opts, rest = _split_options(kwargs)
         named = dict(zip(self.arg_names, args, strict=False))
         # a smaller card's entries (ops/_tuning: fallbacks) are never tuned over on the modelled sm_90
         configs = [c for c in self.configs if not any(c is f for f in getattr(self, "fallbacks", []))]
@@ -205,7 +215,8 @@ def _catch_launches(rec: Recording):
             self.nargs = named
             configs = self.early_config_prune(configs, named, **rest)
             self.nargs = None
-        cands = [dict(kwargs=dict(c.kwargs), num_warps=c.num_warps, num_stages=c.num_stages) for c in configs]
+        cands = [dict(kwargs=dict(c.kwargs), num_warps=c.num_warps, num_stages=c.num_stages, options=dict(compile_opts))
+                 for c in configs]
         fn = self.fn
         while not isinstance(fn, (JITFunction, InterpretedFunction)):
             fn = fn.fn

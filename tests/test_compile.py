@@ -19,7 +19,9 @@ import pytest
 
 from mixer_kernels.ops._tuning import SHARED_PER_BLOCK
 
-ARCHS = (90, 80, 86, 120)
+# MIXER_KERNELS_COMPILE_ARCHS="90": CI's stages for the other torch / Triton pairs compile for sm_90 only (every
+# Triton on sm_90, every card under Triton 3.8: README, "Testing").
+ARCHS = tuple(int(a) for a in os.environ.get("MIXER_KERNELS_COMPILE_ARCHS", "90 80 86 120").split())
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +31,8 @@ def compile_report():
     r = subprocess.run([sys.executable, "-m", "mixer_kernels.ops._compile_check", "--json", "--arch",
                         *map(str, ARCHS)], capture_output=True, text=True, env=env, timeout=2400)
     assert r.returncode == 0, r.stderr[-4000:]
+    # every compile passes the pinned options (ops/_tuning.LAUNCH_OPTIONS): Triton 3.9's FP-fusion warning never shows
+    assert "TRITON_DEFAULT_FP_FUSION" not in r.stderr, r.stderr[-2000:]
     rows = json.loads(r.stdout.strip().splitlines()[-1])
     archs = sorted({row["arch"] for row in rows})
     print(f"\ncompiled {len(rows)} cases for sm_{', sm_'.join(map(str, archs))} in {time.perf_counter() - t0:.0f} s "
@@ -43,7 +47,7 @@ def compile_report():
 def test_registry_is_not_empty(compile_report):
     kernels = {r["kernel"] for r in compile_report}
     assert "_layernorm_stats_kernel" in kernels
-    assert {r["arch"] for r in compile_report} >= {90, 80}
+    assert {r["arch"] for r in compile_report} >= {90, 80} & set(ARCHS)
 
 
 def test_every_kernel_compiles(compile_report):

@@ -69,6 +69,7 @@ from ._dot import dot
 from ._gelu import gelu_and_grad_fast, gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._tuning import LAUNCH_OPTIONS
 
 # --------------------------------------------------------------------------------------------------
 # Configurations
@@ -628,7 +629,7 @@ def hidden_forward(y, fc1_weight, fc1_bias, *, approximate, write_z: bool, write
             M, S, N, C, m_bucket(M), *_x_strides(y), fc1_weight.stride(1), fc1_weight.stride(0),
             BACKWARD=False, HAS_SCALE=False, WRITE_Z=write_z, WRITE_ACT=write_act, WRITE_DB=False,
             A_CAST=y.dtype != dt, APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(),
-            INPUT_PRECISION=input_precision(dt), GLU=glu, TMA=tma,
+            INPUT_PRECISION=input_precision(dt), GLU=glu, TMA=tma, **LAUNCH_OPTIONS,
         )
     return z, act
 
@@ -658,7 +659,7 @@ def hidden_backward(grad_out, sample_scale, fc2_weight, z, *, approximate, write
             M, S, N, C, m_bucket(M), *_x_strides(grad_out), fc2_weight.stride(0), fc2_weight.stride(1),
             BACKWARD=True, HAS_SCALE=sample_scale is not None, WRITE_Z=False, WRITE_ACT=write_act,
             WRITE_DB=write_db, A_CAST=grad_out.dtype != dt, APPROX_TANH=approximate == "tanh",
-            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt), GLU=glu, TMA=tma,
+            INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dt), GLU=glu, TMA=tma, **LAUNCH_OPTIONS,
         )
     return dz, act, (dbp.sum(0) if write_db else None)
 
@@ -676,6 +677,7 @@ def out_forward(act, x, fc2_weight, fc2_bias, sample_scale):
             fc2_weight.stride(1), fc2_weight.stride(0), *_strides3(x),
             HAS_BIAS=True, HAS_SCALE=sample_scale is not None, HAS_RES=True,
             INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(act.dtype), TMA=tma, W_KN=False,
+            **LAUNCH_OPTIONS,
         )
     return out
 
@@ -692,6 +694,7 @@ def out_backward(dz, fc1_weight, B, S):
             fc1_weight.stride(0), fc1_weight.stride(1), 0, 0, 0,
             HAS_BIAS=False, HAS_SCALE=False, HAS_RES=False,
             INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(dz.dtype), TMA=tma, W_KN=True,
+            **LAUNCH_OPTIONS,
         )
     return dn
 
@@ -756,6 +759,7 @@ def wgrad(p, q, *, transpose_out: bool, out_dtype):
     _channel_wgrad_kernel[lambda meta: (triton.cdiv(C, meta["BLOCK_M"]) * triton.cdiv(DC, meta["BLOCK_N"]), split)](
         p, q, dw, M, S, C, DC, m_bucket(M), rows, pb, ps, pc, dws, sti, stj,
         P_FLAT=flat, P_CAST=p.dtype != q.dtype, INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(q.dtype),
+        **LAUNCH_OPTIONS,
     )
     if split > 1:
         dw = dw.sum(0).to(out_dtype)      # fixed-order reduction of the split partials

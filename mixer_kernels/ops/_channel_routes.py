@@ -34,6 +34,7 @@ from ._choice import Choice
 from ._gelu import gelu_fast
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._tuning import LAUNCH_OPTIONS
 
 # --------------------------------------------------------------------------------------------------
 # Passes (elementwise, after a cuBLAS GEMM)
@@ -170,7 +171,7 @@ def glu_gate(z, R, N, RH, s_zg, s_zr, half, gate):
         _glu_pass_kernel[_grid_pass(R, N)](
             z, z, z, g, z, z, R, N, RH, 1, s_zg, s_zr, half, GATE=gate, BACKWARD=False, HAS_SCALE=False,
             WRITE_G=True, WRITE_DB=False, INTERPRET=triton_interpret(), BLOCK_M=_PASS_BLOCK[0],
-            BLOCK_N=_PASS_BLOCK[1])
+            BLOCK_N=_PASS_BLOCK[1], **LAUNCH_OPTIONS)
     return g
 
 
@@ -186,7 +187,7 @@ def glu_gate_bwd(dg, z, R, N, RH, s_zg, s_zr, half, gate, *, scale=None, scale_r
             z, dg, scale if scale is not None else dg, g if write_g else dz, dz, dbp if write_db else dz,
             R, N, RH, scale_rows, s_zg, s_zr, half, GATE=gate, BACKWARD=True, HAS_SCALE=scale is not None,
             WRITE_G=write_g, WRITE_DB=write_db, INTERPRET=triton_interpret(), BLOCK_M=_PASS_BLOCK[0],
-            BLOCK_N=_PASS_BLOCK[1])
+            BLOCK_N=_PASS_BLOCK[1], **LAUNCH_OPTIONS)
     return dz, g, (dbp.sum(0) if write_db else None)
 
 
@@ -216,7 +217,8 @@ def fc1_composed(y, fc1_weight, fc1_bias, *, approximate, write_z: bool, write_a
     if write_act:
         act = empty(z.shape, device=z.device, dtype=dt)
         _gelu_pass_kernel[(triton.cdiv(z.numel(), _GELU_BLOCK),)](
-            z, act, z.numel(), APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), BLOCK=_GELU_BLOCK)
+            z, act, z.numel(), APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(), BLOCK=_GELU_BLOCK,
+            **LAUNCH_OPTIONS)
     return (z if write_z else None), act
 
 
@@ -228,7 +230,7 @@ def fc2_composed(act, x, fc2_weight, fc2_bias, sample_scale):
     _residual_pass_kernel[_grid_pass(M, C)](
         h, sample_scale if sample_scale is not None else h, x, out, M, S, C, *x.stride(),
         HAS_SCALE=sample_scale is not None, INTERPRET=triton_interpret(),
-        BLOCK_M=_PASS_BLOCK[0], BLOCK_N=_PASS_BLOCK[1])
+        BLOCK_M=_PASS_BLOCK[0], BLOCK_N=_PASS_BLOCK[1], **LAUNCH_OPTIONS)
     return out
 
 
@@ -249,7 +251,7 @@ def hidden_bwd_composed(grad_out, sample_scale, fc2_weight, z, *, approximate, w
         dh, sample_scale if sample_scale is not None else dh, z, act if write_act else dz, dz, dbp,
         M, grad_out.shape[1], DC, HAS_SCALE=sample_scale is not None, WRITE_ACT=write_act, WRITE_DB=write_db,
         APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(),
-        BLOCK_M=_PASS_BLOCK[0], BLOCK_N=_PASS_BLOCK[1])
+        BLOCK_M=_PASS_BLOCK[0], BLOCK_N=_PASS_BLOCK[1], **LAUNCH_OPTIONS)
     return dz, act, (dbp.sum(0) if write_db else None)
 
 

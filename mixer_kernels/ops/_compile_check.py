@@ -4,9 +4,11 @@
 
 Builds each registered CompileCase with Triton's own compiler (`triton.compile(ASTSource(...),
 target=GPUTarget("cuda", arch, 32))`), specialised as a real launch would be (docs/design.md, "Triton
-on our machines"), then runs the ptxas shipped in Triton's wheel with -v on the PTX to read registers,
-spills, shared memory and the wgmma serialisation notes, and (sm_90) disassembles the cubin with its
-nvdisasm for the SASS report of ops/_sass.py: tensor-core instructions, loads, the main loop. Each case's speed hazards
+on our machines") and with the options every launch passes (ops/_tuning.LAUNCH_OPTIONS), then has Triton's
+backend assemble the PTX again with ptxas's -v report captured (the assembler and flags Triton picks for
+the arch) to read registers, spills, shared memory and the wgmma serialisation notes, and (sm_90)
+disassembles the cubin with Triton's nvdisasm for the SASS report of ops/_sass.py: tensor-core
+instructions, loads, the main loop. Each case's speed hazards
 (`hazards`: serialised wgmma, mma.sync on sm_90, spills) come with it; the speed model
 (`python -m benchmarks.speed_model`) builds on the same function.
 Must run with TRITON_INTERPRET unset (the interpreter replaces @triton.jit functions), so the tests
@@ -15,6 +17,8 @@ call it in a subprocess.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -27,30 +31,66 @@ from mixer_kernels.ops import _sass
 from mixer_kernels.ops._sass import ptxas_notes
 
 
-def _tool(name: str) -> str:
+def _tool(name: str, arch: int = 90) -> str:
+    """The path of the CUDA tool ("ptxas" or "nvdisasm") that the installed Triton itself uses for sm_<arch>.
+    Asked of Triton, not named here: 3.6 and 3.8 assemble sm_90 with `ptxas` (CUDA 12) and sm_100+ with
+    `ptxas-blackwell`, 3.9 everything from sm_90 with its CUDA 13 `ptxas-blackwell` (whose PTX 9.x the older
+    one refuses); 3.5 and older have no get_ptxas, their knobs (or the wheel's bin/) name the tool."""
     import triton
+    if name == "ptxas":
+        try:
+            from triton.backends.nvidia.compiler import get_ptxas
+            tool = get_ptxas(arch)
+        except ImportError:
+            tool = None
+        if tool is not None:
+            return getattr(tool, "path", tool)
+    try:
+        from triton import knobs
+        tool = getattr(knobs.nvidia, name, None)
+        if tool is not None and getattr(tool, "path", None):
+            return tool.path
+    except (ImportError, AttributeError):
+        pass
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def _ptxas(ptx: str, arch: int) -> tuple[dict, str | None]:
-    """ptxas -v on the PTX: (registers, spills, stack, serialisation notes), and the SASS of the cubin
-    (nvdisasm -c) for sm_90."""
-    sm = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-    with tempfile.TemporaryDirectory() as d:
-        src, cubin = os.path.join(d, "k.ptx"), os.path.join(d, "k.cubin")
-        with open(src, "w") as f:
-            f.write(ptx)
-        tool = _tool("ptxas-blackwell" if arch >= 100 else "ptxas")
-        r = subprocess.run([tool, f"-arch={sm}", "-v", src, "-o", cubin], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError(f"ptxas failed:\n{r.stderr[-2000:]}")
-        sass = None
-        if arch == 90:
-            dis = subprocess.run([_tool("nvdisasm"), "-c", cubin], capture_output=True, text=True)
-            if dis.returncode != 0:
-                raise RuntimeError(f"nvdisasm failed:\n{dis.stderr[-2000:]}")
-            sass = dis.stdout
-    text = r.stderr + r.stdout
+def _assemble(ptx: str, arch: int, options: dict) -> tuple[str, bytes]:
+    """(ptxas -v's report, the cubin) of Triton's own assembly of `ptx` for sm_<arch>: its backend's make_cubin
+    with the compile options, so the assembler (the one Triton picks for the arch) and its flags are Triton's
+    (--regAllocOptLevel=2 from 3.8 on, --fmad=false without FP fusion); a re-run of ptxas with flags of our own
+    read other spills (3.9, fp32 token forward: 200 B where Triton's own assembly spills 356 B)."""
+    from triton import knobs
+    from triton.backends.compiler import GPUTarget
+    from triton.backends.nvidia.compiler import CUDABackend
+    backend = CUDABackend(GPUTarget("cuda", arch, 32))
+    opt = backend.parse_options(dict(options))
+    log, saved = io.StringIO(), knobs.nvidia.dump_ptxas_log
+    knobs.nvidia.dump_ptxas_log = True      # make_cubin prints ptxas's -v report on success
+    try:
+        with contextlib.redirect_stdout(log):
+            cubin = backend.make_cubin(ptx, {}, opt, arch)
+    except Exception as e:
+        raise RuntimeError(f"ptxas failed:\n{str(e)[-2000:]}") from None
+    finally:
+        knobs.nvidia.dump_ptxas_log = saved
+    return log.getvalue(), cubin
+
+
+def _ptxas(ptx: str, arch: int, options: dict) -> tuple[dict, str | None]:
+    """Triton's assembly of the PTX (_assemble) read: registers, spills, stack, serialisation notes, and the
+    SASS of its cubin (nvdisasm -c) for sm_90."""
+    text, cubin = _assemble(ptx, arch, options)
+    sass = None
+    if arch == 90:
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "k.cubin")
+            with open(path, "wb") as f:
+                f.write(cubin)
+            dis = subprocess.run([_tool("nvdisasm", arch), "-c", path], capture_output=True, text=True)
+        if dis.returncode != 0:
+            raise RuntimeError(f"nvdisasm failed:\n{dis.stderr[-2000:]}")
+        sass = dis.stdout
 
     def grab(pattern):
         m = re.search(pattern, text)
@@ -100,17 +140,21 @@ def compile_kernel(fn, signature: dict, constexprs: dict, attrs: dict, num_warps
                    arch: int = 90, **options) -> dict:
     """Compile one specialisation of the @triton.jit function `fn` for sm_<arch> and read it: registers,
     spills, shared memory, CTAs per SM, ptxas notes, and (sm_90) the SASS report (ops/_sass.py).
-    `options`: other compile options a launch may carry (num_ctas, enable_fp_fusion, maxnreg, ...)."""
+    `options`: other compile options a launch may carry (num_ctas, enable_fp_fusion, maxnreg, ...); those not
+    given are ops/_tuning.LAUNCH_OPTIONS, as every launch of the package passes them."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
+
+    from mixer_kernels.ops._tuning import LAUNCH_OPTIONS
+    options = {**LAUNCH_OPTIONS, **options}     # what every launch of the package passes (FP contraction pinned)
     row = dict(arch=arch, num_warps=num_warps, num_stages=num_stages)
     try:
         src = ASTSource(fn, signature, constexprs, attrs)
         ck = triton.compile(src, target=GPUTarget("cuda", arch, 32),
                             options=dict(num_warps=num_warps, num_stages=num_stages, **options))
         ptx = ck.asm["ptx"]
-        report, sass = _ptxas(ptx, arch)
+        report, sass = _ptxas(ptx, arch, dict(num_warps=num_warps, num_stages=num_stages, **options))
         row.update(report)
         row["shared"] = ck.metadata.shared
         row["wgmma"] = "wgmma" in ptx
@@ -141,12 +185,14 @@ def _check_not_interpreted():
 
 
 def targets(archs) -> list[int]:
-    """The archs of `archs` that the installed Triton's ptxas (ptxas-blackwell from sm_100) can build."""
+    """The archs of `archs` that the assembler the installed Triton uses for each (_tool) can build."""
     out = []
     for arch in archs:
-        tool = _tool("ptxas-blackwell" if arch >= 100 else "ptxas")
+        tool = _tool("ptxas", arch)
+        if not os.path.exists(tool):
+            continue
         listed = subprocess.run([tool, "--help"], capture_output=True, text=True).stdout
-        if os.path.exists(tool) and re.search(rf"\bsm_{arch}\b", listed):
+        if re.search(rf"\bsm_{arch}\b", listed):
             out.append(arch)
     return out
 

@@ -273,10 +273,16 @@ GPU_CONFIGS = {
 #   dt 16-bit 16x64, 4 warps, 2 stages: 84 KB, 0 spills (32x64 takes 100 KB at 2 stages and spilled 20 B on
 #     sm_80; at 1 stage 96 KB and 12-24 B of spills).
 #   dt fp32 16x32, 8 warps, 1 stage: 96 KB, 0 spills (16x64: 160 KB; at 4 warps 16x64 spilled 488-560 B).
+# Triton 3.9 (CUDA 13 ptxas, Triton's own flags) on sm_90: every fp32 (tf32) tile with BLOCK_H = 64 spills (fwd
+# 32x64 and 16x64 on 4 warps 356-364 B, on 8 warps 84-212 B; 2 stages need 276 KB and more; dt 16x64 on 8 warps
+# 548-624 B); with BLOCK_H = 32 none spills, but the first dot (M = BLOCK_H) runs mma.sync:
+#   fwd fp32 32x32, 4 warps, 1 stage: 182 registers, 0 spills, 68 KB, 2 CTAs per SM (16x32 at 2 stages: 114 KB, 1).
+#   dt fp32: the 16x32 entry above (122 registers, 0 spills). A wgmma fp32 tile on 3.9 needs a kernel change.
 FALLBACK_CONFIGS = {
     ("fwd", False): [],
     ("dt", False): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=4, num_stages=2)],
-    ("fwd", True): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=4, num_stages=1)],
+    ("fwd", True): [dict(BLOCK_C=16, BLOCK_H=64, num_warps=4, num_stages=1),
+                    dict(BLOCK_C=32, BLOCK_H=32, num_warps=4, num_stages=1)],
     ("dt", True): [dict(BLOCK_C=16, BLOCK_H=32, num_warps=8, num_stages=1)],
 }
 
@@ -295,8 +301,12 @@ GLU_CONFIGS = {"fwd": (32, 64, 4, 1), "dt": (16, 64, 4, 2)}
 #   dt 16x64, 8 warps, 2 stages: 84 KB, 0 spills on sm_80 (at 4 warps 16x64 spilled 48-276 B at 1 stage, 8-24 B
 #     at 2; it spills 8-24 B on sm_86/120 too).
 #   dt 16x32, 8 warps, 1 stage: 48 KB, 0 spills on sm_80, sm_86 and sm_120 (4 warps: 12-24 B on sm_86/120).
-GLU_FALLBACK_CONFIGS = {"fwd": [], "dt": [dict(BLOCK_C=16, BLOCK_H=64, num_warps=8, num_stages=2),
-                                          dict(BLOCK_C=16, BLOCK_H=32, num_warps=8, num_stages=1)]}
+# Triton 3.9 on sm_90: the forward's 32x64 spills 132 B (Triton's own ptxas flags); its fallback there:
+#   fwd 16x64, 4 warps, 1 stage: wgmma, 200 registers, 0 spills, 72 KB, 2 CTAs per SM (32x64 on 8 warps: 254
+#     registers, 0 spills, 1 CTA per SM).
+GLU_FALLBACK_CONFIGS = {"fwd": [dict(BLOCK_C=16, BLOCK_H=64, num_warps=4, num_stages=1)],
+                        "dt": [dict(BLOCK_C=16, BLOCK_H=64, num_warps=8, num_stages=2),
+                               dict(BLOCK_C=16, BLOCK_H=32, num_warps=8, num_stages=1)]}
 
 MAX_BLOCK_H = 64
 

@@ -51,6 +51,14 @@ SHARED_PER_BLOCK = {
 }
 CARDS = {80: "A100", 86: "RTX 3090", 89: "RTX 4090", 90: "H100/H200", 120: "RTX 5090"}
 
+# Compile options every launch of the package passes (`**LAUNCH_OPTIONS`), and the compile check and the speed
+# model compile with (ops/_compile_check.compile_kernel). FP contraction (a * b + c as one fma, in Triton's LLVM
+# and in ptxas) stays on: the numerics our accuracy tests and the speed model were measured with, Triton 3.6 to
+# 3.9's default. Triton 3.9 warns that the default turns off in 3.10 (ptxas --fmad=false): pinned here, a new
+# Triton cannot change our results or speed unannounced, and no launch prints that warning.
+FP_FUSION = True
+LAUNCH_OPTIONS = {"enable_fp_fusion": FP_FUSION}
+
 
 def arch_of(device) -> int:
     """Compute capability of a CUDA device as one number (sm_86 -> 86)."""

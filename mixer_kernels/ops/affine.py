@@ -21,6 +21,7 @@ from .._config import empty, triton_interpret
 from . import _tuning
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._tuning import LAUNCH_OPTIONS
 from .layernorm_backward import MAX_PROGRAMS
 
 
@@ -137,7 +138,7 @@ def affine_forward(x: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, dty
     M = B * S
     y = empty((M, C), device=x.device, dtype=dtype)
     if M:
-        args, kwargs = (x, alpha, beta, y, M, S, C, *x.stride()), dict(INTERPRET=triton_interpret())
+        args, kwargs = (x, alpha, beta, y, M, S, C, *x.stride()), dict(INTERPRET=triton_interpret(), **LAUNCH_OPTIONS)
         meta = _pick(_affine_fwd_kernel, "fwd", x, args, kwargs)
         _affine_fwd_kernel[(triton.cdiv(M, meta["BLOCK_M"]),)](*args, **kwargs, **meta)
     return y.view(B, S, C)
@@ -156,7 +157,7 @@ def affine_backward(dn: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, dres
     dap = empty((G, C), device=x.device, dtype=torch.float32)
     dbp = empty((G, C), device=x.device, dtype=torch.float32)
     args = (dn, x, alpha, dresidual, dx, dap, dbp, M, S, C, *x.stride(), *dresidual.stride())
-    kwargs = dict(INTERPRET=triton_interpret())
+    kwargs = dict(INTERPRET=triton_interpret(), **LAUNCH_OPTIONS)
     meta = _pick(_affine_bwd_kernel, "bwd", x, args, kwargs)
     _affine_bwd_kernel[(G,)](*args, **kwargs, **meta)
     return dx, dap.sum(0), dbp.sum(0)     # fixed-order sums of the partials

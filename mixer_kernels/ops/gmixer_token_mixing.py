@@ -39,6 +39,7 @@ from . import _token_kernels as tk
 from ._act import glu_mode
 from ._channel_routes import glu_gate, glu_gate_bwd
 from ._token_kernels import _token_mixing_bwd_dt_tm_kernel, _token_mixing_fwd_tm_kernel
+from ._tuning import LAUNCH_OPTIONS
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
 from .token_mixing import MAX_RESIDENT_S, _off64, _scale_arg, fake_bwd_outputs, fake_fwd_outputs, input_grads
@@ -71,7 +72,8 @@ def gmixer_token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2
     w1p, w2tp = tk.padded_glu_weights(w1, w2, BS, dsp)
     args = (x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, b2, scale, out, S, C, H, dsp, *x.stride())
     kwargs = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=False, OFF64=_off64(x, out),
-                  INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=gate)
+                  INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=gate,
+                  **LAUNCH_OPTIONS)
     meta = _tuning.pick(_token_mixing_fwd_tm_kernel, tk.glu_table("fwd", S, C, H, w1.dtype), (S, C, H),
                         x.device, args, kwargs)
     _token_mixing_fwd_tm_kernel[(B, triton.cdiv(C, meta["BLOCK_C"]))](*args, **kwargs, **meta)
@@ -108,7 +110,7 @@ def gmixer_token_mixing_bwd(dy, x, mean, rstd, norm_weight, norm_bias, fc1_weigh
                 *x.stride(), *dy.stride())
         kwargs = dict(HAS_SCALE=sample_scale is not None, APPROX_TANH=False, STORE_WGRAD=store,
                       OFF64=_off64(x, dy, tb, dhb), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt),
-                      BLOCK_S=BS, GLU=gate)
+                      BLOCK_S=BS, GLU=gate, **LAUNCH_OPTIONS)
         meta = _tuning.pick(_token_mixing_bwd_dt_tm_kernel, tk.glu_table("dt", S, C, H, cdt), (S, C, H),
                             x.device, args, kwargs)
         _token_mixing_bwd_dt_tm_kernel[(B, triton.cdiv(C, meta["BLOCK_C"]))](*args, **kwargs, **meta)

@@ -44,6 +44,7 @@ from . import _channel_routes as gemm
 from . import _guard
 from . import _spatial_gating_kernels as sg
 from . import _token_linear_kernels as tl_k
+from ._tuning import LAUNCH_OPTIONS
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_apply, layernorm_forward, layernorm_stats
 
@@ -67,7 +68,7 @@ def sgu_forward(act, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_b
     sg._sgu_fwd_kernel[(B, triton.cdiv(H, bc), triton.cdiv(S, bs))](
         wp, proj_bias, act, mean_v, rstd_v, gate_weight, gate_bias, gate, S, H, wp.shape[1], act.stride(0),
         OFF64=tl_k.off64(act), INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(wp.dtype),
-        BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages, **LAUNCH_OPTIONS)
     return gate
 
 
@@ -79,7 +80,7 @@ def gelu_v(z, approximate):
     bm, bn = sg.PASS_BLOCK
     sg._sgu_gelu_pass_kernel[(triton.cdiv(M, bm), triton.cdiv(H, bn))](
         z, v, v, M, H, z.stride(0), GRAD=False, APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(),
-        BLOCK_M=bm, BLOCK_N=bn)
+        BLOCK_M=bm, BLOCK_N=bn, **LAUNCH_OPTIONS)
     return v
 
 
@@ -90,7 +91,7 @@ def dz_v(z, dv, dz, approximate):
     bm, bn = sg.PASS_BLOCK
     sg._sgu_gelu_pass_kernel[(triton.cdiv(M, bm), triton.cdiv(H, bn))](
         z, dv, dz, M, H, z.stride(0), GRAD=True, APPROX_TANH=approximate == "tanh", INTERPRET=triton_interpret(),
-        BLOCK_M=bm, BLOCK_N=bn)
+        BLOCK_M=bm, BLOCK_N=bn, **LAUNCH_OPTIONS)
 
 
 def sgu_backward(v, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_bias, z, dg, sample_scale, dz, B, S,
@@ -117,7 +118,8 @@ def sgu_backward(v, mean_v, rstd_v, gate_weight, gate_bias, proj_weight, proj_bi
         S, H, wp.shape[1], z.stride(0),
         HAS_SCALE=sample_scale is not None, WRITE_GATE=write_gate, STORE_WGRAD=store_wgrad, WRITE_DB=write_db,
         APPROX_TANH=approximate == "tanh", OFF64=tl_k.off64(z), INTERPRET=triton_interpret(),
-        INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+        **LAUNCH_OPTIONS)
     return dp, gate_s, nt, (dbp.sum(0) if write_db else None)      # fixed-order sum of the partials
 
 
@@ -137,7 +139,7 @@ def norm_backward(dn, z, v, mean_v, rstd_v, gate_weight, dz, approximate):
     parts = [empty((G, H), device=z.device, dtype=torch.float32) for _ in range(3)]
     sg._sgu_norm_bwd_kernel[(G,)](
         dn, z, mean_v, rstd_v, gate_weight, dz, *parts, M, H, z.stride(0), APPROX_TANH=approximate == "tanh",
-        INTERPRET=triton_interpret(), BLOCK_M=bm, BLOCK_H=bh, num_warps=warps)
+        INTERPRET=triton_interpret(), BLOCK_M=bm, BLOCK_H=bh, num_warps=warps, **LAUNCH_OPTIONS)
     return tuple(p.sum(0) for p in parts)                          # fixed-order sums of the partials
 
 
@@ -151,7 +153,8 @@ def sgu_dn(dp, proj_weight, B, S):
     wtp = tl_k.launch_weight(proj_weight, S, bs, bk, transpose=True)
     sg._sgu_dn_kernel[(B, triton.cdiv(H, bc), triton.cdiv(S, bs))](
         wtp, dp, dn, S, H, wtp.shape[1], OFF64=tl_k.off64(dp), INTERPRET=triton_interpret(),
-        INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk, num_warps=warps, num_stages=stages,
+        **LAUNCH_OPTIONS)
     return dn
 
 

@@ -24,6 +24,7 @@ from .._config import empty, triton_interpret
 from . import _tuning
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._tuning import LAUNCH_OPTIONS
 
 
 @triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size (it only bounds masks, loops)
@@ -164,7 +165,7 @@ def layernorm_backward(dn, x, mean, rstd, weight, dresidual=None):
     if M > 0:
         rr = r3 if r3 is not None else x3
         args = (dn3, x3, mean, rstd, weight, rr, dx, dwp, dbp, M, S, C, *dn3.stride(), *x3.stride(), *rr.stride())
-        kwargs = dict(HAS_DRES=r3 is not None, INTERPRET=triton_interpret(), ONE_CHUNK=C <= BLOCK_C)
+        kwargs = dict(HAS_DRES=r3 is not None, INTERPRET=triton_interpret(), ONE_CHUNK=C <= BLOCK_C, **LAUNCH_OPTIONS)
         # one entry (G depends on BLOCK_M): ops/_tuning.pick checks it fits the card, else names the kernel
         meta = _tuning.pick(_layernorm_bwd_kernel, [dict(BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, num_warps=num_warps)],
                             None, x3.device, args, kwargs)

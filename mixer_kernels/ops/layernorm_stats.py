@@ -20,6 +20,7 @@ from .._config import empty, triton_interpret
 from . import _tuning
 from ._registry import CompileCase, Work, nbytes, register_kernel
 from ._round import to_dtype
+from ._tuning import LAUNCH_OPTIONS
 
 
 @triton.jit(do_not_specialize=["M"])   # M = B*S: no recompile per batch size (it only bounds masks)
@@ -173,7 +174,7 @@ def _launch(x3, mean, rstd, weight, bias, y, eps, *, stats: bool, write_y: bool)
     M = B * S
     BLOCK_M, BLOCK_C, BLOCK_C2, num_warps = _block_sizes(C, stats_only=stats and not write_y)
     args = (x3, mean, rstd, weight, bias, y, M, S, C, x3.stride(0), x3.stride(1), x3.stride(2), eps)
-    kwargs = dict(STATS=stats, WRITE_Y=write_y, INTERPRET=triton_interpret(), ONE_CHUNK=C <= BLOCK_C)
+    kwargs = dict(STATS=stats, WRITE_Y=write_y, INTERPRET=triton_interpret(), ONE_CHUNK=C <= BLOCK_C, **LAUNCH_OPTIONS)
     # one entry: ops/_tuning.pick checks it fits the card (else an error naming the kernel and the card)
     meta = _tuning.pick(_layernorm_stats_kernel, [dict(BLOCK_M=BLOCK_M, BLOCK_C=BLOCK_C, BLOCK_C2=BLOCK_C2,
                                                        num_warps=num_warps)], None, x3.device, args, kwargs)

@@ -22,6 +22,7 @@ from .._config import empty, input_precision, triton_interpret
 from . import _guard
 from . import _token_linear_kernels as tl_k
 from ._device import device_of
+from ._tuning import LAUNCH_OPTIONS
 
 _OP = "mixer_kernels::resmlp_token_mixing"
 
@@ -52,7 +53,7 @@ def token_linear_forward(x, alpha, beta, weight, bias, layer_scale, sample_scale
             S, C, wp.shape[1], *x.stride(),
             HAS_SCALE=sample_scale is not None, OFF64=tl_k.off64(x, out), INTERPRET=triton_interpret(),
             INPUT_PRECISION=input_precision(weight.dtype), BLOCK_S=bs, BLOCK_C=bc, BLOCK_K=bk,
-            num_warps=warps, num_stages=stages)
+            num_warps=warps, num_stages=stages, **LAUNCH_OPTIONS)
     return out
 
 
@@ -97,7 +98,7 @@ def token_linear_backward(dy, x, alpha, beta, weight, bias, layer_scale, sample_
                 *parts, gb, ab, S, C, wtp.shape[1], *x.stride(), *dy.stride(),
                 HAS_SCALE=sample_scale is not None, STORE_WGRAD=store, OFF64=tl_k.off64(x, dy, gb),
                 INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(cdt), BLOCK_S=bs, BLOCK_C=bc,
-                BLOCK_K=bk, num_warps=warps, num_stages=stages)
+                BLOCK_K=bk, num_warps=warps, num_stages=stages, **LAUNCH_OPTIONS)
     da, db, dls = (p.sum(0) for p in parts)                      # fixed-order sums of the per-program partials
     if not weight_grads:
         return [dx, da, db, dls]

@@ -64,6 +64,7 @@ from . import _guard, _tuning
 from . import _token_kernels as tk
 from . import _token_large_kernels as lk
 from ._token_kernels import _token_mixing_bwd_dt_tm_kernel, _token_mixing_fwd_tm_kernel
+from ._tuning import LAUNCH_OPTIONS
 from .layernorm_backward import layernorm_backward
 from .layernorm_stats import layernorm_stats
 
@@ -142,7 +143,7 @@ def _large_gemm(a, bm, out, *, M, N, K, C, bias, scale, res, gelu_out, has_bias,
         A=a, Bm=bm, Bias=bias, Scale=scale, Res=res, Out=out, M=M, N=N, K=K, C=C, LDA=a.stride(0),
         s_rb=res.stride(0), s_rs=res.stride(1), s_rc=res.stride(2), GELU_OUT=gelu_out, HAS_BIAS=has_bias,
         HAS_SCALE=has_scale, HAS_RES=has_res, APPROX_TANH=approx_tanh, INTERPRET=triton_interpret(),
-        INPUT_PRECISION=input_precision(cdt), **meta)
+        INPUT_PRECISION=input_precision(cdt), **meta, **LAUNCH_OPTIONS)
 
 
 def _large_ln(x, mean, rstd, norm_weight, norm_bias, dy, scale, t, g, eps, *, stats, has_scale):
@@ -154,7 +155,7 @@ def _large_ln(x, mean, rstd, norm_weight, norm_bias, dy, scale, t, g, eps, *, st
         X=x, Mean=mean, Rstd=rstd, NW=norm_weight, NB=norm_bias, DY=dy, Scale=scale, T=t,
         G=t if g is None else g, M=B * S, S=S, C=C, N=B * C, s_xb=x.stride(0), s_xs=x.stride(1), s_xc=x.stride(2),
         s_gb=dy.stride(0), s_gs=dy.stride(1), s_gc=dy.stride(2), eps=eps, STATS=stats, WRITE_G=g is not None,
-        HAS_SCALE=has_scale, INTERPRET=triton_interpret(), **meta)
+        HAS_SCALE=has_scale, INTERPRET=triton_interpret(), **meta, **LAUNCH_OPTIONS)
 
 
 def _token_mixing_fwd_large(x, norm_weight, norm_bias, w1, b1, w2, b2, eps, approx_tanh, sample_scale):
@@ -204,7 +205,7 @@ def _token_mixing_bwd_large(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w
         kernel[lambda m: (triton.cdiv(DS, m["BLOCK_M"]) * triton.cdiv(N, m["BLOCK_N"]),)](
             W1=w1a, W2t=_aligned_rows(w2.t()), B1=b1, T=tb, G=gb, Act=ab, DH=dhb, M=DS, N=N, K=S, LDA=w1a.stride(0),
             WRITE_ACT=store, APPROX_TANH=approx_tanh, INTERPRET=triton_interpret(),
-            INPUT_PRECISION=input_precision(cdt), **meta)
+            INPUT_PRECISION=input_precision(cdt), **meta, **LAUNCH_OPTIONS)
         if not store:
             del tb, gb, ab
         _large_gemm(_aligned_rows(w1.t()), dhb, dt, M=S, N=N, K=DS, C=C, bias=b1, scale=mean, res=x,
@@ -285,7 +286,8 @@ def token_mixing_fwd(x, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight
     kernel[lambda m: (B, triton.cdiv(C, m["BLOCK_C"]))](
         x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, b2, scale, out, S, C, DS, dsp, *x.stride(),
         HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh, OFF64=_off64(x, out),
-        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=0, **meta)
+        INTERPRET=triton_interpret(), INPUT_PRECISION=input_precision(w1.dtype), BLOCK_S=BS, GLU=0, **meta,
+        **LAUNCH_OPTIONS)
     return out, mean, rstd
 
 
@@ -334,7 +336,7 @@ def _token_mixing_bwd_tm(dy, x, mean, rstd, norm_weight, norm_bias, w1, b1, w2, 
             x, mean, rstd, norm_weight, norm_bias, w1p, b1, w2tp, dy, scale, dt, tb, gb, ab, dhb, S, C, DS, dsp, K,
             *x.stride(), *dy.stride(), HAS_SCALE=sample_scale is not None, APPROX_TANH=approx_tanh,
             STORE_WGRAD=store, OFF64=_off64(x, dy, tb, ab), INTERPRET=triton_interpret(),
-            INPUT_PRECISION=input_precision(cdt), BLOCK_S=BS, GLU=0, **meta)
+            INPUT_PRECISION=input_precision(cdt), BLOCK_S=BS, GLU=0, **meta, **LAUNCH_OPTIONS)
     dx, dnw, dnb = layernorm_backward(dt, x, mean, rstd, norm_weight, dresidual=dy)
     dnw, dnb = dnw.to(norm_weight.dtype), dnb.to(norm_bias.dtype)
     if not weight_grads:
