@@ -23,6 +23,26 @@ if not torch.cuda.is_available() and not triton_interpret():   # _config's rule,
 # (4-5 minutes on 2 cores). `pytest -m "not slow"` leaves them out.
 SLOW_FILES = ("test_compile.py",)
 
+# Files marked `versions`: the tests whose outcome depends on the torch / Triton release, which CI runs again
+# under each other pair it tests (torch 2.11 + Triton 3.6, torch 2.15 + Triton 3.9: `pytest -m versions`), while
+# the whole suite runs once, on torch 2.14.1 + Triton 3.8. In: every kernel under Triton's interpreter (its
+# semantics, and our bounds check patching it, change by release), the compile check and what reads compiled
+# code (Triton's compiler, ptxas, nvdisasm), our autotuner subclass (Triton's Autotuner internals), and the
+# custom ops under torch.compile, autograd transforms and timm modules (dynamo, custom-op and functorch
+# behaviour change by torch release). Out: pure-Python and plain-PyTorch tests (the references, the config
+# variables, the examples, JAX checkpoints, the benchmark runner), the speed model (its report is of 3.6 and
+# 3.8 only; benchmarks/ is frozen), DDP and XLA (their own stages).
+VERSION_FILES = (
+    # kernels under the interpreter
+    "test_token_mixing.py", "test_token_mixing_large.py", "test_channel_mixing.py", "test_gmixer.py",
+    "test_gmlp.py", "test_resmlp.py", "test_layernorm_stats.py", "test_layernorm_backward.py", "test_gelu.py",
+    "test_bounds_check.py",
+    # compiled code
+    "test_compile.py", "test_launch_options.py", "test_sass_reader.py", "test_tuning.py",
+    # torch.compile, custom ops, autograd modes, modules
+    "test_autograd_modes.py", "test_transforms.py", "test_modules.py", "test_fused_block_contract.py",
+)
+
 
 def _has_torch_xla() -> bool:
     try:
@@ -36,6 +56,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: compiled Triton kernels on a CUDA device (skipped elsewhere)")
     config.addinivalue_line("markers", "xla: the XLA path on a torch_xla device (needs torch_xla)")
     config.addinivalue_line("markers", "slow: long interpreter runs")
+    config.addinivalue_line("markers", "versions: tests whose outcome depends on the torch / Triton release "
+                                       "(conftest.VERSION_FILES; CI runs them under every pair it tests)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,6 +67,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+        if item.path.name in VERSION_FILES:
+            item.add_marker(pytest.mark.versions)
         if "gpu" in item.keywords and not cuda:
             item.add_marker(skip_gpu)
         if "xla" in item.keywords and not xla:
