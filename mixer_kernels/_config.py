@@ -86,6 +86,12 @@ def bounds_check() -> bool:
     return triton_interpret() and _flag("MIXER_KERNELS_BOUNDS_CHECK", True)
 
 
+def compile_archs() -> tuple[int, ...]:
+    """The compute capabilities tests/test_compile.py compiles for: MIXER_KERNELS_COMPILE_ARCHS (space
+    separated, default "90 80 86 120"); CI's stages for the other torch / Triton pairs take "90"."""
+    return tuple(int(a) for a in os.environ.get("MIXER_KERNELS_COMPILE_ARCHS", "90 80 86 120").split())
+
+
 def empty(shape, *, device, dtype) -> torch.Tensor:
     """torch.empty for kernel outputs; NaN-filled when poisoning is on (floating dtypes)."""
     if poison_outputs() and dtype.is_floating_point:

@@ -17,11 +17,12 @@ import time
 
 import pytest
 
+from mixer_kernels._config import compile_archs
 from mixer_kernels.ops._tuning import SHARED_PER_BLOCK
 
 # MIXER_KERNELS_COMPILE_ARCHS="90": CI's stages for the other torch / Triton pairs compile for sm_90 only (every
 # Triton on sm_90, every card under Triton 3.8: README, "Testing").
-ARCHS = tuple(int(a) for a in os.environ.get("MIXER_KERNELS_COMPILE_ARCHS", "90 80 86 120").split())
+ARCHS = compile_archs()
 
 
 @pytest.fixture(scope="module")
