@@ -15,21 +15,23 @@ Per Triton launch (one compiled case: ptxas + SASS report of mixer_kernels/ops/_
       tensor = (W/4) * F_wg / TC / ceiling(class)          the CTA's tensor-core cycles (mma.sync at HMMA_EFF)
       issue  = (W/4) * max(n, MUFU_CYCLES * n_mufu)        one instruction per scheduler per cycle; MUFU at 16/SM/clk
       smem   = shared-memory bytes / SMEM_BW               fills (TMA/cp.async/STS) + LDS + wgmma operand reads
-      chain  = trips*outer * iteration chain + fill + (W/4) * n_rest
+      chain  = trips*outer * iteration chain + (W/4) * n_rest
                iteration chain = max(wgmma, issue)         when the loop keeps wgmmas in flight
                                = (W/4)*wgmma + DRAIN*d + issue + LAT*e   when it drains them (d full drains:
                                  the CTA's warpgroups move through the stages together, the phases add up)
                                  or waits for a load right after issuing it (e exposed waits, LDG feeding STS)
-               fill = LAT: the first loads of a tile, exposed where one CTA runs per SM
     busy   = r * (tensor + issue) for a drained loop (no ping-pong between CTAs), else max(r*tensor, r*issue)
     SM     = max(busy, r*smem, chain)                      cycles per wave
+    edges  = at one CTA per SM, for a kernel with tensor work: LAT + one pipeline stage of loads (per tile) and
+             its stores, at the SM's share of HBM bandwidth: nothing overlaps them
     L2     = L2->SM operand bytes of a wave / L2_BW        every CTA's loads (re-reads of operand tiles, weights)
     HBM    = compulsory bytes of a wave / BW
-    time   = waves * max(SM / CLOCK, L2, HBM) + LAUNCH_S   (ISOLATED_LAUNCH_S for a launch timed alone)
+    time   = waves * max(SM / CLOCK + edges, L2, HBM) + LAUNCH_S   (ISOLATED_LAUNCH_S for a launch timed alone)
 
 cuBLAS GEMM [batch] x [M, K] @ [K, N] (model_gemm): its tile (128x256, 128x128 for small M or N, or the one a
-source names), persistent waves over the SMs at its class's ceiling (fp8 twice, tf32 half the bf16 rate); L2
-operand traffic, HBM; the first loads and the last tile's stores it cannot overlap; the launch.
+source names), persistent waves over the SMs at its class's ceiling (fp8 twice, tf32 half the bf16 rate),
+split-K when its tiles do not fill the SMs; L2 operand traffic, HBM; the first loads and the last tile's stores
+it cannot overlap; the launch.
 Memory-bound ATen / generated kernel (model_elementwise): bytes / (BW * ATEN_EFF[class]) + the launch.
 Cards (CARDS): H100 SXM, H200 (its bandwidth), H100 PCIe (114 SMs, its clock and bandwidth).
 
