@@ -116,3 +116,19 @@ def by_device(small, real, ids=None):
 
     real = [param(c, pytest.mark.gpu) for c in real]
     return real if ON_GPU else [param(c) for c in small] + real
+
+
+def compile_planted(script: str, *cases: str) -> dict:
+    """Run tests/<script> (planted kernels compiled for sm_90a) in a subprocess with TRITON_INTERPRET unset (the
+    interpreter replaces @triton.jit functions) and return its last JSON line: {case: compile_kernel row}."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = root
+    r = subprocess.run([sys.executable, os.path.join(root, "tests", script), *cases], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])

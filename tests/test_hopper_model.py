@@ -2,14 +2,12 @@
 written out, so that every term's arithmetic is checked: the class ceiling, instruction issue, shared-memory
 bandwidth, the serial chain with drains and exposed loads, one CTA per SM, L2 and HBM traffic, the launch;
 and the cuBLAS and elementwise sides by the same constants."""
-import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from helpers import compile_planted
 
 from benchmarks import hopper_model as hm
 from mixer_kernels.ops._registry import Work
@@ -182,12 +180,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def planted():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = ROOT
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "planted_model_kernels.py")], capture_output=True,
-                       text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return compile_planted("planted_model_kernels.py")
 
 
 def _model(row, trips=64, grid=SMS * 8):

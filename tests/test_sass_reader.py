@@ -2,12 +2,10 @@
 int8 and sparse, and on mma.sync. Planted fp16 and fp8 GEMMs (tests/planted_kernels.py) are compiled for
 real; written SASS lines and loops, copied from such compiles and from hand-written PTX, check the parse
 line by line. Compiling needs TRITON_INTERPRET unset: a subprocess."""
-import json
 import os
-import subprocess
-import sys
 
 import pytest
+from helpers import compile_planted
 
 from mixer_kernels.ops import _sass
 
@@ -16,12 +14,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def planted():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = ROOT
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "planted_kernels.py"), "fp16", "fp8"],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return compile_planted("planted_kernels.py", "fp16", "fp8")
 
 
 def _main_loop_per_warpgroup(block_n, block_k, k_step, rate):

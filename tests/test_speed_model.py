@@ -4,11 +4,10 @@ recorder (benchmarks/launch_record.py) against the ops' known launch sequences, 
 report (benchmarks/results/model-sm90/). Compiling needs TRITON_INTERPRET unset: a subprocess."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from helpers import compile_planted
 
 from mixer_kernels.ops import _sass
 
@@ -18,12 +17,7 @@ REPORT = os.path.join(ROOT, "benchmarks", "results", "model-sm90")
 
 @pytest.fixture(scope="module")
 def planted():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = ROOT
-    r = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "planted_kernels.py")], capture_output=True,
-                       text=True, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:] + r.stdout[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    return compile_planted("planted_kernels.py")
 
 
 def test_detector_finds_serialised_wgmma(planted):
